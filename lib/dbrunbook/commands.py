@@ -1,0 +1,192 @@
+"""The commands, as plain typed functions; :mod:`dbrunbook.cli` is a thin shell over them."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from . import archive, embedded, ledger
+from .errors import DbrunbookError, GuardRefused, SpecError
+from .execute import run_statements
+from .phase import new_run_id
+from .project import PHASES, phase_notebook, project_root
+from .spec import load_runbook
+from .statements import read_statements, strip_transaction_wrapper
+from .targets import Target, engine, resolve_target
+
+DEMO_RUNBOOK = "event_message_fk"
+# The seed-000 flow the demo plays; phases without a notebook yet are left out, and say so.
+DEMO_FLOW: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("dev", ("schema", "clean_slate", "code_verify", "test", "rollback", "schema")),
+    ("prod", ("deploy",)),
+)
+
+
+# -- the embedded server ------------------------------------------------------------------
+
+def db_start() -> embedded.ServerStatus:
+    embedded.ensure_running()
+    return embedded.status()
+
+
+def db_stop() -> bool:
+    return embedded.stop()
+
+
+def db_status() -> embedded.ServerStatus:
+    return embedded.status()
+
+
+def db_url(target_ref: str = "dev") -> str:
+    """The URL of a target, password hidden; starts the embedded server if the target is on it."""
+    target = resolve_target(target_ref)
+    eng = engine(target)
+    return eng.url.render_as_string(hide_password=True)
+
+
+# -- prepare --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PrepareResult:
+    runbook: str
+    target: str
+    statements: int
+    run_id: str
+
+
+def prepare(runbook_ref: str, target_ref: str, *, allow_production: bool = False) -> PrepareResult:
+    """Load the runbook's "before" fixture into a target and forget the runbook's ledger state
+    there, so the phases start from the beginning. Refused on production targets."""
+    book = load_runbook(runbook_ref)
+    target = resolve_target(target_ref)
+    if target.production and not allow_production:
+        raise GuardRefused(f"prepare refused: target {target.name} is marked production, and prepare "
+                           "replaces tables with fixture data")
+    if not book.spec.fixture:
+        raise SpecError(book.path / "runbook.yaml", "no fixture declared to prepare from", "fixture")
+    if book.spec.engine != target.dialect:
+        raise GuardRefused(f"runbook {book.name} is written for {book.spec.engine}, "
+                           f"but target {target.name} is {target.dialect}")
+    statements, _ = strip_transaction_wrapper(read_statements(
+        book.file(book.spec.fixture), target.dialect, book.display(book.spec.fixture)))
+    run_id = new_run_id()
+    started = ledger.now()
+    eng = engine(target)
+    with eng.begin() as conn:
+        ledger.ensure_ledger(conn)
+    event = dict(run_id=run_id, runbook=book.name, phase="prepare", action="load fixture",
+                 target=target.name, operator=ledger.operator(), started_at=started,
+                 checksums={book.spec.fixture: book.checksum(book.spec.fixture)})
+    try:
+        with eng.begin() as conn:
+            run_statements(conn, statements)
+            ledger.clear_state(conn, book.name)
+            ledger.record_event(conn, ledger.Event(status=ledger.PASSED, finished_at=ledger.now(), **event))
+    except DbrunbookError as exc:
+        with eng.begin() as conn:
+            ledger.record_event(conn, ledger.Event(status=ledger.FAILED, finished_at=ledger.now(),
+                                                   error=str(exc), **event))
+        raise
+    return PrepareResult(book.name, target.name, len(statements), run_id)
+
+
+# -- status ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class StatusReport:
+    runbook: str
+    target: str
+    state: str
+    detail: str
+    events: pd.DataFrame
+
+    def render(self) -> str:
+        lines = [f"runbook {self.runbook} on {self.target}: {self.state}", self.detail]
+        if not self.events.empty:
+            shown = self.events.copy()
+            shown["started_at"] = pd.to_datetime(shown["started_at"], utc=True).dt.strftime("%Y-%m-%d %H:%M:%S")
+            shown["duration_s"] = shown["duration_s"].round(3)
+            shown["error"] = shown["error"].fillna("").str.slice(0, 80)
+            lines += ["", shown.to_string(index=False)]
+        return "\n".join(line for line in lines if line is not None)
+
+
+def status(runbook_ref: str, target_ref: str) -> StatusReport:
+    """The ledger's view of one runbook on one target: current state, drift, latest events."""
+    book = load_runbook(runbook_ref)
+    target = resolve_target(target_ref)
+    with engine(target).connect() as conn:
+        state = ledger.read_state(conn, book.name)
+        events = ledger.events_frame(conn, book.name)
+    checksum = book.checksum(book.spec.migration)
+    if state is None:
+        text, detail = "pending", f"{book.spec.migration} ({checksum[:12]}) has not been applied here"
+    elif state.state == ledger.APPLIED and state.checksum == checksum:
+        text = "applied (up to date)"
+        detail = (f"{book.spec.migration} {checksum[:12]} applied {state.updated_at:%Y-%m-%d %H:%M:%S} UTC "
+                  f"by {state.operator}, run {state.run_id}")
+    elif state.state == ledger.APPLIED:
+        text = "applied (DRIFT)"
+        detail = (f"applied {state.checksum[:12] if state.checksum else '?'} but {book.spec.migration} "
+                  f"is now {checksum[:12]}")
+    else:
+        text = "rolled back"
+        detail = f"rolled back {state.updated_at:%Y-%m-%d %H:%M:%S} UTC by {state.operator}, run {state.run_id}"
+    return StatusReport(book.name, target.name, text, detail, events)
+
+
+# -- run --------------------------------------------------------------------------------------
+
+def parse_phases(text: str) -> list[str]:
+    phases = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = [p for p in phases if p not in PHASES]
+    if not phases or unknown:
+        raise SpecError("--phases", f"unknown phase(s) {', '.join(unknown) or '(none given)'}; "
+                                    f"phases are {', '.join(PHASES)}")
+    return phases
+
+
+def run(runbook_ref: str, target_ref: str, phases: list[str], *,
+        parameters: dict[str, object] | None = None, dry_run: bool = False) -> archive.RunResult:
+    """Execute phase notebooks with Papermill into a new archive folder; stops at the first
+    failed phase. The result's ``ok`` is True only when every phase passed."""
+    book = load_runbook(runbook_ref)
+    target = resolve_target(target_ref)
+    for phase in phases:
+        phase_notebook(phase)
+    return archive.run_phases(book, target, target_ref, phases, parameters or {}, dry_run=dry_run)
+
+
+# -- demo ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DemoStep:
+    target: str
+    phases: list[str]
+    result: archive.RunResult
+
+
+def demo_steps() -> list[tuple[str, list[str]]]:
+    """The seed-000 flow, limited to the phases that have a notebook."""
+    available = {p for p in PHASES if (project_root() / "notebooks" / f"{p}.ipynb").is_file()}
+    return [(target, [p for p in phases if p in available]) for target, phases in DEMO_FLOW]
+
+
+def demo(echo=print) -> list[DemoStep]:
+    """Prepare dev and prod from the seed-000 fixture and play its flow, archiving every run."""
+    steps: list[DemoStep] = []
+    for target_ref, _ in DEMO_FLOW:
+        result = prepare(DEMO_RUNBOOK, target_ref, allow_production=True)
+        echo(f"prepared {result.target}: {result.statements} fixture statements loaded")
+    for target_ref, phases in demo_steps():
+        if not phases:
+            continue
+        echo(f"running {DEMO_RUNBOOK} on {target_ref}: {', '.join(phases)}")
+        result = run(DEMO_RUNBOOK, target_ref, phases)
+        steps.append(DemoStep(target_ref, phases, result))
+        echo(result.render())
+        if not result.ok:
+            break
+    return steps

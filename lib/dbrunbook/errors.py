@@ -1,0 +1,84 @@
+"""The one user-facing error family of dbrunbook.
+
+Every error a user can cause (bad input, refused guard, failed statement, failed check) is a
+:class:`DbrunbookError`; the CLI prints its message as one line and exits non-zero, and in a
+notebook it is shown as that one line instead of a traceback.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class DbrunbookError(Exception):
+    """Base class: a problem the user can act on. ``str(err)`` is one readable line."""
+
+
+class SpecError(DbrunbookError):
+    """A runbook folder or its runbook.yaml is invalid."""
+
+    def __init__(self, path: Path | str, message: str, field: str | None = None) -> None:
+        self.path = str(path)
+        self.field = field
+        self.message = message
+        where = f"{self.path}: {field}: " if field else f"{self.path}: "
+        super().__init__(where + message)
+
+
+class TargetError(DbrunbookError):
+    """A target reference cannot be resolved or reached."""
+
+
+class GuardRefused(DbrunbookError):
+    """A safety guard refused to run (production target, missing consent, ...)."""
+
+
+class StatementFailed(DbrunbookError):
+    """A SQL statement failed; carries where it came from."""
+
+    def __init__(
+        self,
+        file: str,
+        line: int,
+        index: int,
+        total: int,
+        statement: str,
+        message: str,
+        sqlstate: str | None = None,
+    ) -> None:
+        self.file = file
+        self.line = line
+        self.index = index
+        self.total = total
+        self.statement = statement
+        self.sqlstate = sqlstate
+        self.message = message
+        code = f" [{sqlstate}]" if sqlstate else ""
+        head = " ".join(statement.split())
+        if len(head) > 90:
+            head = head[:87] + "..."
+        super().__init__(
+            f"{file}:{line}: statement {index} of {total} failed{code}: {message} -- in: {head}"
+        )
+
+
+class ChecksFailed(DbrunbookError):
+    """One or more expectations or verifications did not hold."""
+
+    def __init__(self, phase: str, failures: list[str]) -> None:
+        self.phase = phase
+        self.failures = failures
+        shown = "; ".join(failures[:3]) + (f"; and {len(failures) - 3} more" if len(failures) > 3 else "")
+        super().__init__(f"{phase}: {len(failures)} check(s) failed: {shown}")
+
+
+class DriftError(DbrunbookError):
+    """What is recorded in a target's ledger does not match the runbook's files."""
+
+
+class PhaseFailed(DbrunbookError):
+    """A phase notebook failed when run by the runner."""
+
+    def __init__(self, phase: str, notebook: str, message: str) -> None:
+        self.phase = phase
+        self.notebook = notebook
+        super().__init__(f"phase {phase} failed ({notebook}): {message}")

@@ -1,0 +1,241 @@
+"""Declarative expectations checked against a live schema, as a pass/fail frame.
+
+SQLAlchemy's Inspector does the looking (it works the same on PostgreSQL and SQLite); the
+comparison rules (type aliases, predicate normalisation) live here.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from .spec import CheckExpect, ColumnExpect, Expectations, ForeignKeyExpect, IndexExpect
+
+PASS = "pass"
+FAIL = "FAIL"
+COLUMNS = ["check", "object", "expected", "actual", "result"]
+
+_TYPE_ALIASES = {
+    "int": "integer", "int4": "integer", "serial": "integer", "serial4": "integer",
+    "int8": "bigint", "bigserial": "bigint", "serial8": "bigint", "int2": "smallint",
+    "bool": "boolean", "float8": "double precision", "float4": "real",
+    "timestamptz": "timestamp with time zone", "timestamp": "timestamp without time zone",
+    "timetz": "time with time zone", "time": "time without time zone",
+    "varchar": "character varying", "char": "character", "bpchar": "character",
+    "decimal": "numeric",
+}
+
+
+def normalize_type(name: str) -> str:
+    """Canonical spelling of a SQL type, so ``VARCHAR(50)`` equals ``character varying(50)``."""
+    text = " ".join(name.lower().replace('"', "").split())
+    text = re.sub(r"\s*\(\s*", "(", text)
+    text = re.sub(r"\s*,\s*", ",", text)
+    text = re.sub(r"\s*\)", ")", text)
+    match = re.fullmatch(r"([a-z][a-z0-9 ]*?)(\([0-9,]*\))?((?:\[\])*)", text)
+    if not match:
+        return text
+    base, args, arrays = match.group(1), match.group(2) or "", match.group(3)
+    if base in ("timestamp", "time") and args:
+        base += " without time zone"
+    base = _TYPE_ALIASES.get(base, base)
+    if args and base.endswith("time zone"):
+        # PostgreSQL writes the precision after the first word: timestamp(3) with time zone.
+        word, rest = base.split(" ", 1)
+        return f"{word}{args} {rest}{arrays}"
+    return base + args + arrays
+
+
+def normalize_predicate(text: str, dialect: str) -> str:
+    """A partial-index predicate in canonical form (PostgreSQL: deparsed by pglast)."""
+    text = text.strip()
+    if dialect == "postgresql" and text:
+        try:
+            from pglast import parse_sql
+            from pglast.stream import RawStream
+
+            node = parse_sql(f"SELECT 1 WHERE {text}")[0].stmt.whereClause
+            return RawStream()(node).lower()
+        except Exception:
+            pass  # fall back to the plain normalisation below
+    while text.startswith("(") and text.endswith(")"):
+        text = text[1:-1].strip()
+    return " ".join(text.replace('"', "").lower().split())
+
+
+@dataclass(frozen=True)
+class _Table:
+    schema: str | None
+    name: str
+
+    @classmethod
+    def parse(cls, ref: str, dialect: str) -> "_Table":
+        if "." in ref and dialect != "sqlite":
+            schema, name = ref.split(".", 1)
+            return cls(schema, name)
+        return cls(None, ref)
+
+
+def _row(check: str, obj: str, expected: str, actual: str, ok: bool) -> dict[str, str]:
+    return {"check": check, "object": obj, "expected": expected, "actual": actual,
+            "result": PASS if ok else FAIL}
+
+
+class _Checker:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.dialect = conn.dialect.name
+        self.inspector = sa.inspect(conn)
+
+    def table(self, ref: str) -> _Table | None:
+        table = _Table.parse(ref, self.dialect)
+        return table if self.inspector.has_table(table.name, schema=table.schema) else None
+
+    def tables(self, present: list[str], absent: list[str]) -> list[dict[str, str]]:
+        rows = [_row("table", ref, "exists", "exists" if self.table(ref) else "missing",
+                     self.table(ref) is not None) for ref in present]
+        rows += [_row("table", ref, "absent", "exists" if self.table(ref) else "absent",
+                      self.table(ref) is None) for ref in absent]
+        return rows
+
+    def column(self, exp: ColumnExpect) -> dict[str, str]:
+        obj = f"{exp.table}.{exp.column}"
+        table = self.table(exp.table)
+        found = None
+        if table is not None:
+            found = next((c for c in self.inspector.get_columns(table.name, schema=table.schema)
+                          if c["name"] == exp.column), None)
+        if not exp.present:
+            return _row("column", obj, "absent", "exists" if found else "absent", found is None)
+        wanted = ["exists"]
+        if exp.type is not None:
+            wanted.append(normalize_type(exp.type))
+        if exp.nullable is not None:
+            wanted.append("NULL" if exp.nullable else "NOT NULL")
+        if found is None:
+            return _row("column", obj, " ".join(wanted), "missing" if table else "table missing", False)
+        actual_type = normalize_type(str(found["type"].compile(dialect=self.conn.dialect)))
+        got = ["exists"]
+        ok = True
+        if exp.type is not None:
+            got.append(actual_type)
+            ok &= actual_type == normalize_type(exp.type)
+        if exp.nullable is not None:
+            got.append("NULL" if found["nullable"] else "NOT NULL")
+            ok &= bool(found["nullable"]) == exp.nullable
+        return _row("column", obj, " ".join(wanted), " ".join(got), ok)
+
+    def index(self, exp: IndexExpect) -> dict[str, str]:
+        obj = f"{exp.table}: {exp.name}"
+        table = self.table(exp.table)
+        found = None
+        if table is not None:
+            found = next((i for i in self.inspector.get_indexes(table.name, schema=table.schema)
+                          if i["name"] == exp.name), None)
+        if not exp.present:
+            return _row("index", obj, "absent", "exists" if found else "absent", found is None)
+        wanted, got, ok = ["exists"], ["exists"], found is not None
+        if found is None:
+            return _row("index", obj, "exists", "missing" if table else "table missing", False)
+        if exp.columns is not None:
+            actual_cols = _index_columns(found)
+            wanted.append(f"on ({', '.join(exp.columns)})")
+            got.append(f"on ({', '.join(actual_cols)})")
+            ok &= [_norm_col(c) for c in exp.columns] == [_norm_col(c) for c in actual_cols]
+        if exp.unique is not None:
+            wanted.append("unique" if exp.unique else "not unique")
+            got.append("unique" if found["unique"] else "not unique")
+            ok &= bool(found["unique"]) == exp.unique
+        if exp.where is not None:
+            options = found.get("dialect_options", {})
+            actual_where = options.get("postgresql_where") or options.get("sqlite_where") or ""
+            wanted.append(f"where {exp.where}" if exp.where else "not partial")
+            got.append(f"where {actual_where}" if actual_where else "not partial")
+            ok &= normalize_predicate(str(actual_where), self.dialect) == normalize_predicate(exp.where, self.dialect)
+        return _row("index", obj, " ".join(wanted), " ".join(got), ok)
+
+    def foreign_key(self, exp: ForeignKeyExpect) -> dict[str, str]:
+        label = exp.name or f"({', '.join(exp.columns)})"
+        obj = f"{exp.table}: {label}"
+        table = self.table(exp.table)
+        found = None
+        if table is not None:
+            for fk in self.inspector.get_foreign_keys(table.name, schema=table.schema):
+                if (exp.name and fk["name"] == exp.name) or (not exp.name and fk["constrained_columns"] == exp.columns):
+                    found = fk
+                    break
+        if not exp.present:
+            return _row("foreign key", obj, "absent", "exists" if found else "absent", found is None)
+        if found is None:
+            return _row("foreign key", obj, "exists", "missing" if table else "table missing", False)
+        wanted = [f"({', '.join(exp.columns)})"]
+        got = [f"({', '.join(found['constrained_columns'])})"]
+        ok = found["constrained_columns"] == exp.columns
+        if exp.references is not None:
+            ref_table = _Table.parse(exp.references.table, self.dialect)
+            wanted.append(f"-> {exp.references.table}({', '.join(exp.references.columns)})")
+            got.append(f"-> {found['referred_table']}({', '.join(found['referred_columns'])})")
+            ok &= found["referred_table"] == ref_table.name and found["referred_columns"] == exp.references.columns
+            if ref_table.schema is not None:
+                ok &= (found.get("referred_schema") or "public") == ref_table.schema
+        options = found.get("options", {})
+        for label_, wanted_action, key in (("ON DELETE", exp.on_delete, "ondelete"), ("ON UPDATE", exp.on_update, "onupdate")):
+            if wanted_action is not None:
+                actual = (options.get(key) or "NO ACTION").upper()
+                wanted.append(f"{label_} {wanted_action}")
+                got.append(f"{label_} {actual}")
+                ok &= actual == wanted_action
+        return _row("foreign key", obj, " ".join(wanted), " ".join(got), ok)
+
+    def check(self, exp: CheckExpect) -> dict[str, str]:
+        obj = f"{exp.table}: {exp.name}"
+        table = self.table(exp.table)
+        found = None
+        if table is not None:
+            found = next((c for c in self.inspector.get_check_constraints(table.name, schema=table.schema)
+                          if c["name"] == exp.name), None)
+        if not exp.present:
+            return _row("check", obj, "absent", "exists" if found else "absent", found is None)
+        if found is None:
+            return _row("check", obj, "exists", "missing" if table else "table missing", False)
+        text = str(found.get("sqltext", ""))
+        missing = [frag for frag in exp.contains if frag not in text]
+        wanted = "exists" + (f" containing {', '.join(exp.contains)}" if exp.contains else "")
+        return _row("check", obj, wanted, text, not missing)
+
+
+def _index_columns(found: dict) -> list[str]:
+    names = list(found.get("column_names") or [])
+    expressions = found.get("expressions") or []
+    sorting = found.get("column_sorting") or {}
+    cols = []
+    for position, name in enumerate(names):
+        label = name if name is not None else (expressions[position] if position < len(expressions) else "?")
+        flags = sorting.get(label, ())
+        cols.append(" ".join([label, *[f.upper().replace("_", " ") for f in flags]]))
+    return cols
+
+
+def _norm_col(text: str) -> str:
+    norm = " ".join(text.replace('"', "").split())
+    return re.sub(r"\s+ASC$", "", norm, flags=re.I).lower()
+
+
+def check_expectations(conn: Connection, expectations: Expectations) -> pd.DataFrame:
+    """Check every expectation against the schema ``conn`` sees; one row each."""
+    checker = _Checker(conn)
+    rows = checker.tables(expectations.tables.present, expectations.tables.absent)
+    rows += [checker.column(c) for c in expectations.columns]
+    rows += [checker.index(i) for i in expectations.indexes]
+    rows += [checker.foreign_key(f) for f in expectations.foreign_keys]
+    rows += [checker.check(c) for c in expectations.checks]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def failures(frame: pd.DataFrame) -> list[str]:
+    """One line per failed row of a check frame."""
+    bad = frame[frame["result"] == FAIL]
+    return [f"{r.check} {r.object}: expected {r.expected}, found {r.actual}" for r in bad.itertuples()]

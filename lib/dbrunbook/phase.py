@@ -1,0 +1,365 @@
+"""A phase run: the object a phase notebook steps through, one method per cell.
+
+``schema`` applies the migration and proves the expectations; ``rollback`` applies the rollback
+and proves the schema is back to the fingerprint recorded before the migration. Both hold one
+transaction from the first look at the schema to :meth:`PhaseRun.finish`, which commits only
+when every check passed (and never in a dry run). A failure rolls back, records ``failed`` in
+the ledger on a separate connection, and raises one readable line.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
+
+import pandas as pd
+from sqlalchemy.engine import Connection, Engine
+
+from . import expect, introspect, ledger, report
+from .errors import ChecksFailed, DbrunbookError, DriftError, GuardRefused, SpecError, StatementFailed
+from .execute import Executed, executed_frame, run_statements, statements_frame
+from .spec import Expectations, Runbook, load_runbook
+from .statements import Statement, read_statements, strip_transaction_wrapper
+from .targets import Target, check_parameter_safe, engine, redact, resolve_target
+
+APPLY = "apply"
+NOOP = "noop"
+SCRIPT_PHASES = {"schema": "migration", "rollback": "rollback"}
+
+_current: "PhaseRun | None" = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    decision: str
+    statements: list[Statement]
+    in_transaction: bool
+    reason: str
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+class PhaseRun:
+    """One execution of one phase of one runbook against one target."""
+
+    def __init__(self, phase: str, runbook: Runbook, target: Target, *, dry_run: bool = False,
+                 run_id: str = "", archive_dir: str | Path = "") -> None:
+        if phase not in SCRIPT_PHASES:
+            raise SpecError(phase, f"PhaseRun handles {', '.join(SCRIPT_PHASES)}")
+        if runbook.spec.engine != target.dialect:
+            raise GuardRefused(f"runbook {runbook.name} is written for {runbook.spec.engine}, "
+                               f"but target {target.name} is {target.dialect}")
+        self.phase = phase
+        self.runbook = runbook
+        self.target = target
+        self.dry_run = dry_run
+        self.run_id = run_id or new_run_id()
+        self.archive_dir = Path(archive_dir) if archive_dir else None
+        self.operator = ledger.operator()
+        self.started_at = ledger.now()
+        self.engine: Engine = engine(target)
+        with self.engine.begin() as setup:
+            ledger.ensure_ledger(setup)
+        self.conn: Connection = self.engine.connect()
+        self.conn.begin()
+        self.state = ledger.read_state(self.conn, runbook.name)
+        self.before: introspect.Snapshot | None = None
+        self.plan_: Plan | None = None
+        self.executed: list[Executed] | None = None
+        self.failures: list[str] = []
+        self.closed = False
+
+    # -- what the notebook calls, in order ------------------------------------------------
+
+    def banner(self) -> None:
+        version = ".".join(str(p) for p in (self.conn.dialect.server_version_info or ())) or "?"
+        rows = [
+            ("runbook", f"{self.runbook.name}: {self.runbook.spec.title}"),
+            ("source", self.runbook.spec.source or "-"),
+            ("target", f"{self.target.name} ({self.target.display_url})"
+                       + (" - PRODUCTION" if self.target.production else "")),
+            ("server", f"{self.target.dialect} {version}"),
+            ("operator", self.operator),
+            ("run id", self.run_id),
+            ("started", self.started_at.strftime("%Y-%m-%d %H:%M:%S UTC")),
+        ]
+        if self.dry_run:
+            report.say("## DRY RUN: nothing below is committed\nEvery step runs in one transaction "
+                       "that is rolled back at the end, whatever happens. The ledger records the dry "
+                       "run as an event and nothing else.")
+        report.say(report.table(rows))
+        if self.runbook.spec.summary:
+            report.say(self.runbook.spec.summary)
+
+    @property
+    def script(self) -> str:
+        return getattr(self.runbook.spec, SCRIPT_PHASES[self.phase])
+
+    @property
+    def expectations(self) -> Expectations:
+        return self.runbook.spec.expect if self.phase == "schema" else self.runbook.rollback_expectations
+
+    def plan(self) -> Plan:
+        """Read the script, decide what to do from the ledger, and show both."""
+        self._guard_open()
+        try:
+            statements, wrapped = strip_transaction_wrapper(read_statements(
+                self.runbook.file(self.script), self.target.dialect, self.runbook.display(self.script)))
+        except DbrunbookError as exc:
+            self._fail(exc)
+        blocking = [s for s in statements if not s.transactional]
+        in_transaction = not blocking
+        checksum = self.runbook.checksum(self.runbook.spec.migration)
+        state = self.state
+        if self.phase == "schema":
+            if state is not None and state.state == ledger.APPLIED:
+                if state.checksum != checksum:
+                    self._fail(DriftError(
+                        f"{self.runbook.display(self.runbook.spec.migration)} changed since it was applied to "
+                        f"{self.target.name} (applied {state.checksum[:12]} at {state.updated_at:%Y-%m-%d %H:%M} "
+                        f"by {state.operator}; the file is now {checksum[:12]}): roll back first, or restore the file"))
+                decision, reason = NOOP, (f"already applied with this checksum ({checksum[:12]}) at "
+                                          f"{state.updated_at:%Y-%m-%d %H:%M} UTC by {state.operator}: "
+                                          "nothing to apply, the expectations are verified again")
+            else:
+                decision, reason = APPLY, "not applied on this target yet: apply " + self.script
+        else:
+            if state is not None and state.state == ledger.APPLIED:
+                decision, reason = APPLY, (f"applied at {state.updated_at:%Y-%m-%d %H:%M} UTC by "
+                                           f"{state.operator}: run {self.script}")
+            else:
+                what = "already rolled back" if state is not None else "never applied on this target"
+                decision, reason = NOOP, f"{what}: nothing to undo, the reverse expectations are verified again"
+        if blocking and self.dry_run:
+            first = blocking[0]
+            self._fail(GuardRefused(
+                f"{first.file}:{first.line}: statement {first.index} cannot run inside a transaction "
+                f"({first.summary}), so a dry run cannot rehearse it and roll it back"))
+        self.plan_ = Plan(decision, statements, in_transaction, reason)
+        state_text = "none" if state is None else f"{state.state} (checksum {(state.checksum or '')[:12]})"
+        lines = [f"**Ledger state on {self.target.name}:** {state_text}", f"**Decision:** {reason}"]
+        if wrapped:
+            lines.append("The script's own `BEGIN` ... `COMMIT` is set aside: the phase runs the "
+                         "statements in one transaction of its own, together with its checks and ledger entry.")
+        if blocking:
+            names = ", ".join(f"#{s.index} (line {s.line})" for s in blocking)
+            lines.append(f"**Not in one transaction:** statement(s) {names} cannot run inside a "
+                         "transaction block (e.g. CREATE INDEX CONCURRENTLY). The script runs one "
+                         "statement at a time in autocommit; a failure part-way leaves the earlier "
+                         f"statements applied, and {self.runbook.spec.rollback} is the way back.")
+        else:
+            lines.append("**Transaction:** all statements, the checks and the ledger entry run in one "
+                         "transaction; nothing is committed unless every check passes.")
+        report.say("\n\n".join(lines))
+        report.show(statements_frame(statements), caption=self.script)
+        return self.plan_
+
+    def snapshot(self) -> introspect.Snapshot:
+        """Fingerprint the schema before anything changes."""
+        self._guard_open()
+        self.before = introspect.snapshot(self.conn)
+        report.say(f"**Schema fingerprint before:** `{self.before.fingerprint}`")
+        report.show(self.before.summary(), caption="objects in the schema")
+        return self.before
+
+    def apply(self) -> pd.DataFrame:
+        """Run the script (or nothing, for a verified no-op)."""
+        self._guard_open()
+        plan = self._require_plan()
+        if plan.decision == NOOP:
+            self.executed = []
+            report.say(f"**Nothing to run:** {plan.reason}.")
+            return executed_frame([])
+        try:
+            if plan.in_transaction:
+                self.executed = run_statements(self.conn, plan.statements)
+            else:
+                self.executed = self._run_autocommit(plan.statements)
+        except StatementFailed as exc:
+            if not plan.in_transaction and exc.index > 1:
+                exc.args = (f"{exc} (autocommit: statements 1 to {exc.index - 1} stay applied; "
+                            f"run the rollback phase)",)
+            self._fail(exc)
+        except DbrunbookError as exc:
+            self._fail(exc)
+        frame = executed_frame(self.executed)
+        total = sum(e.seconds for e in self.executed)
+        report.say(f"**Ran {len(self.executed)} statement(s)** in {total * 1000:.1f} ms"
+                   + (" (not committed yet)." if plan.in_transaction else " (autocommit)."))
+        report.show(frame)
+        return frame
+
+    def check_expectations(self) -> pd.DataFrame:
+        """Check every declared expectation against the schema as it is now."""
+        self._guard_open()
+        frame = expect.check_expectations(self.conn, self.expectations)
+        self.failures += expect.failures(frame)
+        passed = int((frame["result"] == expect.PASS).sum())
+        report.say(f"**Expectations:** {passed} of {len(frame)} passed.")
+        report.show(frame, status_column="result")
+        return frame
+
+    def show_diff(self) -> pd.DataFrame:
+        """What changed in the schema since :meth:`snapshot`."""
+        self._guard_open()
+        if self.before is None:
+            raise DbrunbookError("take the snapshot (run.snapshot()) before asking for a diff")
+        after = introspect.snapshot(self.conn)
+        frame = introspect.diff(self.before, after)
+        report.say(f"**Schema fingerprint now:** `{after.fingerprint}` "
+                   f"({'unchanged' if after.fingerprint == self.before.fingerprint else f'{len(frame)} change(s)'})")
+        report.show(frame, status_column="change")
+        return frame
+
+    def verify_restored(self) -> pd.DataFrame:
+        """Rollback only: prove the schema equals the one recorded before the migration."""
+        self._guard_open()
+        now = introspect.snapshot(self.conn)
+        recorded = self.state.snapshot_before if self.state is not None else None
+        if recorded is None:
+            report.say("**Fingerprint:** no forward run of this runbook is recorded on "
+                       f"{self.target.name}, so there is no earlier fingerprint to compare with.")
+            return introspect.diff(now, now)
+        expected = introspect.Snapshot(dict(recorded))
+        frame = introspect.diff(expected, now)
+        if now.fingerprint == expected.fingerprint:
+            report.say(f"**Fingerprint restored:** `{now.fingerprint}` equals the fingerprint recorded "
+                       f"before the migration (run {self.state.run_id}).")
+        else:
+            self.failures.append(f"schema fingerprint {now.fingerprint[:12]} differs from "
+                                 f"{expected.fingerprint[:12]} recorded before the migration "
+                                 f"({len(frame)} difference(s))")
+            report.say(f"**Fingerprint NOT restored:** now `{now.fingerprint}`, before the migration "
+                       f"`{expected.fingerprint}`. Differences (recorded before -> now):")
+            report.show(frame, status_column="change")
+        return frame
+
+    def finish(self) -> None:
+        """Commit (or roll back a dry run), record the outcome, and raise if anything failed."""
+        self._guard_open()
+        plan = self._require_plan()
+        if self.executed is None:
+            self._fail(DbrunbookError(f"{self.phase}: the script was never applied (run.apply())"))
+        if self.failures:
+            self._fail(ChecksFailed(self.phase, self.failures))
+        action = self._action(plan)
+        if self.dry_run:
+            self.conn.rollback()
+            self._record(action, ledger.PASSED)
+            self._close()
+            report.say(f"**Dry run passed and was rolled back:** nothing was committed to {self.target.name}.")
+            return
+        if not plan.in_transaction:
+            self.conn.commit()
+            self.conn.begin()
+        if plan.decision == APPLY:
+            ledger.write_state(self.conn, self._new_state())
+        ledger.record_event(self.conn, self._event(action, ledger.PASSED if plan.decision == APPLY else ledger.NOOP))
+        self.conn.commit()
+        self._close()
+        verb = {"schema": "applied", "rollback": "rolled back"}[self.phase]
+        report.say(f"**{self.phase} passed:** {self.runbook.name} {verb if plan.decision == APPLY else 'verified (no-op)'} "
+                   f"on {self.target.name} and recorded in its ledger (run {self.run_id}).")
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _action(self, plan: Plan) -> str:
+        if plan.decision == NOOP:
+            return "verify"
+        return "apply" if self.phase == "schema" else "rollback"
+
+    def _new_state(self) -> ledger.State:
+        after = introspect.snapshot(self.conn)
+        before = self.before or after
+        applied = self.phase == "schema"
+        return ledger.State(
+            runbook=self.runbook.name,
+            state=ledger.APPLIED if applied else ledger.ROLLED_BACK,
+            checksum=self.runbook.checksum(self.runbook.spec.migration),
+            checksums=self.runbook.sql_checksums(),
+            run_id=self.run_id,
+            operator=self.operator,
+            updated_at=ledger.now(),
+            fingerprint_before=before.fingerprint if applied else (self.state.fingerprint_before if self.state else None),
+            fingerprint_after=after.fingerprint,
+            snapshot_before=before.objects if applied else (self.state.snapshot_before if self.state else None),
+        )
+
+    def _checksums(self) -> dict[str, str]:
+        names = {self.runbook.spec.migration, self.script}
+        return {name: self.runbook.checksum(name) for name in sorted(names)}
+
+    def _event(self, action: str, status: str, error: str | None = None) -> ledger.Event:
+        return ledger.Event(
+            run_id=self.run_id, runbook=self.runbook.name, phase=self.phase, action=action,
+            status=status, target=self.target.name, operator=self.operator,
+            started_at=self.started_at, finished_at=ledger.now(), dry_run=self.dry_run,
+            error=error, checksums=self._checksums(),
+            detail={"statements": len(self.executed or []), "failures": self.failures[:20]},
+        )
+
+    def _record(self, action: str, status: str, error: str | None = None) -> None:
+        # A separate connection: the phase's own transaction is gone (or about to be).
+        with self.engine.begin() as conn:
+            ledger.record_event(conn, self._event(action, status, error))
+
+    def _run_autocommit(self, statements: list[Statement]) -> list[Executed]:
+        self.conn.commit()  # nothing written yet; leaves no transaction holding locks
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as auto:
+            done = run_statements(auto, statements)
+        self.conn.begin()
+        return done
+
+    def _require_plan(self) -> Plan:
+        if self.plan_ is None:
+            self.plan()
+        assert self.plan_ is not None
+        return self.plan_
+
+    def _guard_open(self) -> None:
+        if self.closed:
+            raise DbrunbookError(f"this {self.phase} run ({self.run_id}) is finished; open a new one")
+
+    def _fail(self, exc: DbrunbookError) -> NoReturn:
+        message = redact(str(exc))
+        if not self.closed:
+            self.conn.rollback()
+            action = self._action(self.plan_) if self.plan_ else ("apply" if self.phase == "schema" else "rollback")
+            self._record(action, ledger.FAILED, message)
+            self._close()
+        raise exc
+
+    def _close(self) -> None:
+        global _current
+        self.closed = True
+        self.conn.close()
+        if _current is self:
+            _current = None
+
+    def abandon(self) -> None:
+        """Roll back and release the connection without recording anything."""
+        if not self.closed:
+            self.conn.rollback()
+            self._close()
+
+
+def open_phase(phase: str, runbook: str | Path, target: str, *, dry_run: bool = False,
+               run_id: str = "", archive_dir: str | Path = "") -> PhaseRun:
+    """Start a phase run from notebook parameters and show its banner.
+
+    Opening a new run abandons (rolls back) one left open earlier in the same kernel, so
+    re-running a notebook from the top in JupyterLab never leaves a transaction holding locks."""
+    global _current
+    report.install_error_display()
+    check_parameter_safe(target)
+    if _current is not None:
+        _current.abandon()
+    run = PhaseRun(phase, load_runbook(runbook), resolve_target(target), dry_run=bool(dry_run),
+                   run_id=run_id, archive_dir=archive_dir)
+    _current = run
+    run.banner()
+    return run
+

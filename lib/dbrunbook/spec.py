@@ -1,0 +1,194 @@
+"""The runbook: ``runbooks/<name>/runbook.yaml`` plus its SQL files, loaded and validated.
+
+Loading is strict: an unknown key, a wrong type or a missing file is one :class:`SpecError`
+naming the file and the field, so a typo never silently turns a check off.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import SpecError
+from .project import resolve_runbook_dir
+
+SPEC_NAME = "runbook.yaml"
+FK_ACTIONS = ("CASCADE", "SET NULL", "SET DEFAULT", "RESTRICT", "NO ACTION")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnExpect(_Strict):
+    """A column, its type and nullability (``present: false``: the column must not exist)."""
+
+    table: str
+    column: str
+    type: str | None = None
+    nullable: bool | None = None
+    present: bool = True
+
+
+class IndexExpect(_Strict):
+    """An index by name; ``columns`` may carry ``DESC``; ``where`` is a partial predicate
+    (an empty string means the index must not be partial)."""
+
+    table: str
+    name: str
+    columns: list[str] | None = None
+    unique: bool | None = None
+    where: str | None = None
+    present: bool = True
+
+
+class Reference(_Strict):
+    table: str
+    columns: list[str]
+
+
+class ForeignKeyExpect(_Strict):
+    table: str
+    name: str | None = None
+    columns: list[str]
+    references: Reference | None = None
+    on_delete: str | None = None
+    on_update: str | None = None
+    present: bool = True
+
+    @field_validator("on_delete", "on_update")
+    @classmethod
+    def _action(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        norm = " ".join(value.replace("_", " ").upper().split())
+        if norm not in FK_ACTIONS:
+            raise ValueError(f"must be one of {', '.join(a.lower() for a in FK_ACTIONS)}")
+        return norm
+
+
+class CheckExpect(_Strict):
+    """A CHECK constraint by name; ``contains`` lists fragments its definition must hold."""
+
+    table: str
+    name: str
+    contains: list[str] = []
+    present: bool = True
+
+
+class TablesExpect(_Strict):
+    present: list[str] = []
+    absent: list[str] = []
+
+
+class Expectations(_Strict):
+    tables: TablesExpect = TablesExpect()
+    columns: list[ColumnExpect] = []
+    indexes: list[IndexExpect] = []
+    foreign_keys: list[ForeignKeyExpect] = []
+    checks: list[CheckExpect] = []
+
+    def is_empty(self) -> bool:
+        return not (self.tables.present or self.tables.absent or self.columns or self.indexes
+                    or self.foreign_keys or self.checks)
+
+
+class RunbookSpec(_Strict):
+    """The schema of runbook.yaml."""
+
+    title: str
+    engine: Literal["postgresql", "sqlite"] = "postgresql"
+    source: str = ""
+    summary: str = ""
+    migration: str = "migration.sql"
+    rollback: str = "rollback.sql"
+    fixture: str | None = None
+    expect: Expectations = Field(default_factory=Expectations)
+    expect_after_rollback: Expectations | None = None
+
+
+@dataclass(frozen=True)
+class Runbook:
+    """A loaded runbook: its folder, validated spec and file helpers."""
+
+    name: str
+    path: Path
+    spec: RunbookSpec
+
+    def file(self, relative: str) -> Path:
+        return self.path / relative
+
+    def display(self, relative: str) -> str:
+        """How a runbook file is named in messages: ``<runbook>/<file>``."""
+        return f"{self.name}/{relative}"
+
+    @property
+    def migration(self) -> Path:
+        return self.file(self.spec.migration)
+
+    @property
+    def rollback(self) -> Path:
+        return self.file(self.spec.rollback)
+
+    @property
+    def rollback_expectations(self) -> Expectations:
+        """Declared explicitly: what a migration created cannot be told apart, in general, from
+        what was there before it. With none declared, the fingerprint comparison is the proof."""
+        return self.spec.expect_after_rollback or Expectations()
+
+    def checksum(self, relative: str) -> str:
+        return sha256_file(self.file(relative))
+
+    def sql_checksums(self) -> dict[str, str]:
+        """sha256 of every SQL file the spec names."""
+        names = [self.spec.migration, self.spec.rollback] + ([self.spec.fixture] if self.spec.fixture else [])
+        return {name: self.checksum(name) for name in names}
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 16), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _describe(err: dict) -> tuple[str, str]:
+    field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return field, "unknown key"
+    if err["type"] == "missing":
+        return field, "required key is missing"
+    return field, err["msg"]
+
+
+def load_runbook(ref: str | Path) -> Runbook:
+    """Load and validate a runbook folder (a path, or a name under ``runbooks/``)."""
+    folder = resolve_runbook_dir(ref)
+    spec_path = folder / SPEC_NAME
+    try:
+        raw = yaml.safe_load(spec_path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark else ""
+        raise SpecError(spec_path, f"not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(spec_path, "must be a mapping of keys to values")
+    try:
+        spec = RunbookSpec.model_validate(raw)
+    except ValidationError as exc:
+        field, message = _describe(exc.errors()[0])
+        more = len(exc.errors()) - 1
+        raise SpecError(spec_path, message + (f" (and {more} more problem(s))" if more else ""), field) from None
+    for key in ("migration", "rollback", "fixture"):
+        relative = getattr(spec, key)
+        if relative is not None and not (folder / relative).is_file():
+            raise SpecError(spec_path, f"file not found: {folder / relative}", key)
+    return Runbook(name=folder.name, path=folder, spec=spec)

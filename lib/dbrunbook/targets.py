@@ -1,0 +1,223 @@
+"""Targets: a name (``dev``, ``prod``, ...), ``env:VAR`` or a raw URL, resolved to a database.
+
+Only the *reference* ever reaches a notebook parameter, an output or a log; the resolved URL,
+which may carry a password, stays inside this module's :class:`Target` and is shown redacted.
+Every password met while resolving is remembered so that :func:`redact` can scrub it from any
+text that leaves the process (error messages, archives).
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+import sqlalchemy as sa
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
+
+from . import embedded
+from .errors import SpecError, TargetError
+from .project import project_root
+
+CONFIG_NAME = "dbrunbook.yaml"
+ENV_PREFIX = "env:"
+DEFAULT_EMBEDDED = {"dev": "app_dev", "prod": "app_prod"}
+LOCAL_HOSTS = {"", "localhost", "127.0.0.1", "::1"}
+
+_SECRETS: set[str] = set()
+
+
+class TargetConfig(BaseModel):
+    """One entry under ``targets:`` in dbrunbook.yaml."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = None
+    url_env: str | None = None
+    embedded: str | None = None
+    production: bool = False
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "TargetConfig":
+        given = [k for k in ("url", "url_env", "embedded") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of url, url_env, embedded")
+        return self
+
+
+class ProjectConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    targets: dict[str, TargetConfig] = {}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A resolved target. ``name`` is safe to show; ``url`` is not."""
+
+    name: str
+    url: sa.URL = field(repr=False)
+    production: bool
+    embedded_db: str | None = None
+
+    @property
+    def dialect(self) -> str:
+        return self.url.get_backend_name()
+
+    @property
+    def display_url(self) -> str:
+        return self.url.render_as_string(hide_password=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+def config_path(root: Path | None = None) -> Path:
+    env = os.environ.get("DBRUNBOOK_CONFIG")
+    return Path(env) if env else (root or project_root()) / CONFIG_NAME
+
+
+def load_config(root: Path | None = None) -> ProjectConfig:
+    path = config_path(root)
+    if not path.is_file():
+        return ProjectConfig()
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+        return ProjectConfig.model_validate(raw)
+    except yaml.YAMLError as exc:
+        raise SpecError(path, f"not valid YAML: {exc}") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise SpecError(path, err["msg"], ".".join(str(p) for p in err["loc"])) from None
+
+
+def remember_secret(secret: str | None) -> None:
+    if secret:
+        _SECRETS.add(secret)
+        _SECRETS.add(quote(secret, safe=""))
+
+
+def known_secrets() -> frozenset[str]:
+    return frozenset(_SECRETS)
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z][a-z0-9+.\-]*://[^:/@\s]*:)(?P<pw>[^@\s/]+)(?=@)", re.I)
+
+
+def redact(text: str) -> str:
+    """Hide every known password and any ``scheme://user:password@`` in ``text``."""
+    text = _URL_PASSWORD.sub(lambda m: m.group("head") + "***", text)
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
+
+
+def parse_url(raw: str) -> sa.URL:
+    raw = raw.strip()
+    if raw.startswith("postgres://"):
+        raw = "postgresql://" + raw[len("postgres://"):]
+    try:
+        url = sa.make_url(raw)
+    except Exception:
+        raise TargetError(f"not a database URL: {redact(raw)}") from None
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    if url.password:
+        remember_secret(str(url.password))
+        remember_secret(unquote(str(url.password)))
+    return url
+
+
+def _is_local(url: sa.URL) -> bool:
+    if url.get_backend_name() == "sqlite":
+        return True
+    return (url.host or "") in LOCAL_HOSTS
+
+
+def _embedded_target(name: str, database: str, production: bool) -> Target:
+    # Resolving does not start the server: that happens on first connect (see engine()).
+    socket_dir = embedded.pgdata_dir()
+    url = sa.make_url(f"postgresql+psycopg://{embedded.SUPERUSER}@/{database}").update_query_dict(
+        {"host": str(socket_dir)}
+    )
+    return Target(name=name, url=url, production=production, embedded_db=database)
+
+
+def resolve_target(ref: str, root: Path | None = None) -> Target:
+    """Resolve a target reference: a configured name, ``env:VAR``, a default name, or a URL.
+
+    A raw URL or ``env:`` reference to a server that is not on this machine counts as
+    production: the guards err on the side of safety, and a named target is how one says
+    otherwise.
+    """
+    ref = (ref or "").strip()
+    if not ref:
+        raise TargetError("no target given (a name such as dev or prod, env:VAR, or a URL)")
+    if "://" in ref:
+        url = parse_url(ref)
+        return Target(name=url.render_as_string(hide_password=True), url=url, production=not _is_local(url))
+    if ref.startswith(ENV_PREFIX):
+        var = ref[len(ENV_PREFIX):]
+        value = os.environ.get(var)
+        if not value:
+            raise TargetError(f"target {ref}: environment variable {var} is not set")
+        url = parse_url(value)
+        return Target(name=ref, url=url, production=not _is_local(url))
+    config = load_config(root)
+    entry = config.targets.get(ref)
+    if entry is not None:
+        if entry.embedded:
+            return _embedded_target(ref, entry.embedded, entry.production)
+        if entry.url_env:
+            value = os.environ.get(entry.url_env)
+            if not value:
+                raise TargetError(f"target {ref}: environment variable {entry.url_env} is not set")
+        else:
+            value = os.path.expandvars(entry.url or "")
+        return Target(name=ref, url=parse_url(value), production=entry.production)
+    override = os.environ.get(f"DBRUNBOOK_{ref.upper()}_URL")
+    if override:
+        url = parse_url(override)
+        return Target(name=ref, url=url, production=ref == "prod" or not _is_local(url))
+    if ref == "dev" and os.environ.get("DATABASE_URL"):
+        return Target(name=ref, url=parse_url(os.environ["DATABASE_URL"]), production=False)
+    if ref in DEFAULT_EMBEDDED:
+        return _embedded_target(ref, DEFAULT_EMBEDDED[ref], production=ref == "prod")
+    known = sorted(set(config.targets) | set(DEFAULT_EMBEDDED))
+    raise TargetError(f"unknown target {ref!r}; known targets: {', '.join(known)} (or env:VAR, or a URL)")
+
+
+def check_parameter_safe(ref: str) -> None:
+    """Refuse a notebook parameter that carries a password: Papermill stores parameters in clear."""
+    if "://" in ref and sa.make_url(ref.replace("postgres://", "postgresql://", 1)).password:
+        raise TargetError(
+            "the target parameter carries a password, and notebook parameters are stored in clear "
+            "in the output; pass a target name or env:VAR instead"
+        )
+
+
+def engine(target: Target) -> Engine:
+    """An engine for the target, starting the embedded server on demand."""
+    url = target.url
+    if target.embedded_db:
+        # The wheel may put the socket elsewhere when the data path is too long for one.
+        socket_dir = embedded.ensure_database(target.embedded_db)
+        url = url.update_query_dict({"host": str(socket_dir)})
+    return _engine(url)
+
+
+@lru_cache(maxsize=32)
+def _engine(url: sa.URL) -> Engine:
+    # NullPool: phases hold one connection for their whole life, and idle pooled connections
+    # would only block DROP DATABASE and lock waits for nothing.
+    kwargs: dict[str, Any] = {"poolclass": NullPool}
+    if url.get_backend_name() == "postgresql":
+        kwargs["connect_args"] = {"application_name": "dbrunbook"}
+    return sa.create_engine(url, **kwargs)
