@@ -1,0 +1,59 @@
+"""Test session set-up shared by tests/ and the nbval run over notebooks/.
+
+Every test session gets its own embedded PostgreSQL (a temporary data folder), its own archive
+folder and its own target config, through environment variables that the Papermill and nbval
+kernels inherit. Nothing touches the developer's .dbrunbook/ or outputs/.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent
+_SESSION_DIR: Path | None = None
+_prepared: set[str] = set()
+# nbval runs the phase notebooks in this order, on the default target "dev".
+_NOTEBOOK_ORDER = ["schema.ipynb", "rollback.ipynb"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    global _SESSION_DIR
+    # A short path: the server's Unix socket lives in its data folder.
+    _SESSION_DIR = Path(tempfile.mkdtemp(prefix="dbrb-"))
+    os.environ["DBRUNBOOK_HOME"] = str(ROOT)
+    os.environ["DBRUNBOOK_PGDATA"] = str(_SESSION_DIR / "pgdata")
+    os.environ["DBRUNBOOK_OUTPUTS"] = str(_SESSION_DIR / "outputs")
+    os.environ["DBRUNBOOK_CONFIG"] = str(_SESSION_DIR / "dbrunbook.yaml")
+    os.environ.pop("DATABASE_URL", None)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _SESSION_DIR is None:
+        return
+    from dbrunbook import embedded
+
+    embedded.stop()
+    shutil.rmtree(_SESSION_DIR, ignore_errors=True)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def order(item: pytest.Item) -> tuple[int, int]:
+        name = Path(str(item.fspath)).name
+        if name in _NOTEBOOK_ORDER:
+            return (1, _NOTEBOOK_ORDER.index(name))
+        return (0, 0)
+
+    items.sort(key=order)  # stable: tests/ first, then the notebooks in phase order
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    name = Path(str(item.fspath)).name
+    if name in _NOTEBOOK_ORDER and "dev" not in _prepared:
+        from dbrunbook import commands
+
+        commands.prepare("event_message_fk", "dev")
+        _prepared.add("dev")

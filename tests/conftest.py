@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from dbrunbook import embedded
+from dbrunbook.targets import engine, resolve_target
+
+ROOT = Path(__file__).resolve().parents[1]
+SEED_000 = ROOT / "runbooks" / "event_message_fk"
+
+
+def add_target(name: str, entry: dict[str, object]) -> None:
+    """Add a named target to this session's dbrunbook.yaml (see the root conftest)."""
+    path = Path(os.environ["DBRUNBOOK_CONFIG"])
+    config = yaml.safe_load(path.read_text()) if path.exists() else {}
+    config = config or {}
+    config.setdefault("targets", {})[name] = entry
+    path.write_text(yaml.safe_dump(config))
+
+
+@pytest.fixture
+def target() -> Iterator[str]:
+    """A fresh database on the session's embedded server, as a named, non-production target."""
+    name = f"t_{uuid.uuid4().hex[:10]}"
+    add_target(name, {"embedded": name})
+    embedded.ensure_database(name)
+    yield name
+    embedded.drop_database(name)
+
+
+@pytest.fixture
+def runbook_copy(tmp_path: Path) -> Path:
+    """A private copy of the seed-000 runbook that a test may edit."""
+    folder = tmp_path / "event_message_fk"
+    shutil.copytree(SEED_000, folder)
+    return folder
+
+
+def connect(target_name: str) -> sa.Connection:
+    return engine(resolve_target(target_name)).connect()
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real command line, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "dbrunbook", *args], cwd=ROOT, capture_output=True, text=True,
+        env={**os.environ, **(env or {})}, timeout=600,
+    )

@@ -1,0 +1,81 @@
+"""Loading runbook.yaml: strict validation with errors that name the file and the field."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dbrunbook.errors import SpecError
+from dbrunbook.spec import load_runbook
+
+from .conftest import SEED_000
+
+
+def write_spec(folder: Path, text: str) -> None:
+    (folder / "runbook.yaml").write_text(text)
+
+
+def test_seed_000_runbook_loads() -> None:
+    book = load_runbook(SEED_000)
+    assert book.name == "event_message_fk"
+    fk = book.spec.expect.foreign_keys[0]
+    assert (fk.name, fk.on_delete, fk.references.table) == ("Event_messageId_fkey", "CASCADE", "Message")
+    assert book.spec.expect.columns[0].nullable is True
+    assert {"migration.sql", "rollback.sql", "fixtures/before.sql"} <= set(book.sql_checksums())
+
+
+def test_runbook_by_name_resolves_under_runbooks() -> None:
+    assert load_runbook("event_message_fk").path == SEED_000
+
+
+def test_unknown_key_names_file_and_field(runbook_copy: Path) -> None:
+    text = (runbook_copy / "runbook.yaml").read_text().replace("  columns:\n", "  colums:\n", 1)
+    write_spec(runbook_copy, text)
+    with pytest.raises(SpecError) as err:
+        load_runbook(runbook_copy)
+    assert err.value.field == "expect.colums"
+    assert str(runbook_copy / "runbook.yaml") in str(err.value)
+    assert "unknown key" in str(err.value)
+
+
+def test_wrong_type_names_field(runbook_copy: Path) -> None:
+    text = (runbook_copy / "runbook.yaml").read_text().replace("nullable: true", "nullable: maybe", 1)
+    write_spec(runbook_copy, text)
+    with pytest.raises(SpecError) as err:
+        load_runbook(runbook_copy)
+    assert err.value.field == "expect.columns.0.nullable"
+    assert "boolean" in str(err.value)
+
+
+def test_missing_file_is_named(runbook_copy: Path) -> None:
+    (runbook_copy / "rollback.sql").unlink()
+    with pytest.raises(SpecError) as err:
+        load_runbook(runbook_copy)
+    assert err.value.field == "rollback"
+    assert "rollback.sql" in str(err.value) and "not found" in str(err.value)
+
+
+def test_bad_fk_action_is_refused(runbook_copy: Path) -> None:
+    text = (runbook_copy / "runbook.yaml").read_text().replace("on_delete: cascade", "on_delete: explode")
+    write_spec(runbook_copy, text)
+    with pytest.raises(SpecError) as err:
+        load_runbook(runbook_copy)
+    assert err.value.field == "expect.foreign_keys.0.on_delete"
+
+
+def test_missing_required_key(runbook_copy: Path) -> None:
+    write_spec(runbook_copy, "engine: postgresql\n")
+    with pytest.raises(SpecError) as err:
+        load_runbook(runbook_copy)
+    assert err.value.field == "title" and "missing" in str(err.value)
+
+
+def test_invalid_yaml_gives_line(runbook_copy: Path) -> None:
+    write_spec(runbook_copy, "title: x\nexpect: [\n")
+    with pytest.raises(SpecError, match=r"not valid YAML \(line \d+\)"):
+        load_runbook(runbook_copy)
+
+
+def test_not_a_runbook_folder(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="no runbook here"):
+        load_runbook(tmp_path)

@@ -1,0 +1,70 @@
+"""Splitting SQL files into located statements (pglast for PostgreSQL, sqlite3 for SQLite)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dbrunbook.errors import SpecError
+from dbrunbook.statements import read_statements, split_sqlite, strip_transaction_wrapper
+
+SCRIPT = """-- Migration 022 — with a non-ASCII comment
+BEGIN;
+
+ALTER TABLE "SavedInsights"
+ADD COLUMN "customerId" UUID NULL;
+
+CREATE OR REPLACE FUNCTION touch() RETURNS TRIGGER AS $$
+BEGIN
+  NEW."updatedAt" = NOW(); -- a ';' inside a body
+  RETURN NEW;
+END;
+$$ LANGUAGE plpgsql;
+CREATE INDEX CONCURRENTLY idx_a ON t (a) WHERE b LIKE 'x%';
+COMMIT;
+"""
+
+
+def test_statements_carry_start_lines(tmp_path: Path) -> None:
+    path = tmp_path / "m.sql"
+    path.write_text(SCRIPT)
+    stmts = read_statements(path, "postgresql")
+    assert [(s.index, s.line, s.kind) for s in stmts] == [
+        (1, 2, "TransactionStmt"), (2, 4, "AlterTableStmt"), (3, 7, "CreateFunctionStmt"),
+        (4, 13, "IndexStmt"), (5, 14, "TransactionStmt"),
+    ]
+    assert stmts[2].text.endswith("LANGUAGE plpgsql")
+    assert [s.transactional for s in stmts] == [True, True, True, False, True]
+    # A position inside a statement maps back to the file line.
+    assert stmts[2].line_of(stmts[2].text.index("RETURN NEW") + 1) == 10
+
+
+def test_wrapper_is_set_aside_but_inner_commit_refused(tmp_path: Path) -> None:
+    path = tmp_path / "m.sql"
+    path.write_text(SCRIPT)
+    body, wrapped = strip_transaction_wrapper(read_statements(path, "postgresql"))
+    assert wrapped and [s.index for s in body] == [2, 3, 4]
+    path.write_text("ALTER TABLE a ADD COLUMN b int;\nCOMMIT;\nALTER TABLE a ADD COLUMN c int;\n")
+    with pytest.raises(SpecError, match=r"m.sql:2: transaction control"):
+        strip_transaction_wrapper(read_statements(path, "postgresql"))
+
+
+def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.sql"
+    path.write_text("SELECT 1;\n\nALTER TABLE x ADD COLUM y int;\n")
+    with pytest.raises(SpecError, match=r"bad.sql:3: syntax error"):
+        read_statements(path, "postgresql")
+
+
+def test_empty_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "empty.sql"
+    path.write_text("-- nothing here\n")
+    with pytest.raises(SpecError, match="no SQL statement"):
+        read_statements(path, "postgresql")
+
+
+def test_sqlite_split_keeps_semicolons_in_strings() -> None:
+    stmts = split_sqlite("-- c\nCREATE TABLE a (x TEXT);\n\nINSERT INTO a VALUES ('a;b');\n", "f.sql")
+    assert [(s.line, s.text) for s in stmts] == [(2, "CREATE TABLE a (x TEXT)"), (4, "INSERT INTO a VALUES ('a;b')")]
+    with pytest.raises(SpecError, match="unterminated"):
+        split_sqlite("CREATE TABLE a (x TEXT)\n", "f.sql")
