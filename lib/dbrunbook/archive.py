@@ -90,6 +90,9 @@ def execute_phase(notebook: Path, output: Path, parameters: dict[str, object], c
     papermill.execute_notebook(
         str(notebook), str(output), parameters=parameters, cwd=str(cwd),
         progress_bar=False, log_output=False, request_save_on_cell_execute=True,
+        # The kernel's own warnings (ipykernel 7 warns about plain TCP on loopback) would bury
+        # the one line an unattended run prints on failure; its errors still come through.
+        extra_arguments=["--IPKernelApp.log_level=ERROR"],
     )
 
 

@@ -84,6 +84,7 @@ def install_error_display() -> None:
         return
 
     def _one_line(self: Any, etype: type, value: BaseException, tb: Any, tb_offset: Any = None) -> None:
-        self.showtraceback((etype, value, tb), exception_only=True)
+        # What showtraceback(exception_only=True) shows, minus its "use %tb" hint line.
+        self._showtraceback(etype, value, self.InteractiveTB.get_exception_only(etype, value))
 
     shell.set_custom_exc((DbrunbookError,), _one_line)
