@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import yaml
-
 from dbrunbook import embedded
 from dbrunbook.targets import engine, resolve_target
 

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-
-from dbrunbook.expect import check_expectations, failures, normalize_predicate, normalize_type
+from dbrunbook.expect import (
+    check_expectations,
+    failures,
+    normalize_predicate,
+    normalize_type,
+)
 from dbrunbook.spec import Expectations
 
 from .conftest import connect

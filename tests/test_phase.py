@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from dbrunbook import commands, introspect, ledger
 from dbrunbook.errors import ChecksFailed, DriftError, GuardRefused, StatementFailed
 from dbrunbook.phase import PhaseRun, open_phase
@@ -34,7 +33,7 @@ def fingerprint(target: str) -> str:
 def events(target: str) -> list[tuple[str, str, str, bool]]:
     with connect(target) as conn:
         frame = ledger.events_frame(conn, "event_message_fk")
-    return list(zip(frame["phase"], frame["action"], frame["status"], frame["dry_run"]))[::-1]
+    return list(zip(frame["phase"], frame["action"], frame["status"], frame["dry_run"], strict=True))[::-1]
 
 
 def state(target: str) -> ledger.State | None:
@@ -53,6 +52,16 @@ def test_schema_then_rollback_restores_the_fingerprint(target: str) -> None:
     assert fingerprint(target) == before
     assert state(target).state == ledger.ROLLED_BACK
     assert events(target)[-2:] == [("schema", "apply", "passed", False), ("rollback", "rollback", "passed", False)]
+
+
+def test_skipping_the_fingerprint_cell_still_records_the_schema_before(target: str) -> None:
+    commands.prepare("event_message_fk", target)
+    before = fingerprint(target)
+    run = open_phase("schema", "event_message_fk", target)
+    run.plan()
+    run.apply()
+    run.finish()
+    assert state(target).fingerprint_before == before
 
 
 def test_bad_statement_after_good_ones_changes_nothing(target: str, runbook_copy: Path) -> None:

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import nbformat
-
 from dbrunbook import commands, introspect, ledger
 from dbrunbook.spec import sha256_file
 
@@ -19,7 +18,7 @@ PASSWORD = "Pa55-w0rd-never-leaks"
 
 
 def archive_of(stdout: str) -> Path:
-    line = next(l for l in stdout.splitlines() if l.strip().startswith("archive:"))
+    line = next(text for text in stdout.splitlines() if text.strip().startswith("archive:"))
     return Path(line.split("archive:", 1)[1].strip())
 
 
@@ -140,7 +139,7 @@ def test_papermill_exits_nonzero_on_a_failed_statement(target: str, tmp_path: Pa
               for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert len(errors) == 1 and errors[0]["ename"] == "StatementFailed"
     # One readable line, not a traceback through the library.
-    assert len([l for l in errors[0]["traceback"] if l.strip()]) == 1
+    assert len([text for text in errors[0]["traceback"] if text.strip()]) == 1
 
 
 def test_dry_run_flag_reaches_the_notebook(target: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from dbrunbook.errors import SpecError
 from dbrunbook.spec import load_runbook
 

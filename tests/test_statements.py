@@ -4,9 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from dbrunbook.errors import SpecError
-from dbrunbook.statements import read_statements, split_sqlite, strip_transaction_wrapper
+from dbrunbook.statements import (
+    read_statements,
+    split_sqlite,
+    strip_transaction_wrapper,
+)
 
 SCRIPT = """-- Migration 022 — with a non-ASCII comment
 BEGIN;

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-
 from dbrunbook.errors import TargetError
 from dbrunbook.targets import check_parameter_safe, redact, resolve_target
 

@@ -15,7 +15,7 @@ import platform
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
@@ -67,7 +67,7 @@ class RunResult:
 
 
 def utc_stamp() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
 
 def new_run_folder(runbook: str, run_id: str) -> Path:
@@ -130,12 +130,12 @@ def run_phases(book: Runbook, target: Target, target_ref: str, phases: list[str]
     result = RunResult(book.name, target.name, run_id, folder)
     base = {"runbook": _relative(book.path, root), "target": target_parameter(target, target_ref),
             "run_id": run_id, "archive_dir": _relative(folder, root), "dry_run": dry_run}
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     for number, phase in enumerate(phases, start=1):
         notebook = phase_notebook(phase, root)
         output = folder / f"{number:02d}_{phase}.ipynb"
         began = time.perf_counter()
-        at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        at = datetime.now(UTC).isoformat(timespec="seconds")
         error = None
         try:
             execute_phase(notebook, output, {**base, **parameters}, root)
@@ -165,7 +165,7 @@ def run_phases(book: Runbook, target: Target, target_ref: str, phases: list[str]
 def scrub_secrets(folder: Path) -> list[Path]:
     """Replace every known password in the folder's files; returns the files that held one."""
     secrets = known_secrets()
-    hits = []
+    hits: list[Path] = []
     if not secrets:
         return hits
     for path in sorted(folder.rglob("*")):
@@ -215,7 +215,7 @@ def write_manifest(folder: Path, book: Runbook, target: Target, result: RunResul
         "dry_run": dry_run,
         "operator": ledger.operator(),
         "started_at": started.isoformat(timespec="seconds"),
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "status": ledger.PASSED if result.ok else ledger.FAILED,
         "error": result.error,
         "parameters": {k: redact(str(v)) for k, v in parameters.items()},

@@ -80,8 +80,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(commands.db_url(args.target))
         return 0
     if args.command == "prepare":
-        result = commands.prepare(args.runbook, args.target)
-        print(f"prepared {result.runbook} on {result.target}: {result.statements} fixture statements; "
+        prepared = commands.prepare(args.runbook, args.target)
+        print(f"prepared {prepared.runbook} on {prepared.target}: {prepared.statements} fixture statements; "
               "ledger state reset")
         return 0
     if args.command == "run":
@@ -104,6 +104,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         print("      'prod' here is a stand-in database on the same embedded server.")
         steps = commands.demo()
         ok = bool(steps) and all(step.result.ok for step in steps)
-        print("demo passed" if ok else "dbrunbook: error: demo failed (see above)", file=sys.stdout if ok else sys.stderr)
-        return 0 if ok else 1
+        if not ok:
+            print("dbrunbook: error: demo failed (see above)", file=sys.stderr)
+            return 1
+        print("demo passed")
+        return 0
     raise AssertionError(args.command)

@@ -1,9 +1,8 @@
 """The commands, as plain typed functions; :mod:`dbrunbook.cli` is a thin shell over them."""
 from __future__ import annotations
 
-import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 
@@ -14,7 +13,7 @@ from .phase import new_run_id
 from .project import PHASES, phase_notebook, project_root
 from .spec import load_runbook
 from .statements import read_statements, strip_transaction_wrapper
-from .targets import Target, engine, resolve_target
+from .targets import engine, resolve_target
 
 DEMO_RUNBOOK = "event_message_fk"
 # The seed-000 flow the demo plays; phases without a notebook yet are left out, and say so.
@@ -64,30 +63,34 @@ def prepare(runbook_ref: str, target_ref: str, *, allow_production: bool = False
     if target.production and not allow_production:
         raise GuardRefused(f"prepare refused: target {target.name} is marked production, and prepare "
                            "replaces tables with fixture data")
-    if not book.spec.fixture:
+    fixture = book.spec.fixture
+    if not fixture:
         raise SpecError(book.path / "runbook.yaml", "no fixture declared to prepare from", "fixture")
     if book.spec.engine != target.dialect:
         raise GuardRefused(f"runbook {book.name} is written for {book.spec.engine}, "
                            f"but target {target.name} is {target.dialect}")
     statements, _ = strip_transaction_wrapper(read_statements(
-        book.file(book.spec.fixture), target.dialect, book.display(book.spec.fixture)))
+        book.file(fixture), target.dialect, book.display(fixture)))
     run_id = new_run_id()
     started = ledger.now()
     eng = engine(target)
     with eng.begin() as conn:
         ledger.ensure_ledger(conn)
-    event = dict(run_id=run_id, runbook=book.name, phase="prepare", action="load fixture",
-                 target=target.name, operator=ledger.operator(), started_at=started,
-                 checksums={book.spec.fixture: book.checksum(book.spec.fixture)})
+
+    def event(status: str, error: str | None = None) -> ledger.Event:
+        return ledger.Event(run_id=run_id, runbook=book.name, phase="prepare", action="load fixture",
+                            status=status, target=target.name, operator=ledger.operator(),
+                            started_at=started, finished_at=ledger.now(), error=error,
+                            checksums={fixture: book.checksum(fixture)})
+
     try:
         with eng.begin() as conn:
             run_statements(conn, statements)
             ledger.clear_state(conn, book.name)
-            ledger.record_event(conn, ledger.Event(status=ledger.PASSED, finished_at=ledger.now(), **event))
+            ledger.record_event(conn, event(ledger.PASSED))
     except DbrunbookError as exc:
         with eng.begin() as conn:
-            ledger.record_event(conn, ledger.Event(status=ledger.FAILED, finished_at=ledger.now(),
-                                                   error=str(exc), **event))
+            ledger.record_event(conn, event(ledger.FAILED, str(exc)))
         raise
     return PrepareResult(book.name, target.name, len(statements), run_id)
 
@@ -174,12 +177,12 @@ def demo_steps() -> list[tuple[str, list[str]]]:
     return [(target, [p for p in phases if p in available]) for target, phases in DEMO_FLOW]
 
 
-def demo(echo=print) -> list[DemoStep]:
+def demo(echo: Callable[[str], None] = print) -> list[DemoStep]:
     """Prepare dev and prod from the seed-000 fixture and play its flow, archiving every run."""
     steps: list[DemoStep] = []
     for target_ref, _ in DEMO_FLOW:
-        result = prepare(DEMO_RUNBOOK, target_ref, allow_production=True)
-        echo(f"prepared {result.target}: {result.statements} fixture statements loaded")
+        prepared = prepare(DEMO_RUNBOOK, target_ref, allow_production=True)
+        echo(f"prepared {prepared.target}: {prepared.statements} fixture statements loaded")
     for target_ref, phases in demo_steps():
         if not phases:
             continue

@@ -6,7 +6,9 @@ comparison rules (type aliases, predicate normalisation) live here.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -57,7 +59,8 @@ def normalize_predicate(text: str, dialect: str) -> str:
             from pglast import parse_sql
             from pglast.stream import RawStream
 
-            node = parse_sql(f"SELECT 1 WHERE {text}")[0].stmt.whereClause
+            select: Any = parse_sql(f"SELECT 1 WHERE {text}")[0].stmt
+            node = select.whereClause
             return RawStream()(node).lower()
         except Exception:
             pass  # fall back to the plain normalisation below
@@ -72,7 +75,7 @@ class _Table:
     name: str
 
     @classmethod
-    def parse(cls, ref: str, dialect: str) -> "_Table":
+    def parse(cls, ref: str, dialect: str) -> _Table:
         if "." in ref and dialect != "sqlite":
             schema, name = ref.split(".", 1)
             return cls(schema, name)
@@ -154,7 +157,8 @@ class _Checker:
             actual_where = options.get("postgresql_where") or options.get("sqlite_where") or ""
             wanted.append(f"where {exp.where}" if exp.where else "not partial")
             got.append(f"where {actual_where}" if actual_where else "not partial")
-            ok &= normalize_predicate(str(actual_where), self.dialect) == normalize_predicate(exp.where, self.dialect)
+            ok &= (normalize_predicate(str(actual_where), self.dialect)
+                   == normalize_predicate(exp.where, self.dialect))
         return _row("index", obj, " ".join(wanted), " ".join(got), ok)
 
     def foreign_key(self, exp: ForeignKeyExpect) -> dict[str, str]:
@@ -182,11 +186,12 @@ class _Checker:
             if ref_table.schema is not None:
                 ok &= (found.get("referred_schema") or "public") == ref_table.schema
         options = found.get("options", {})
-        for label_, wanted_action, key in (("ON DELETE", exp.on_delete, "ondelete"), ("ON UPDATE", exp.on_update, "onupdate")):
+        actions = (("ON DELETE", exp.on_delete, "ondelete"), ("ON UPDATE", exp.on_update, "onupdate"))
+        for clause, wanted_action, key in actions:
             if wanted_action is not None:
                 actual = (options.get(key) or "NO ACTION").upper()
-                wanted.append(f"{label_} {wanted_action}")
-                got.append(f"{label_} {actual}")
+                wanted.append(f"{clause} {wanted_action}")
+                got.append(f"{clause} {actual}")
                 ok &= actual == wanted_action
         return _row("foreign key", obj, " ".join(wanted), " ".join(got), ok)
 
@@ -207,7 +212,7 @@ class _Checker:
         return _row("check", obj, wanted, text, not missing)
 
 
-def _index_columns(found: dict) -> list[str]:
+def _index_columns(found: Mapping[str, Any]) -> list[str]:
     names = list(found.get("column_names") or [])
     expressions = found.get("expressions") or []
     sorting = found.get("column_sorting") or {}

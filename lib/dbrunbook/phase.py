@@ -17,7 +17,14 @@ import pandas as pd
 from sqlalchemy.engine import Connection, Engine
 
 from . import expect, introspect, ledger, report
-from .errors import ChecksFailed, DbrunbookError, DriftError, GuardRefused, SpecError, StatementFailed
+from .errors import (
+    ChecksFailed,
+    DbrunbookError,
+    DriftError,
+    GuardRefused,
+    SpecError,
+    StatementFailed,
+)
 from .execute import Executed, executed_frame, run_statements, statements_frame
 from .spec import Expectations, Runbook, load_runbook
 from .statements import Statement, read_statements, strip_transaction_wrapper
@@ -27,7 +34,7 @@ APPLY = "apply"
 NOOP = "noop"
 SCRIPT_PHASES = {"schema": "migration", "rollback": "rollback"}
 
-_current: "PhaseRun | None" = None
+_current: PhaseRun | None = None
 
 
 @dataclass(frozen=True)
@@ -119,8 +126,9 @@ class PhaseRun:
                 if state.checksum != checksum:
                     self._fail(DriftError(
                         f"{self.runbook.display(self.runbook.spec.migration)} changed since it was applied to "
-                        f"{self.target.name} (applied {state.checksum[:12]} at {state.updated_at:%Y-%m-%d %H:%M} "
-                        f"by {state.operator}; the file is now {checksum[:12]}): roll back first, or restore the file"))
+                        f"{self.target.name} (applied {(state.checksum or '?')[:12]} at "
+                        f"{state.updated_at:%Y-%m-%d %H:%M} by {state.operator}; the file is now "
+                        f"{checksum[:12]}): roll back first, or restore the file"))
                 decision, reason = NOOP, (f"already applied with this checksum ({checksum[:12]}) at "
                                           f"{state.updated_at:%Y-%m-%d %H:%M} UTC by {state.operator}: "
                                           "nothing to apply, the expectations are verified again")
@@ -169,6 +177,10 @@ class PhaseRun:
         """Run the script (or nothing, for a verified no-op)."""
         self._guard_open()
         plan = self._require_plan()
+        if self.before is None:
+            # The ledger must hold the schema as it was before the script, even if the
+            # fingerprint cell was skipped.
+            self.before = introspect.snapshot(self.conn)
         if plan.decision == NOOP:
             self.executed = []
             report.say(f"**Nothing to run:** {plan.reason}.")
@@ -219,15 +231,15 @@ class PhaseRun:
         self._guard_open()
         now = introspect.snapshot(self.conn)
         recorded = self.state.snapshot_before if self.state is not None else None
-        if recorded is None:
+        if self.state is None or recorded is None:
             report.say("**Fingerprint:** no forward run of this runbook is recorded on "
                        f"{self.target.name}, so there is no earlier fingerprint to compare with.")
             return introspect.diff(now, now)
         expected = introspect.Snapshot(dict(recorded))
         frame = introspect.diff(expected, now)
         if now.fingerprint == expected.fingerprint:
-            report.say(f"**Fingerprint restored:** `{now.fingerprint}` equals the fingerprint recorded "
-                       f"before the migration (run {self.state.run_id}).")
+            report.say(f"**Fingerprint restored:** `{now.fingerprint}` equals the fingerprint the ledger "
+                       "recorded just before the migration was applied.")
         else:
             self.failures.append(f"schema fingerprint {now.fingerprint[:12]} differs from "
                                  f"{expected.fingerprint[:12]} recorded before the migration "
@@ -260,9 +272,10 @@ class PhaseRun:
         ledger.record_event(self.conn, self._event(action, ledger.PASSED if plan.decision == APPLY else ledger.NOOP))
         self.conn.commit()
         self._close()
-        verb = {"schema": "applied", "rollback": "rolled back"}[self.phase]
-        report.say(f"**{self.phase} passed:** {self.runbook.name} {verb if plan.decision == APPLY else 'verified (no-op)'} "
-                   f"on {self.target.name} and recorded in its ledger (run {self.run_id}).")
+        done = {"schema": "applied", "rollback": "rolled back"}[self.phase] if plan.decision == APPLY \
+            else "verified (no-op)"
+        report.say(f"**{self.phase} passed:** {self.runbook.name} {done} on {self.target.name} and recorded "
+                   f"in its ledger (run {self.run_id}).")
 
     # -- internals ------------------------------------------------------------------------
 
@@ -272,20 +285,24 @@ class PhaseRun:
         return "apply" if self.phase == "schema" else "rollback"
 
     def _new_state(self) -> ledger.State:
-        after = introspect.snapshot(self.conn)
-        before = self.before or after
-        applied = self.phase == "schema"
+        assert self.before is not None  # apply() always takes it
+        if self.phase == "schema":
+            state, snapshot_before = ledger.APPLIED, self.before.objects
+        else:
+            # Keep what the forward run recorded, so a later no-op rollback can still compare.
+            state = ledger.ROLLED_BACK
+            snapshot_before = self.state.snapshot_before if self.state else None
         return ledger.State(
             runbook=self.runbook.name,
-            state=ledger.APPLIED if applied else ledger.ROLLED_BACK,
+            state=state,
             checksum=self.runbook.checksum(self.runbook.spec.migration),
             checksums=self.runbook.sql_checksums(),
             run_id=self.run_id,
             operator=self.operator,
             updated_at=ledger.now(),
-            fingerprint_before=before.fingerprint if applied else (self.state.fingerprint_before if self.state else None),
-            fingerprint_after=after.fingerprint,
-            snapshot_before=before.objects if applied else (self.state.snapshot_before if self.state else None),
+            fingerprint_before=introspect.Snapshot(snapshot_before).fingerprint if snapshot_before else None,
+            fingerprint_after=introspect.snapshot(self.conn).fingerprint,
+            snapshot_before=snapshot_before,
         )
 
     def _checksums(self) -> dict[str, str]:

@@ -45,7 +45,7 @@ class TargetConfig(BaseModel):
     description: str = ""
 
     @model_validator(mode="after")
-    def _one_source(self) -> "TargetConfig":
+    def _one_source(self) -> TargetConfig:
         given = [k for k in ("url", "url_env", "embedded") if getattr(self, k)]
         if len(given) != 1:
             raise ValueError("give exactly one of url, url_env, embedded")

@@ -1,0 +1,38 @@
+"""The phase notebooks as files: committed clean, parameterized, one step per code cell."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from .conftest import ROOT
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_the_spine_phases_exist() -> None:
+    assert {p.stem for p in NOTEBOOKS} >= {"schema", "rollback"}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_a_runbook_page(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "commit notebooks clean"
+    params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+    assert len(params) == 1 and code[0] is params[0]
+    for name in ("runbook", "target", "dry_run", "run_id", "archive_dir"):
+        assert f"{name} = " in params[0].source
+    assert 'target = "dev"' in params[0].source
+    # Logic lives in the lib: after the parameters, each code cell is one step.
+    for cell in code[1:]:
+        lines = [line for line in cell.source.splitlines() if line.strip() and not line.startswith("import ")]
+        assert len(lines) <= 2, cell.source
+    assert code[-1].source.strip() == "run.finish()"
+    # Each step is explained: a markdown cell stands before every code cell.
+    cells = nb.cells
+    for index, cell in enumerate(cells):
+        if cell.cell_type == "code" and cell is not params[0]:
+            assert cells[index - 1].cell_type == "markdown"
