@@ -6,7 +6,7 @@ comparison rules (type aliases, predicate normalisation) live here.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +97,14 @@ class _Checker:
         table = _Table.parse(ref, self.dialect)
         return table if self.inspector.has_table(table.name, schema=table.schema) else None
 
+    def find(self, ref: str, reflect: str, match: Callable[[Any], bool]) -> tuple[_Table | None, Any]:
+        """The table (None if missing) and the first reflected item on it that matches."""
+        table = self.table(ref)
+        if table is None:
+            return None, None
+        items = getattr(self.inspector, reflect)(table.name, schema=table.schema)
+        return table, next((item for item in items if match(item)), None)
+
     def tables(self, present: list[str], absent: list[str]) -> list[dict[str, str]]:
         rows = [_row("table", ref, "exists", "exists" if self.table(ref) else "missing",
                      self.table(ref) is not None) for ref in present]
@@ -106,20 +114,15 @@ class _Checker:
 
     def column(self, exp: ColumnExpect) -> dict[str, str]:
         obj = f"{exp.table}.{exp.column}"
-        table = self.table(exp.table)
-        found = None
-        if table is not None:
-            found = next((c for c in self.inspector.get_columns(table.name, schema=table.schema)
-                          if c["name"] == exp.column), None)
-        if not exp.present:
-            return _row("column", obj, "absent", "exists" if found else "absent", found is None)
+        table, found = self.find(exp.table, "get_columns", lambda c: c["name"] == exp.column)
         wanted = ["exists"]
         if exp.type is not None:
             wanted.append(normalize_type(exp.type))
         if exp.nullable is not None:
             wanted.append("NULL" if exp.nullable else "NOT NULL")
-        if found is None:
-            return _row("column", obj, " ".join(wanted), "missing" if table else "table missing", False)
+        decided = _presence("column", obj, table, found, exp.present, " ".join(wanted))
+        if decided:
+            return decided
         actual_type = normalize_type(str(found["type"].compile(dialect=self.conn.dialect)))
         got = ["exists"]
         ok = True
@@ -133,16 +136,11 @@ class _Checker:
 
     def index(self, exp: IndexExpect) -> dict[str, str]:
         obj = f"{exp.table}: {exp.name}"
-        table = self.table(exp.table)
-        found = None
-        if table is not None:
-            found = next((i for i in self.inspector.get_indexes(table.name, schema=table.schema)
-                          if i["name"] == exp.name), None)
-        if not exp.present:
-            return _row("index", obj, "absent", "exists" if found else "absent", found is None)
-        wanted, got, ok = ["exists"], ["exists"], found is not None
-        if found is None:
-            return _row("index", obj, "exists", "missing" if table else "table missing", False)
+        table, found = self.find(exp.table, "get_indexes", lambda i: i["name"] == exp.name)
+        decided = _presence("index", obj, table, found, exp.present)
+        if decided:
+            return decided
+        wanted, got, ok = ["exists"], ["exists"], True
         if exp.columns is not None:
             actual_cols = _index_columns(found)
             wanted.append(f"on ({', '.join(exp.columns)})")
@@ -164,17 +162,12 @@ class _Checker:
     def foreign_key(self, exp: ForeignKeyExpect) -> dict[str, str]:
         label = exp.name or f"({', '.join(exp.columns)})"
         obj = f"{exp.table}: {label}"
-        table = self.table(exp.table)
-        found = None
-        if table is not None:
-            for fk in self.inspector.get_foreign_keys(table.name, schema=table.schema):
-                if (exp.name and fk["name"] == exp.name) or (not exp.name and fk["constrained_columns"] == exp.columns):
-                    found = fk
-                    break
-        if not exp.present:
-            return _row("foreign key", obj, "absent", "exists" if found else "absent", found is None)
-        if found is None:
-            return _row("foreign key", obj, "exists", "missing" if table else "table missing", False)
+        table, found = self.find(
+            exp.table, "get_foreign_keys",
+            lambda fk: fk["name"] == exp.name if exp.name else fk["constrained_columns"] == exp.columns)
+        decided = _presence("foreign key", obj, table, found, exp.present)
+        if decided:
+            return decided
         wanted = [f"({', '.join(exp.columns)})"]
         got = [f"({', '.join(found['constrained_columns'])})"]
         ok = found["constrained_columns"] == exp.columns
@@ -197,19 +190,24 @@ class _Checker:
 
     def check(self, exp: CheckExpect) -> dict[str, str]:
         obj = f"{exp.table}: {exp.name}"
-        table = self.table(exp.table)
-        found = None
-        if table is not None:
-            found = next((c for c in self.inspector.get_check_constraints(table.name, schema=table.schema)
-                          if c["name"] == exp.name), None)
-        if not exp.present:
-            return _row("check", obj, "absent", "exists" if found else "absent", found is None)
-        if found is None:
-            return _row("check", obj, "exists", "missing" if table else "table missing", False)
+        table, found = self.find(exp.table, "get_check_constraints", lambda c: c["name"] == exp.name)
+        decided = _presence("check", obj, table, found, exp.present)
+        if decided:
+            return decided
         text = str(found.get("sqltext", ""))
         missing = [frag for frag in exp.contains if frag not in text]
         wanted = "exists" + (f" containing {', '.join(exp.contains)}" if exp.contains else "")
         return _row("check", obj, wanted, text, not missing)
+
+
+def _presence(check: str, obj: str, table: _Table | None, found: object, present: bool,
+              expected: str = "exists") -> dict[str, str] | None:
+    """The row when presence alone decides (absence wanted, or nothing found); else None."""
+    if not present:
+        return _row(check, obj, "absent", "exists" if found is not None else "absent", found is None)
+    if found is None:
+        return _row(check, obj, expected, "missing" if table else "table missing", False)
+    return None
 
 
 def _index_columns(found: Mapping[str, Any]) -> list[str]:

@@ -286,6 +286,7 @@ class PhaseRun:
 
     def _new_state(self) -> ledger.State:
         assert self.before is not None  # apply() always takes it
+        snapshot_before: dict[str, str] | None
         if self.phase == "schema":
             state, snapshot_before = ledger.APPLIED, self.before.objects
         else:
