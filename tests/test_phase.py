@@ -168,3 +168,20 @@ def test_runbook_engine_must_match_target(target: str, runbook_copy: Path) -> No
     spec.write_text(spec.read_text().replace("engine: postgresql", "engine: sqlite"))
     with pytest.raises(GuardRefused, match="written for sqlite"):
         open_phase("schema", runbook_copy, target)
+
+
+def test_concurrent_index_runs_outside_a_transaction_and_says_so(target: str, runbook_copy: Path) -> None:
+    migration = runbook_copy / "migration.sql"
+    migration.write_text(migration.read_text().replace(
+        'CREATE INDEX "Event_messageId_idx"', 'CREATE INDEX CONCURRENTLY "Event_messageId_idx"'))
+    commands.prepare(runbook_copy, target)
+    dry = open_phase("schema", runbook_copy, target, dry_run=True)
+    with pytest.raises(GuardRefused, match=r"migration.sql:8: statement 2 cannot run inside a transaction"):
+        dry.plan()
+    run = open_phase("schema", runbook_copy, target)
+    plan = run.plan()
+    assert not plan.in_transaction and [s.transactional for s in plan.statements] == [True, False, True]
+    run.apply()
+    assert list(run.check_expectations()["result"]) == ["pass"] * 5
+    run.finish()
+    assert state(target).state == ledger.APPLIED

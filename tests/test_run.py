@@ -162,3 +162,16 @@ def test_production_prepare_is_refused_by_the_cli() -> None:
 def test_unknown_phase_is_a_usage_error(target: str) -> None:
     done = cli("run", "event_message_fk", "--target", target, "--phases", "schema,explode")
     assert done.returncode == 1 and "unknown phase(s) explode" in done.stderr
+
+
+def test_db_verbs_and_on_demand_start(target: str) -> None:
+    stopped = cli("db", "stop")
+    assert stopped.returncode == 0 and stopped.stdout.strip() == "embedded PostgreSQL stopped"
+    down = cli("db", "status")
+    assert down.returncode == 3 and down.stdout.startswith("not running")
+    # Any use of a target on the embedded server starts it again: here, printing its URL.
+    url = cli("db", "url", "--target", target)
+    assert url.returncode == 0 and url.stdout.strip().startswith(f"postgresql+psycopg://postgres@/{target}?host=")
+    up = cli("db", "status")
+    assert up.returncode == 0 and up.stdout.startswith("running (pid ")
+    assert cli("db", "start").returncode == 0
