@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import yaml
 
-from . import commands
+from . import archive, commands
 from .errors import DbrunbookError
 from .targets import redact
 
@@ -90,11 +90,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                               dry_run=args.dry_run)
         print(f"{result.runbook} on {result.target} (run {result.run_id}):")
         print(result.render())
-        if not result.ok:
-            failed = next((p for p in result.phases if p.status != "passed"), None)
-            where = f"phase {failed.phase} failed ({failed.output}): {failed.error}" if failed else result.error
-            print(f"dbrunbook: error: {where}", file=sys.stderr)
-            return 1
+        archive.raise_for_failure(result)
         return 0
     if args.command == "status":
         print(commands.status(args.runbook, args.target).render())

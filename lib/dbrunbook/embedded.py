@@ -110,7 +110,3 @@ def drop_database(database: str) -> None:
     with psycopg.connect(conninfo("postgres", socket_dir), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
 
-
-def bin_dir() -> Path:
-    """The wheel's PostgreSQL client and server programs (pg_dump, psql, ...)."""
-    return Path(_import_wheel()._commands.POSTGRES_BIN_PATH)

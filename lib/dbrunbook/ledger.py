@@ -28,7 +28,6 @@ ROLLED_BACK = "rolled_back"
 PASSED = "passed"
 FAILED = "failed"
 NOOP = "noop"
-REFUSED = "refused"
 
 _JSON = sa.JSON().with_variant(JSONB(), "postgresql")
 
