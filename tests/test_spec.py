@@ -14,6 +14,14 @@ def write_spec(folder: Path, text: str) -> None:
     (folder / "runbook.yaml").write_text(text)
 
 
+def spec_error_after_edit(folder: Path, old: str, new: str) -> SpecError:
+    """Load the runbook after replacing ``old`` by ``new`` (first occurrence) in its runbook.yaml."""
+    write_spec(folder, (folder / "runbook.yaml").read_text().replace(old, new, 1))
+    with pytest.raises(SpecError) as err:
+        load_runbook(folder)
+    return err.value
+
+
 def test_seed_000_runbook_loads() -> None:
     book = load_runbook(SEED_000)
     assert book.name == "event_message_fk"
@@ -28,22 +36,16 @@ def test_runbook_by_name_resolves_under_runbooks() -> None:
 
 
 def test_unknown_key_names_file_and_field(runbook_copy: Path) -> None:
-    text = (runbook_copy / "runbook.yaml").read_text().replace("  columns:\n", "  colums:\n", 1)
-    write_spec(runbook_copy, text)
-    with pytest.raises(SpecError) as err:
-        load_runbook(runbook_copy)
-    assert err.value.field == "expect.colums"
-    assert str(runbook_copy / "runbook.yaml") in str(err.value)
-    assert "unknown key" in str(err.value)
+    err = spec_error_after_edit(runbook_copy, "  columns:\n", "  colums:\n")
+    assert err.field == "expect.colums"
+    assert str(runbook_copy / "runbook.yaml") in str(err)
+    assert "unknown key" in str(err)
 
 
 def test_wrong_type_names_field(runbook_copy: Path) -> None:
-    text = (runbook_copy / "runbook.yaml").read_text().replace("nullable: true", "nullable: maybe", 1)
-    write_spec(runbook_copy, text)
-    with pytest.raises(SpecError) as err:
-        load_runbook(runbook_copy)
-    assert err.value.field == "expect.columns.0.nullable"
-    assert "boolean" in str(err.value)
+    err = spec_error_after_edit(runbook_copy, "nullable: true", "nullable: maybe")
+    assert err.field == "expect.columns.0.nullable"
+    assert "boolean" in str(err)
 
 
 def test_missing_file_is_named(runbook_copy: Path) -> None:
@@ -55,11 +57,8 @@ def test_missing_file_is_named(runbook_copy: Path) -> None:
 
 
 def test_bad_fk_action_is_refused(runbook_copy: Path) -> None:
-    text = (runbook_copy / "runbook.yaml").read_text().replace("on_delete: cascade", "on_delete: explode")
-    write_spec(runbook_copy, text)
-    with pytest.raises(SpecError) as err:
-        load_runbook(runbook_copy)
-    assert err.value.field == "expect.foreign_keys.0.on_delete"
+    err = spec_error_after_edit(runbook_copy, "on_delete: cascade", "on_delete: explode")
+    assert err.field == "expect.foreign_keys.0.on_delete"
 
 
 def test_missing_required_key(runbook_copy: Path) -> None:

@@ -77,6 +77,8 @@ class PhaseRun:
         self.plan_: Plan | None = None
         self.executed: list[Executed] | None = None
         self.failures: list[str] = []
+        # Hashed once, when the script is read, so the ledger records what actually ran.
+        self.checksums: dict[str, str] = {}
         self.closed = False
 
     # -- what the notebook calls, in order ------------------------------------------------
@@ -119,7 +121,8 @@ class PhaseRun:
             self._fail(exc)
         blocking = [s for s in statements if not s.transactional]
         in_transaction = not blocking
-        checksum = self.runbook.checksum(self.runbook.spec.migration)
+        self.checksums = self.runbook.sql_checksums()
+        checksum = self.checksums[self.runbook.spec.migration]
         state = self.state
         if self.phase == "schema":
             if state is not None and state.state == ledger.APPLIED:
@@ -296,8 +299,8 @@ class PhaseRun:
         return ledger.State(
             runbook=self.runbook.name,
             state=state,
-            checksum=self.runbook.checksum(self.runbook.spec.migration),
-            checksums=self.runbook.sql_checksums(),
+            checksum=self.checksums[self.runbook.spec.migration],
+            checksums=self.checksums,
             run_id=self.run_id,
             operator=self.operator,
             updated_at=ledger.now(),
@@ -307,8 +310,9 @@ class PhaseRun:
         )
 
     def _checksums(self) -> dict[str, str]:
+        """The SQL files this phase used (empty if it failed before reading them)."""
         names = {self.runbook.spec.migration, self.script}
-        return {name: self.runbook.checksum(name) for name in sorted(names)}
+        return {name: digest for name, digest in self.checksums.items() if name in names}
 
     def _event(self, action: str, status: str, error: str | None = None) -> ledger.Event:
         return ledger.Event(
