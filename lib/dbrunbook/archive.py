@@ -223,7 +223,7 @@ def write_manifest(folder: Path, book: Runbook, target: Target, result: RunResul
         "git": git_commit(root),
         "phases": [asdict(p) for p in result.phases],
         "runbook_files": {str(p.relative_to(book.path)): sha256_file(p) for p in book.files()},
-        "output_files": {p.name: sha256_file(p) for p in sorted(folder.iterdir())
+        "output_files": {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*"))
                          if p.is_file() and p.name != MANIFEST},
     }
     path = folder / MANIFEST

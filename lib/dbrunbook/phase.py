@@ -8,10 +8,11 @@ the ledger on a separate connection, and raises one readable line.
 """
 from __future__ import annotations
 
+import importlib
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pandas as pd
 from sqlalchemy.engine import Connection, Engine
@@ -28,13 +29,14 @@ from .errors import (
 from .execute import Executed, executed_frame, run_statements, statements_frame
 from .spec import Expectations, Runbook, load_runbook
 from .statements import Statement, read_statements, strip_transaction_wrapper
+from .project import outputs_dir
 from .targets import Target, check_parameter_safe, engine, redact, resolve_target
 
 APPLY = "apply"
 NOOP = "noop"
 SCRIPT_PHASES = {"schema": "migration", "rollback": "rollback"}
 
-_current: PhaseRun | None = None
+_current: BasePhase | None = None
 
 
 @dataclass(frozen=True)
@@ -49,13 +51,15 @@ def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-class PhaseRun:
-    """One execution of one phase of one runbook against one target."""
+class BasePhase:
+    """What every phase run shares: runbook, target, ledger, banner, archive folder, and how a
+    failure is recorded (a ``failed`` event on a separate connection, then one readable line)."""
+
+    #: The ledger action recorded when the phase fails before it has decided anything.
+    default_action = "run"
 
     def __init__(self, phase: str, runbook: Runbook, target: Target, *, dry_run: bool = False,
                  run_id: str = "", archive_dir: str | Path = "") -> None:
-        if phase not in SCRIPT_PHASES:
-            raise SpecError(phase, f"PhaseRun handles {', '.join(SCRIPT_PHASES)}")
         if runbook.spec.engine != target.dialect:
             raise GuardRefused(f"runbook {runbook.name} is written for {runbook.spec.engine}, "
                                f"but target {target.name} is {target.dialect}")
@@ -64,7 +68,7 @@ class PhaseRun:
         self.target = target
         self.dry_run = dry_run
         self.run_id = run_id or new_run_id()
-        self.archive_dir = Path(archive_dir) if archive_dir else None
+        self._archive_dir = Path(archive_dir) if archive_dir else None
         self.operator = ledger.operator()
         self.started_at = ledger.now()
         self.engine: Engine = engine(target)
@@ -73,20 +77,26 @@ class PhaseRun:
         self.conn: Connection = self.engine.connect()
         self.conn.begin()
         self.state = ledger.read_state(self.conn, runbook.name)
-        self.before: introspect.Snapshot | None = None
-        self.plan_: Plan | None = None
-        self.executed: list[Executed] | None = None
         self.failures: list[str] = []
-        # Hashed once, when the script is read, so the ledger records what actually ran.
+        # Hashed once, when the files are read, so the ledger records what actually ran.
         self.checksums: dict[str, str] = {}
+        self.detail: dict[str, object] = {}
         self.closed = False
 
-    # -- what the notebook calls, in order ------------------------------------------------
+    @property
+    def archive_dir(self) -> Path:
+        """This run's archive folder; stepping through by hand (no ``archive_dir`` parameter),
+        ``outputs/<runbook>/adhoc_<run id>/``."""
+        if self._archive_dir is None:
+            self._archive_dir = outputs_dir() / self.runbook.name / f"adhoc_{self.run_id}"
+        self._archive_dir.mkdir(parents=True, exist_ok=True)
+        return self._archive_dir
 
     def banner(self) -> None:
         version = ".".join(str(p) for p in (self.conn.dialect.server_version_info or ())) or "?"
         rows = [
             ("runbook", f"{self.runbook.name}: {self.runbook.spec.title}"),
+            ("phase", self.phase),
             ("source", self.runbook.spec.source or "-"),
             ("target", f"{self.target.name} ({self.target.display_url})"
                        + (" - PRODUCTION" if self.target.production else "")),
@@ -102,6 +112,83 @@ class PhaseRun:
         report.say(report.table(rows))
         if self.runbook.spec.summary:
             report.say(self.runbook.spec.summary)
+
+    # -- ledger and failures --------------------------------------------------------------
+
+    def _checksums(self) -> dict[str, str]:
+        return dict(self.checksums)
+
+    def _event(self, action: str, status: str, error: str | None = None) -> ledger.Event:
+        return ledger.Event(
+            run_id=self.run_id, runbook=self.runbook.name, phase=self.phase, action=action,
+            status=status, target=self.target.name, operator=self.operator,
+            started_at=self.started_at, finished_at=ledger.now(), dry_run=self.dry_run,
+            error=error, checksums=self._checksums(),
+            detail={**self.detail, "failures": self.failures[:20]},
+        )
+
+    def _record(self, action: str, status: str, error: str | None = None) -> None:
+        # A separate connection: the phase's own transaction is gone (or about to be).
+        with self.engine.begin() as conn:
+            ledger.record_event(conn, self._event(action, status, error))
+
+    def _failed_action(self) -> str:
+        return self.default_action
+
+    def _fail(self, exc: DbrunbookError) -> NoReturn:
+        message = redact(str(exc))
+        if not self.closed:
+            self.conn.rollback()
+            self._record(self._failed_action(), ledger.FAILED, message)
+            self._close()
+        raise exc
+
+    def _raise_for_failures(self) -> None:
+        if self.failures:
+            self._fail(ChecksFailed(self.phase, self.failures))
+
+    def _commit(self, action: str, status: str = ledger.PASSED) -> None:
+        """Commit the phase's transaction with its ledger event; a dry run rolls back and
+        records the event alone."""
+        if self.dry_run:
+            self.conn.rollback()
+            self._record(action, status)
+        else:
+            ledger.record_event(self.conn, self._event(action, status))
+            self.conn.commit()
+        self._close()
+
+    def _guard_open(self) -> None:
+        if self.closed:
+            raise DbrunbookError(f"this {self.phase} run ({self.run_id}) is finished; open a new one")
+
+    def _close(self) -> None:
+        global _current
+        self.closed = True
+        self.conn.close()
+        if _current is self:
+            _current = None
+
+    def abandon(self) -> None:
+        """Roll back and release the connection without recording anything."""
+        if not self.closed:
+            self.conn.rollback()
+            self._close()
+
+
+class PhaseRun(BasePhase):
+    """schema or rollback: apply a script in the phase's transaction and prove the result."""
+
+    def __init__(self, phase: str, runbook: Runbook, target: Target, *, dry_run: bool = False,
+                 run_id: str = "", archive_dir: str | Path = "") -> None:
+        if phase not in SCRIPT_PHASES:
+            raise SpecError(phase, f"PhaseRun handles {', '.join(SCRIPT_PHASES)}")
+        super().__init__(phase, runbook, target, dry_run=dry_run, run_id=run_id, archive_dir=archive_dir)
+        self.before: introspect.Snapshot | None = None
+        self.plan_: Plan | None = None
+        self.executed: list[Executed] | None = None
+
+    # -- what the notebook calls, in order ------------------------------------------------
 
     @property
     def script(self) -> str:
@@ -200,6 +287,7 @@ class PhaseRun:
             self._fail(exc)
         except DbrunbookError as exc:
             self._fail(exc)
+        self.detail["statements"] = len(self.executed)
         frame = executed_frame(self.executed)
         total = sum(e.seconds for e in self.executed)
         report.say(f"**Ran {len(self.executed)} statement(s)** in {total * 1000:.1f} ms"
@@ -314,20 +402,6 @@ class PhaseRun:
         names = {self.runbook.spec.migration, self.script}
         return {name: digest for name, digest in self.checksums.items() if name in names}
 
-    def _event(self, action: str, status: str, error: str | None = None) -> ledger.Event:
-        return ledger.Event(
-            run_id=self.run_id, runbook=self.runbook.name, phase=self.phase, action=action,
-            status=status, target=self.target.name, operator=self.operator,
-            started_at=self.started_at, finished_at=ledger.now(), dry_run=self.dry_run,
-            error=error, checksums=self._checksums(),
-            detail={"statements": len(self.executed or []), "failures": self.failures[:20]},
-        )
-
-    def _record(self, action: str, status: str, error: str | None = None) -> None:
-        # A separate connection: the phase's own transaction is gone (or about to be).
-        with self.engine.begin() as conn:
-            ledger.record_event(conn, self._event(action, status, error))
-
     def _run_autocommit(self, statements: list[Statement]) -> list[Executed]:
         self.conn.commit()  # nothing written yet; leaves no transaction holding locks
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as auto:
@@ -335,53 +409,52 @@ class PhaseRun:
         self.conn.begin()
         return done
 
+    def _failed_action(self) -> str:
+        if self.plan_ is not None:
+            return self._action(self.plan_)
+        return "apply" if self.phase == "schema" else "rollback"
+
     def _require_plan(self) -> Plan:
         if self.plan_ is None:
             self.plan()
         assert self.plan_ is not None
         return self.plan_
 
-    def _guard_open(self) -> None:
-        if self.closed:
-            raise DbrunbookError(f"this {self.phase} run ({self.run_id}) is finished; open a new one")
 
-    def _fail(self, exc: DbrunbookError) -> NoReturn:
-        message = redact(str(exc))
-        if not self.closed:
-            self.conn.rollback()
-            action = self._action(self.plan_) if self.plan_ else ("apply" if self.phase == "schema" else "rollback")
-            self._record(action, ledger.FAILED, message)
-            self._close()
-        raise exc
+# Phase name -> "module:Class"; imported on demand so that phase modules can build on this one.
+PHASE_CLASSES = {
+    "schema": "dbrunbook.phase:PhaseRun",
+    "rollback": "dbrunbook.phase:PhaseRun",
+    "clean_slate": "dbrunbook.cleanslate:CleanSlateRun",
+    "code_verify": "dbrunbook.codeverify:CodeVerifyRun",
+    "test": "dbrunbook.behave:TestRun",
+    "deploy": "dbrunbook.deploy:DeployRun",
+}
 
-    def _close(self) -> None:
-        global _current
-        self.closed = True
-        self.conn.close()
-        if _current is self:
-            _current = None
 
-    def abandon(self) -> None:
-        """Roll back and release the connection without recording anything."""
-        if not self.closed:
-            self.conn.rollback()
-            self._close()
+def phase_class(phase: str) -> type[BasePhase]:
+    if phase not in PHASE_CLASSES:
+        raise SpecError(phase, f"no phase class; phases with one: {', '.join(PHASE_CLASSES)}")
+    module, _, name = PHASE_CLASSES[phase].partition(":")
+    cls: type[BasePhase] = getattr(importlib.import_module(module), name)
+    return cls
 
 
 def open_phase(phase: str, runbook: str | Path, target: str, *, dry_run: bool = False,
-               run_id: str = "", archive_dir: str | Path = "") -> PhaseRun:
+               run_id: str = "", archive_dir: str | Path = "", **options: Any) -> Any:
     """Start a phase run from notebook parameters and show its banner.
 
-    Opening a new run abandons (rolls back) one left open earlier in the same kernel, so
-    re-running a notebook from the top in JupyterLab never leaves a transaction holding locks."""
+    ``options`` are the phase's own parameters (e.g. ``confirm`` for clean_slate). Opening a
+    new run abandons (rolls back) one left open earlier in the same kernel, so re-running a
+    notebook from the top in JupyterLab never leaves a transaction holding locks."""
     global _current
     report.install_error_display()
     check_parameter_safe(target)
     if _current is not None:
         _current.abandon()
-    run = PhaseRun(phase, load_runbook(runbook), resolve_target(target), dry_run=bool(dry_run),
-                   run_id=run_id, archive_dir=archive_dir)
+    cls = phase_class(phase)
+    args: dict[str, Any] = {"dry_run": bool(dry_run), "run_id": run_id, "archive_dir": archive_dir, **options}
+    run = cls(phase, load_runbook(runbook), resolve_target(target), **args)
     _current = run
     run.banner()
     return run
-

@@ -6,9 +6,9 @@ naming the file and the field, so a typo never silently turns a check off.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping
 from typing import Any, Literal
 
 import yaml
@@ -98,6 +98,27 @@ class Expectations(_Strict):
                     or self.foreign_keys or self.checks)
 
 
+class DeleteRows(_Strict):
+    """Rows the clean-slate phase deletes: ``where`` is a SQL predicate (none: every row)."""
+
+    table: str
+    where: str | None = None
+
+
+class ResetColumns(_Strict):
+    """An optional reset (run only when the notebook's ``reset`` parameter is true)."""
+
+    table: str
+    set: dict[str, str | int | float | bool | None]
+    where: str | None = None
+
+
+class CleanSlateSpec(_Strict):
+    why: str = ""
+    delete: list[DeleteRows] = []
+    reset: list[ResetColumns] = []
+
+
 class RunbookSpec(_Strict):
     """The schema of runbook.yaml."""
 
@@ -110,6 +131,7 @@ class RunbookSpec(_Strict):
     fixture: str | None = None
     expect: Expectations = Field(default_factory=Expectations)
     expect_after_rollback: Expectations | None = None
+    clean_slate: CleanSlateSpec | None = None
 
 
 @dataclass(frozen=True)
