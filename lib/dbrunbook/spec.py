@@ -6,13 +6,14 @@ naming the file and the field, so a typo never silently turns a check off.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import SpecError
 from .project import resolve_runbook_dir
@@ -119,6 +120,60 @@ class CleanSlateSpec(_Strict):
     reset: list[ResetColumns] = []
 
 
+class CodeRule(_Strict):
+    """A regular expression the application tree must not (``forbid``) or must (``require``,
+    at least ``min`` times over the matching files) contain. Matched over whole files, so a
+    pattern may span lines."""
+
+    id: str
+    forbid: str | None = None
+    require: str | None = None
+    files: list[str] = ["**/*"]
+    min: int = 1
+    message: str
+
+    @model_validator(mode="after")
+    def _one_pattern(self) -> CodeRule:
+        patterns = [p for p in (self.forbid, self.require) if p is not None]
+        if len(patterns) != 1:
+            raise ValueError(f"rule {self.id}: give exactly one of forbid or require")
+        try:
+            re.compile(patterns[0])
+        except re.error as exc:
+            raise ValueError(f"rule {self.id}: not a valid regular expression: {exc}") from None
+        return self
+
+
+class PrismaRelation(_Strict):
+    field: str
+    model: str
+    fields: list[str]
+    references: list[str]
+    on_delete: str | None = None
+
+
+class PrismaModel(_Strict):
+    """What one model of the Prisma schema must declare: field types as written
+    (``String?``), relations, and ``@@index`` column lists."""
+
+    model: str
+    fields: dict[str, str] = {}
+    relations: list[PrismaRelation] = []
+    indexes: list[list[str]] = []
+
+
+class PrismaSpec(_Strict):
+    file: str = "prisma/schema.prisma"
+    models: list[PrismaModel] = []
+
+
+class CodeVerifySpec(_Strict):
+    why: str = ""
+    app: str = ""
+    rules: list[CodeRule] = []
+    prisma: PrismaSpec | None = None
+
+
 class RunbookSpec(_Strict):
     """The schema of runbook.yaml."""
 
@@ -132,6 +187,7 @@ class RunbookSpec(_Strict):
     expect: Expectations = Field(default_factory=Expectations)
     expect_after_rollback: Expectations | None = None
     clean_slate: CleanSlateSpec | None = None
+    code_verify: CodeVerifySpec | None = None
 
 
 @dataclass(frozen=True)
