@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent
 _SESSION_DIR: Path | None = None
 _prepared: set[str] = set()
 # nbval runs the phase notebooks in this order, on the default target "dev".
-_NOTEBOOK_ORDER = ["schema.ipynb", "code_verify.ipynb", "rollback.ipynb"]
+_NOTEBOOK_ORDER = ["schema.ipynb", "code_verify.ipynb", "test.ipynb", "rollback.ipynb"]
 # clean_slate refuses with its default parameters (confirm must name the target, and nbval cannot
 # pass parameters); tests/test_clean_slate.py runs it through Papermill with confirm set instead.
 collect_ignore = ["notebooks/clean_slate.ipynb"]

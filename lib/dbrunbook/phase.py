@@ -427,7 +427,7 @@ PHASE_CLASSES = {
     "rollback": "dbrunbook.phase:PhaseRun",
     "clean_slate": "dbrunbook.cleanslate:CleanSlateRun",
     "code_verify": "dbrunbook.codeverify:CodeVerifyRun",
-    "test": "dbrunbook.behave:TestRun",
+    "test": "dbrunbook.behave:BehaviourRun",
     "deploy": "dbrunbook.deploy:DeployRun",
 }
 

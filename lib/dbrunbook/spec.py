@@ -174,6 +174,64 @@ class CodeVerifySpec(_Strict):
     prisma: PrismaSpec | None = None
 
 
+class CaseOutcome(_Strict):
+    """What a behaviour case must produce, from its last statement: exactly these ``rows``, a
+    single ``value``, a row ``count``, or an error with this ``sqlstate`` (a 5-character code,
+    a 2-character class, or a condition name such as ``foreign_key_violation``)."""
+
+    rows: list[dict[str, Any]] | None = None
+    value: Any = None
+    count: int | None = None
+    sqlstate: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> CaseOutcome:
+        given = [k for k in ("rows", "value", "count", "sqlstate") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of rows, value, count or sqlstate")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in ("rows", "value", "count", "sqlstate") if getattr(self, k) is not None)
+
+
+class BehaviourCase(_Strict):
+    name: str
+    why: str = ""
+    sql: str
+    expect: CaseOutcome
+
+
+class ProbeQuery(_Strict):
+    label: str
+    sql: str
+    # Keep only the rows whose JSON column holds the probed value under this key, in Python:
+    # the application's "fetch all, filter in JavaScript" access path.
+    client_filter: dict[str, str] | None = None
+    uses_index: str | None = None
+
+
+class ProbeSpec(_Strict):
+    """A performance probe: generate rows, then time two access paths to the same rows."""
+
+    why: str = ""
+    rows: int = 100_000
+    generate: str
+    pick: str
+    before: ProbeQuery
+    after: ProbeQuery
+    claim: float | None = None
+    claim_source: str = ""
+    repeat: int = 5
+
+
+class BehaviourSpec(_Strict):
+    setup: str = ""
+    cases: list[BehaviourCase] = []
+    probe: ProbeSpec | None = None
+
+
 class RunbookSpec(_Strict):
     """The schema of runbook.yaml."""
 
@@ -188,6 +246,7 @@ class RunbookSpec(_Strict):
     expect_after_rollback: Expectations | None = None
     clean_slate: CleanSlateSpec | None = None
     code_verify: CodeVerifySpec | None = None
+    test: BehaviourSpec | None = None
 
 
 @dataclass(frozen=True)

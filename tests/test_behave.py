@@ -1,0 +1,123 @@
+"""The test phase: behaviour cases in savepoints, and the performance probe."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg.errors
+import pytest
+import sqlalchemy as sa
+from dbrunbook import behave, commands, ledger, open_phase
+from dbrunbook.errors import ChecksFailed
+from dbrunbook.probe import CHART_FILE, plan_indexes
+from dbrunbook.spec import CaseOutcome
+
+from .conftest import connect
+
+
+def apply_schema(target: str) -> None:
+    run = open_phase("schema", "event_message_fk", target)
+    run.plan()
+    run.apply()
+    run.check_expectations()
+    run.finish()
+
+
+def counts(target: str) -> tuple[int, int]:
+    with connect(target) as conn:
+        return (conn.execute(sa.text('SELECT count(*) FROM "Event"')).scalar_one(),
+                conn.execute(sa.text('SELECT count(*) FROM "Message"')).scalar_one())
+
+
+def test_cases_and_probe_pass_and_leave_no_data(target: str, tmp_path: Path) -> None:
+    commands.prepare("event_message_fk", target)
+    apply_schema(target)
+    before = counts(target)
+    run = open_phase("test", "event_message_fk", target, rows=3000, archive_dir=tmp_path)
+    cases = run.behaviour()
+    assert list(cases["result"]) == ["pass"] * 7
+    assert "23503" in cases.iloc[-1]["actual"]
+    generated = run.generate()
+    assert int(generated.set_index("table").loc["Event", "rows"]) == before[0] + 3000
+    timings = run.time_access_paths()
+    assert timings.iloc[0]["rows found"] == timings.iloc[1]["rows found"] > 0
+    assert run.probe_run is not None and run.probe_run.speedup > 0
+    assert (tmp_path / CHART_FILE).stat().st_size > 1000
+    plans = run.explain()
+    assert plans.set_index("path").loc["after", "result"] == "pass"
+    run.finish()
+    assert counts(target) == before
+    with connect(target) as conn:
+        event = ledger.events_frame(conn, "event_message_fk", limit=1).iloc[0]
+    assert (event["phase"], event["status"]) == ("test", "passed")
+
+
+def test_cases_fail_against_a_schema_without_the_fk(target: str) -> None:
+    commands.prepare("event_message_fk", target)
+    with connect(target) as conn:  # the column and index, as if the FK statement had been forgotten
+        conn.execute(sa.text('ALTER TABLE "Event" ADD COLUMN "messageId" TEXT'))
+        conn.execute(sa.text('CREATE INDEX "Event_messageId_idx" ON "Event"("messageId")'))
+        conn.commit()
+    run = open_phase("test", "event_message_fk", target)
+    frame = run.behaviour().set_index("case")
+    assert frame.loc["cascade delete when the message is deleted", "actual"] == "value = 2"
+    assert frame.loc["invalid messageId rejected by the FK", "actual"] == "no error; 0 row(s)"
+    assert list(frame[frame["result"] == "FAIL"].index) == [
+        "cascade delete when the message is deleted", "invalid messageId rejected by the FK"]
+    with pytest.raises(ChecksFailed, match=r"test: 2 check\(s\) failed: case 'cascade delete"):
+        run.finish()
+
+
+def test_probe_fails_when_the_index_is_not_used(target: str, tmp_path: Path) -> None:
+    commands.prepare("event_message_fk", target)
+    apply_schema(target)
+    with connect(target) as conn:
+        conn.execute(sa.text('DROP INDEX "Event_messageId_idx"'))
+        conn.commit()
+    run = open_phase("test", "event_message_fk", target, rows=2000, archive_dir=tmp_path)
+    run.generate()
+    run.time_access_paths()
+    run.explain()
+    with pytest.raises(ChecksFailed, match="the after plan does not use Event_messageId_idx"):
+        run.finish()
+
+
+# -- judging outcomes, as plain functions ---------------------------------------------------------
+
+def fk_error() -> psycopg.Error:
+    error = psycopg.errors.ForeignKeyViolation("insert violates foreign key")
+    error.sqlstate = "23503"  # type: ignore[misc]
+    return error
+
+
+@pytest.mark.parametrize("declared", ["23503", "23", "foreign_key_violation"])
+def test_sqlstate_by_code_class_or_name(declared: str) -> None:
+    passed, actual = behave.judge(CaseOutcome(sqlstate=declared), None, fk_error())
+    assert passed and actual.startswith("error 23503")
+
+
+def test_a_different_error_or_no_error_fails() -> None:
+    assert not behave.judge(CaseOutcome(sqlstate="unique_violation"), None, fk_error())[0]
+    assert behave.judge(CaseOutcome(sqlstate="23503"), [], None) == (False, "no error; 0 row(s)")
+    assert not behave.judge(CaseOutcome(count=1), None, fk_error())[0]
+
+
+def test_rows_value_and_count() -> None:
+    rows = [{"id": "a", "n": 1}, {"id": "b", "n": 2}]
+    assert behave.judge(CaseOutcome(rows=[{"id": "a", "n": 1}, {"id": "b", "n": 2}]), rows, None)[0]
+    assert not behave.judge(CaseOutcome(rows=[{"id": "b", "n": 2}, {"id": "a", "n": 1}]), rows, None)[0]
+    assert behave.judge(CaseOutcome(value="a"), rows, None)[0]
+    assert behave.judge(CaseOutcome(count=2), rows, None) == (True, "count = 2")
+
+
+def test_outcome_needs_exactly_one_kind() -> None:
+    with pytest.raises(ValueError, match="exactly one of rows, value, count or sqlstate"):
+        CaseOutcome(count=1, sqlstate="23503")
+    with pytest.raises(ValueError, match="exactly one"):
+        CaseOutcome()
+
+
+def test_plan_indexes_walks_the_tree() -> None:
+    plan = [{"Plan": {"Node Type": "Nested Loop", "Plans": [
+        {"Node Type": "Index Scan", "Index Name": "a_idx"},
+        {"Node Type": "Bitmap Heap Scan", "Plans": [{"Node Type": "Bitmap Index Scan", "Index Name": "b_idx"}]}]}}]
+    assert sorted(plan_indexes(plan)) == ["a_idx", "b_idx"]
