@@ -17,7 +17,8 @@ ROOT = Path(__file__).resolve().parent
 _SESSION_DIR: Path | None = None
 _prepared: set[str] = set()
 # nbval runs the phase notebooks in this order, on the default target "dev".
-_NOTEBOOK_ORDER = ["schema.ipynb", "code_verify.ipynb", "test.ipynb", "rollback.ipynb"]
+# deploy's defaults deploy to prod, rehearsed on dev: it runs while dev holds the migration.
+_NOTEBOOK_ORDER = ["schema.ipynb", "code_verify.ipynb", "test.ipynb", "deploy.ipynb", "rollback.ipynb"]
 # clean_slate refuses with its default parameters (confirm must name the target, and nbval cannot
 # pass parameters); tests/test_clean_slate.py runs it through Papermill with confirm set instead.
 collect_ignore = ["notebooks/clean_slate.ipynb"]
@@ -59,4 +60,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         from dbrunbook import commands
 
         commands.prepare("event_message_fk", "dev")
+        # prod is the embedded stand-in for production: loading its fixture needs the override.
+        commands.prepare("event_message_fk", "prod", allow_production=True)
         _prepared.add("dev")

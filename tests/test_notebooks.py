@@ -12,7 +12,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
 def test_the_spine_phases_exist() -> None:
-    assert {p.stem for p in NOTEBOOKS} >= {"schema", "rollback"}
+    assert {p.stem for p in NOTEBOOKS} >= {"schema", "rollback", "clean_slate", "code_verify", "test", "deploy"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -25,7 +25,10 @@ def test_notebook_is_a_runbook_page(path: Path) -> None:
     assert len(params) == 1 and code[0] is params[0]
     for name in ("runbook", "target", "dry_run", "run_id", "archive_dir"):
         assert f"{name} = " in params[0].source
-    assert 'target = "dev"' in params[0].source
+    # Stepping through with the defaults is safe: phases default to dev; deploy, the one phase meant
+    # for production, defaults to prod rehearsed on dev.
+    expected = 'target = "prod"' if path.stem == "deploy" else 'target = "dev"'
+    assert expected in params[0].source
     # Logic lives in the lib: after the parameters, each code cell is one step.
     for cell in code[1:]:
         lines = [line for line in cell.source.splitlines() if line.strip() and not line.startswith("import ")]

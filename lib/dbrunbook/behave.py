@@ -121,11 +121,6 @@ class BehaviourRun(BasePhase):
         self.results: list[CaseResult] = []
         self.probe_run: probe.Probe | None = None
 
-    @property
-    def raw(self) -> psycopg.Connection[Any]:
-        connection: psycopg.Connection[Any] = self.conn.connection.driver_connection
-        return connection
-
     def behaviour(self) -> pd.DataFrame:
         """Every declared case, each in a savepoint that is rolled back."""
         self._guard_open()

@@ -151,7 +151,7 @@ class CleanSlateRun(BasePhase):
         if not self.guard_checked:
             self.check_guard()
         folder = self.archive_dir / BACKUP_FOLDER
-        cursor = self.conn.connection.driver_connection.cursor()
+        cursor = self.raw.cursor()
         for item in self.spec.delete:
             path = folder / f"{item.table}.csv.gz"
             folder.mkdir(parents=True, exist_ok=True)
@@ -186,7 +186,7 @@ class CleanSlateRun(BasePhase):
             self.check_guard()
         folder = self.archive_dir / BACKUP_FOLDER
         folder.mkdir(parents=True, exist_ok=True)
-        cursor = self.conn.connection.driver_connection.cursor()
+        cursor = self.raw.cursor()
         rows = []
         for item in self.spec.reset:
             # EXCLUSIVE: readers go on, writers wait, so the backup is what the UPDATE changes.
@@ -242,12 +242,12 @@ class CleanSlateRun(BasePhase):
              "dry_run": self.dry_run, "files": index}, indent=2) + "\n")
 
     def _frame(self, query: sql.Composable) -> pd.DataFrame:
-        cursor = self.conn.connection.driver_connection.cursor()
+        cursor = self.raw.cursor()
         cursor.execute(query)
         columns = [c.name for c in cursor.description or []]
         return pd.DataFrame(cursor.fetchall(), columns=columns)
 
     def _scalar(self, query: sql.Composable) -> object:
-        cursor = self.conn.connection.driver_connection.cursor()
+        cursor = self.raw.cursor()
         row = cursor.execute(query).fetchone()
         return row[0] if row else None

@@ -16,10 +16,11 @@ from .statements import read_statements, strip_transaction_wrapper
 from .targets import engine, resolve_target
 
 DEMO_RUNBOOK = "event_message_fk"
-# The seed-000 flow the demo plays; phases without a notebook yet are left out, and say so.
-DEMO_FLOW: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("dev", ("schema", "clean_slate", "code_verify", "test", "rollback", "schema")),
-    ("prod", ("deploy",)),
+# The seed-000 flow: rehearse everything on dev (clean_slate confirmed for dev only; the rollback
+# rehearsal proves the way back), then deploy to prod, rehearsed on dev.
+DEMO_FLOW: tuple[tuple[str, tuple[str, ...], dict[str, object]], ...] = (
+    ("dev", ("schema", "clean_slate", "code_verify", "test", "rollback", "schema"), {"confirm": "dev"}),
+    ("prod", ("deploy",), {"rehearsal": "dev"}),
 )
 
 
@@ -130,6 +131,10 @@ def status(runbook_ref: str, target_ref: str) -> StatusReport:
         text = "applied (up to date)"
         detail = (f"{book.spec.migration} {checksum[:12]} applied {state.updated_at:%Y-%m-%d %H:%M:%S} UTC "
                   f"by {state.operator}, run {state.run_id}")
+    elif state.state == ledger.PARTIAL:
+        text = "partial"
+        detail = (f"a deploy stopped part-way {state.updated_at:%Y-%m-%d %H:%M:%S} UTC (run {state.run_id}); "
+                  "deploy again to resume, or roll back")
     elif state.state == ledger.APPLIED:
         text = "applied (DRIFT)"
         detail = (f"applied {state.checksum[:12] if state.checksum else '?'} but {book.spec.migration} "
@@ -171,23 +176,24 @@ class DemoStep:
     result: archive.RunResult
 
 
-def demo_steps() -> list[tuple[str, list[str]]]:
+def demo_steps() -> list[tuple[str, list[str], dict[str, object]]]:
     """The seed-000 flow, limited to the phases that have a notebook."""
     available = {p for p in PHASES if (project_root() / "notebooks" / f"{p}.ipynb").is_file()}
-    return [(target, [p for p in phases if p in available]) for target, phases in DEMO_FLOW]
+    return [(target, [p for p in phases if p in available], params) for target, phases, params in DEMO_FLOW]
 
 
 def demo(echo: Callable[[str], None] = print) -> list[DemoStep]:
     """Prepare dev and prod from the seed-000 fixture and play its flow, archiving every run."""
     steps: list[DemoStep] = []
-    for target_ref, _ in DEMO_FLOW:
+    for target_ref, _, _ in DEMO_FLOW:
         prepared = prepare(DEMO_RUNBOOK, target_ref, allow_production=True)
         echo(f"prepared {prepared.target}: {prepared.statements} fixture statements loaded")
-    for target_ref, phases in demo_steps():
+    for target_ref, phases, parameters in demo_steps():
         if not phases:
             continue
-        echo(f"running {DEMO_RUNBOOK} on {target_ref}: {', '.join(phases)}")
-        result = run(DEMO_RUNBOOK, target_ref, phases)
+        shown = " ".join(f"{k}={v}" for k, v in parameters.items())
+        echo(f"running {DEMO_RUNBOOK} on {target_ref}: {', '.join(phases)} ({shown})")
+        result = run(DEMO_RUNBOOK, target_ref, phases, parameters=parameters)
         steps.append(DemoStep(target_ref, phases, result))
         echo(result.render())
         if not result.ok:

@@ -19,7 +19,7 @@ class Executed:
     rowcount: int | None
 
 
-def _describe_error(exc: BaseException) -> tuple[str, str | None, int | None]:
+def describe_error(exc: BaseException) -> tuple[str, str | None, int | None]:
     """(message, sqlstate, 1-based position in the statement) of a DB-API error."""
     diag = getattr(exc, "diag", None)
     sqlstate = getattr(exc, "sqlstate", None)
@@ -44,7 +44,7 @@ def run_statement(conn: Connection, stmt: Statement, total: int) -> Executed:
     except Exception as exc:
         if not _is_database_error(exc):
             raise
-        message, sqlstate, position = _describe_error(exc)
+        message, sqlstate, position = describe_error(exc)
         raise StatementFailed(stmt.file, stmt.line_of(position), stmt.index, total, stmt.text,
                               message, sqlstate) from None
     finally:

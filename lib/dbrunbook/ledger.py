@@ -24,6 +24,8 @@ from sqlalchemy.engine import Connection
 SCHEMA = "dbrunbook"
 APPLIED = "applied"
 ROLLED_BACK = "rolled_back"
+# A deploy that stopped part-way: some online steps are committed, the next deploy resumes.
+PARTIAL = "partial"
 
 PASSED = "passed"
 FAILED = "failed"

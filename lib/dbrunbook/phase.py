@@ -143,6 +143,13 @@ class BasePhase:
             self._close()
         raise exc
 
+    @property
+    def raw(self) -> Any:
+        """The psycopg connection under the phase's connection: same session, same transaction."""
+        driver = self.conn.connection.driver_connection
+        assert driver is not None
+        return driver
+
     def _raise_for_failures(self) -> None:
         if self.failures:
             self._fail(ChecksFailed(self.phase, self.failures))
@@ -225,8 +232,8 @@ class PhaseRun(BasePhase):
             else:
                 decision, reason = APPLY, "not applied on this target yet: apply " + self.script
         else:
-            if state is not None and state.state == ledger.APPLIED:
-                decision, reason = APPLY, (f"applied at {state.updated_at:%Y-%m-%d %H:%M} UTC by "
+            if state is not None and state.state in (ledger.APPLIED, ledger.PARTIAL):
+                decision, reason = APPLY, (f"{state.state} at {state.updated_at:%Y-%m-%d %H:%M} UTC by "
                                            f"{state.operator}: run {self.script}")
             else:
                 what = "already rolled back" if state is not None else "never applied on this target"

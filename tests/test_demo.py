@@ -1,0 +1,32 @@
+"""The README's first command: `dbrunbook demo` plays the whole seed-000 flow."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from dbrunbook import commands
+
+from .conftest import cli
+
+
+def test_demo_plays_the_seed_000_flow() -> None:
+    done = cli("demo")
+    assert done.returncode == 0, done.stdout + done.stderr
+    folders = [Path(line.split("archive:", 1)[1].strip()) for line in done.stdout.splitlines()
+               if line.strip().startswith("archive:")]
+    assert len(folders) == 2
+    dev, prod = (json.loads((f / "manifest.json").read_text()) for f in folders)
+    assert [p["phase"] for p in dev["phases"]] == ["schema", "clean_slate", "code_verify", "test", "rollback", "schema"]
+    assert [p["phase"] for p in prod["phases"]] == ["deploy"]
+    assert dev["status"] == prod["status"] == "passed"
+    assert prod["production"] is True and dev["production"] is False
+    # A complete archive: every page in both forms, the backups, the probe chart, the schema dump.
+    dev_files, prod_files = set(dev["output_files"]), set(prod["output_files"])
+    assert {f"{n:02d}_{p}.{ext}" for n, p in enumerate([p["phase"] for p in dev["phases"]], start=1)
+            for ext in ("ipynb", "html")} <= dev_files
+    assert {"clean_slate_backup/Event.csv.gz", "clean_slate_backup/backup.json", "probe_timings.png"} <= dev_files
+    assert {"01_deploy.ipynb", "01_deploy.html", "schema_before.sql"} <= prod_files
+    rollback_page = (folders[0] / "05_rollback.html").read_text()
+    assert "Fingerprint restored" in rollback_page
+    assert commands.status("event_message_fk", "prod").state == "applied (up to date)"
+    assert commands.status("event_message_fk", "dev").state == "applied (up to date)"

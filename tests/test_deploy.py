@@ -1,0 +1,223 @@
+"""deploy: run lock, preflight, online steps under the lock policy, verification, ledger."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from dbrunbook import commands, embedded, introspect, ledger, open_phase
+from dbrunbook.deploy import RunLockBusy
+from dbrunbook.errors import DriftError
+from dbrunbook.online import LockRetriesExhausted
+
+from .conftest import ROOT, add_target, cli, connect
+from .test_run import archive_of
+
+RUNBOOK = "event_message_fk"
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[str, str]]:
+    """A rehearsal target and a production target, both prepared from the seed-000 fixture."""
+    suffix = uuid.uuid4().hex[:8]
+    rehearsal, prod = f"reh_{suffix}", f"prd_{suffix}"
+    add_target(rehearsal, {"embedded": rehearsal})
+    add_target(prod, {"embedded": prod, "production": True})
+    commands.prepare(RUNBOOK, rehearsal)
+    commands.prepare(RUNBOOK, prod, allow_production=True)
+    yield rehearsal, prod
+    for name in (rehearsal, prod):
+        embedded.drop_database(name)
+
+
+def rehearse(target: str, runbook: str | Path = RUNBOOK) -> None:
+    run = open_phase("schema", runbook, target)
+    run.plan()
+    run.apply()
+    run.check_expectations()
+    run.finish()
+
+
+def deploy(target: str, rehearsal: str, tmp_path: Path, runbook: str | Path = RUNBOOK, **options: object):  # type: ignore[no-untyped-def]
+    run = open_phase("deploy", runbook, target, rehearsal=rehearsal, archive_dir=tmp_path, **options)
+    run.acquire_run_lock()
+    run.preflight()
+    run.plan()
+    run.apply()
+    run.verify()
+    run.finish()
+    return run
+
+
+def fingerprint(target: str) -> str:
+    with connect(target) as conn:
+        return introspect.snapshot(conn).fingerprint
+
+
+def events(target: str) -> list[tuple[str, str, str]]:
+    with connect(target) as conn:
+        frame = ledger.events_frame(conn, RUNBOOK)
+    return [(r.phase, r.action, r.status) for r in frame.itertuples()][::-1]
+
+
+class Blocker:
+    """Another session holding a lock in an open transaction, like a long report or a stuck job."""
+
+    def __init__(self, target: str, statement: str) -> None:
+        self.conn = connect(target)
+        self.conn.execute(sa.text(statement))
+
+    def release(self) -> None:
+        self.conn.rollback()
+        self.conn.close()
+
+
+def test_deploy_after_rehearsal(pair: tuple[str, str], tmp_path: Path) -> None:
+    rehearsal, prod = pair
+    rehearse(rehearsal)
+    run = deploy(prod, rehearsal, tmp_path)
+    assert [s.kind for s in run.steps] == ["add column", "create index concurrently", "add foreign key NOT VALID",
+                                           "validate constraint"]
+    assert [a.outcome for a in run.log.attempts] == ["applied"] * 4
+    # The online form ends in exactly the schema the rehearsal's one transaction produced.
+    assert fingerprint(prod) == fingerprint(rehearsal)
+    dump = (tmp_path / "schema_before.sql").read_text()
+    assert 'CREATE TABLE public."Event"' in dump and "messageId" not in dump
+    report = commands.status(RUNBOOK, prod)
+    assert report.state == "applied (up to date)"
+    assert events(prod)[-1] == ("deploy", "deploy", "passed")
+    with connect(prod) as conn:
+        state = ledger.read_state(conn, RUNBOOK)
+    assert state is not None and state.run_id == run.run_id and state.operator == run.operator
+    # Again: verified, nothing applied.
+    again = deploy(prod, rehearsal, tmp_path)
+    assert again.decision == "noop" and again.applied == 0
+    assert events(prod)[-1] == ("deploy", "verify", "noop")
+
+
+def test_refused_when_not_rehearsed_or_drifted(pair: tuple[str, str], tmp_path: Path, runbook_copy: Path) -> None:
+    rehearsal, prod = pair
+    before = fingerprint(prod)
+    with pytest.raises(DriftError, match=f"is not applied on the rehearsal target {rehearsal}"):
+        deploy(prod, rehearsal, tmp_path)
+    assert fingerprint(prod) == before
+    rehearse(rehearsal)
+    deploy(prod, rehearsal, tmp_path)
+    (runbook_copy / "migration.sql").write_text((runbook_copy / "migration.sql").read_text() + "\n-- edited\n")
+    with pytest.raises(DriftError, match="changed since it was applied on"):
+        deploy(prod, rehearsal, tmp_path, runbook=runbook_copy)
+    assert events(prod)[-1][2] == "failed"
+
+
+def test_run_lock_connection_stays_idle(pair: tuple[str, str], tmp_path: Path) -> None:
+    # The Flyway #1654 shape: a lock held inside an open transaction would make CREATE INDEX
+    # CONCURRENTLY wait for it. Ours is a session lock on an idle autocommit connection.
+    rehearsal, prod = pair
+    run = open_phase("deploy", RUNBOOK, prod, rehearsal=rehearsal, archive_dir=tmp_path)
+    run.acquire_run_lock()
+    with connect(prod) as conn:
+        state, xid = conn.execute(sa.text(
+            "SELECT state, backend_xid FROM pg_stat_activity WHERE application_name LIKE :name"),
+            {"name": f"dbrunbook deploy {run.run_id} %"}).one()
+    assert (state, xid) == ("idle", None)
+    run.abandon()
+
+
+def test_lock_policy_gives_up_and_leaves_the_schema_unchanged(pair: tuple[str, str], tmp_path: Path) -> None:
+    rehearsal, prod = pair
+    rehearse(rehearsal)
+    before = fingerprint(prod)
+    blocker = Blocker(prod, 'SELECT count(*) FROM "Event"')  # ACCESS SHARE, held: ADD COLUMN must wait
+    try:
+        with pytest.raises(LockRetriesExhausted, match=r"migration.sql:5: step 1 of 4 \(add column\) could not take "
+                                                       r"its ACCESS EXCLUSIVE lock on Event in 3 attempts of 100 ms"):
+            deploy(prod, rehearsal, tmp_path, lock_timeout_ms=100, lock_attempts=3)
+    finally:
+        blocker.release()
+    assert fingerprint(prod) == before
+    assert events(prod)[-1][2] == "failed"
+    assert commands.status(RUNBOOK, prod).state == "pending"
+
+
+def test_partial_deploy_resumes(pair: tuple[str, str], tmp_path: Path) -> None:
+    rehearsal, prod = pair
+    rehearse(rehearsal)
+    # Holds a lock on Message that conflicts with the FK step only; steps 1 and 2 get through.
+    blocker = Blocker(prod, 'LOCK TABLE "Message" IN ROW EXCLUSIVE MODE')
+    try:
+        with pytest.raises(LockRetriesExhausted, match=r"step 3 of 4 .*2 earlier step\(s\) stay applied"):
+            deploy(prod, rehearsal, tmp_path, lock_timeout_ms=100, lock_attempts=2)
+    finally:
+        blocker.release()
+    assert commands.status(RUNBOOK, prod).state == "partial"
+    run = deploy(prod, rehearsal, tmp_path)
+    assert run.decision == "resume"
+    assert [a.outcome for a in run.log.attempts] == ["already done", "already done", "applied", "applied"]
+    assert fingerprint(prod) == fingerprint(rehearsal)
+    assert commands.status(RUNBOOK, prod).state == "applied (up to date)"
+
+
+def test_dry_run_plans_and_applies_nothing(pair: tuple[str, str], tmp_path: Path) -> None:
+    rehearsal, prod = pair
+    rehearse(rehearsal)
+    before = fingerprint(prod)
+    run = deploy(prod, rehearsal, tmp_path, dry_run=True)
+    assert len(run.steps) == 4 and run.applied == 0
+    assert fingerprint(prod) == before
+    assert commands.status(RUNBOOK, prod).state == "pending"
+
+
+def test_two_concurrent_deploys_one_applies_the_other_reports_the_lock(pair: tuple[str, str]) -> None:
+    rehearsal, prod = pair
+    rehearse(rehearsal)
+    blocker = Blocker(prod, 'SELECT count(*) FROM "Event"')  # keeps the first deploy retrying
+    first = subprocess.Popen(
+        [sys.executable, "-m", "dbrunbook", "run", RUNBOOK, "--target", prod, "--phases", "deploy",
+         "-p", f"rehearsal={rehearsal}", "-p", "lock_timeout_ms=200", "-p", "lock_attempts=30"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # until the first deploy holds the run lock
+            with connect(prod) as conn:
+                holder = conn.execute(sa.text(
+                    "SELECT application_name FROM pg_stat_activity a JOIN pg_locks l USING (pid) "
+                    "WHERE l.locktype = 'advisory' AND l.granted")).scalar()
+            if holder or time.monotonic() > deadline or first.poll() is not None:
+                break
+            time.sleep(0.2)
+        assert holder and holder.startswith("dbrunbook deploy ")
+        second = cli("run", RUNBOOK, "--target", prod, "--phases", "deploy", "-p", f"rehearsal={rehearsal}",
+                     "-p", "run_lock_wait_s=1")
+    finally:
+        blocker.release()
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, out + err
+    assert second.returncode == 1
+    assert "deploy refused: another deploy holds the run lock on" in second.stderr
+    assert holder.split()[2] in second.stderr  # names the run that holds it
+    applied = [e for e in events(prod) if e[0] == "deploy"]
+    assert applied.count(("deploy", "deploy", "passed")) == 1
+    assert ("deploy", "deploy", "failed") in applied
+    # The first deploy's retries are in its archived page, attempt by attempt.
+    page = (archive_of(out) / "01_deploy.ipynb").read_text()
+    assert "lock timeout" in page and "retry in" in page
+    assert commands.status(RUNBOOK, prod).state == "applied (up to date)"
+
+
+def test_deploy_refuses_a_second_deploy_in_process(pair: tuple[str, str], tmp_path: Path) -> None:
+    rehearsal, prod = pair
+    holder = open_phase("deploy", RUNBOOK, prod, rehearsal=rehearsal, archive_dir=tmp_path)
+    holder.acquire_run_lock()
+    from dbrunbook.deploy import acquire_run_lock
+    from dbrunbook.targets import resolve_target
+
+    with pytest.raises(RunLockBusy, match=f"dbrunbook deploy {holder.run_id}"):
+        acquire_run_lock(resolve_target(prod), "other", "someone", wait_s=0.5)
+    holder.abandon()
+    conn, _ = acquire_run_lock(resolve_target(prod), "other", "someone", wait_s=0.5)
+    conn.close()
