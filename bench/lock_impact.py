@@ -16,6 +16,8 @@ lock_timeout plus a small margin, with zero failed writer transactions.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import multiprocessing as mp
 import os
 import random
@@ -45,11 +47,11 @@ def load(target: str, rows: int) -> None:
     commands.prepare(RUNBOOK, target, allow_production=True)
     with psycopg.connect(libpq_url(target), autocommit=True) as conn:
         conn.execute("""INSERT INTO "Message" ("id", "conversationId", "role", "content")
-                        SELECT 'b_msg_' || g, 'b_conv_' || (g % 500), 'assistant', 'answer ' || g
+                        SELECT 'b_msg_' || g, 'b_conv_' || (g %% 500), 'assistant', 'answer ' || g
                         FROM generate_series(1, %s) AS g""", (max(rows // 20, 1),))
         conn.execute("""INSERT INTO "Event" ("id", "sessionId", "eventType", "metadata")
-                        SELECT 'b_evt_' || g, 'b_conv_' || (g % 500), 'user_message',
-                               jsonb_build_object('messageId', 'b_msg_' || (1 + g % %s), 'feedbackType', 'helpful')
+                        SELECT 'b_evt_' || g, 'b_conv_' || (g %% 500), 'user_message',
+                               jsonb_build_object('messageId', 'b_msg_' || (1 + g %% %s), 'feedbackType', 'helpful')
                         FROM generate_series(1, %s) AS g""", (max(rows // 20, 1), rows))
         conn.execute("VACUUM ANALYZE")
 
@@ -91,7 +93,8 @@ def naive(target: str) -> None:
 def through_deploy(target: str, rehearsal: str, lock_timeout_ms: int) -> None:
     from dbrunbook import open_phase
 
-    with tempfile.TemporaryDirectory() as archive:
+    # The phase's evidence (what a notebook would show) is not this benchmark's output.
+    with tempfile.TemporaryDirectory() as archive, contextlib.redirect_stdout(io.StringIO()):
         run = open_phase("deploy", RUNBOOK, target, rehearsal=rehearsal, archive_dir=archive,
                          lock_timeout_ms=lock_timeout_ms)
         run.acquire_run_lock()
@@ -147,8 +150,9 @@ def main() -> int:
     from dbrunbook import commands
 
     commands.prepare(RUNBOOK, "bench_rehearsal")
-    rehearsal = open_phase("schema", RUNBOOK, "bench_rehearsal")
-    rehearsal.plan(), rehearsal.apply(), rehearsal.check_expectations(), rehearsal.finish()
+    with contextlib.redirect_stdout(io.StringIO()):
+        rehearsal = open_phase("schema", RUNBOOK, "bench_rehearsal")
+        rehearsal.plan(), rehearsal.apply(), rehearsal.check_expectations(), rehearsal.finish()
 
     import pandas as pd
 

@@ -120,7 +120,7 @@ class CleanSlateRun(BasePhase):
         self._guard_open()
         rows = []
         for item in self.spec.delete:
-            count = int(self._scalar(count_query(item)))
+            count = self._count(count_query(item))
             row = {"table": item.table, "rows matching": count, "where": item.where or "(every row)"}
             if when == "after":
                 ok = count == 0
@@ -247,7 +247,6 @@ class CleanSlateRun(BasePhase):
         columns = [c.name for c in cursor.description or []]
         return pd.DataFrame(cursor.fetchall(), columns=columns)
 
-    def _scalar(self, query: sql.Composable) -> object:
-        cursor = self.raw.cursor()
-        row = cursor.execute(query).fetchone()
-        return row[0] if row else None
+    def _count(self, query: sql.Composable) -> int:
+        row = self.raw.cursor().execute(query).fetchone()
+        return int(row[0]) if row else 0

@@ -286,7 +286,7 @@ class CodeVerifyRun(BasePhase):
         if self.spec.prisma:
             prisma = check_prisma(self.app_root, self.spec.prisma)
             self.findings += prisma
-            rows.append({"rule": "prisma schema", "files scanned": 1, "matches": None,
+            rows.append({"rule": "prisma schema", "files scanned": 1, "matches": "-",
                          "findings": len(prisma), "result": "pass" if not prisma else "FAIL"})
         frame = pd.DataFrame(rows)
         report.show(frame, caption="verdict per rule", status_column="result")

@@ -22,7 +22,15 @@ import sqlalchemy as sa
 
 from . import expect, introspect, ledger, report
 from .errors import DbrunbookError, DriftError, GuardRefused, TargetError
-from .online import LockPolicy, Step, StepLog, attempts_frame, derive_steps, run_step, steps_frame
+from .online import (
+    LockPolicy,
+    Step,
+    StepLog,
+    attempts_frame,
+    derive_steps,
+    run_step,
+    steps_frame,
+)
 from .phase import BasePhase
 from .spec import Runbook
 from .statements import read_statements, strip_transaction_wrapper

@@ -82,11 +82,12 @@ class Attempt:
     detail: str = ""
 
 
-def _relname(rel: ast.RangeVar) -> str:
+# pglast's node attributes are all Optional in its annotations; these helpers take Any.
+def _relname(rel: Any) -> str:
     return f"{rel.schemaname}.{rel.relname}" if rel.schemaname else str(rel.relname)
 
 
-def _render(node: ast.Node) -> str:
+def _render(node: Any) -> str:
     return str(RawStream()(node))
 
 
@@ -105,7 +106,7 @@ def derive_steps(statements: list[Statement]) -> list[Step]:
     new_tables = _created_tables(statements)
     steps: list[Step] = []
     for statement in statements:
-        node = parse_sql(statement.text)[0].stmt
+        node: Any = parse_sql(statement.text)[0].stmt
         if isinstance(node, ast.IndexStmt):
             table = _relname(node.relation)
             if not node.concurrent and table not in new_tables:
@@ -118,10 +119,10 @@ def derive_steps(statements: list[Statement]) -> list[Step]:
                               SHARE_UPDATE_EXCLUSIVE if node.concurrent else SHARE, [table], "as written",
                               transactional=not node.concurrent, target=(table, str(node.idxname))))
             continue
-        if isinstance(node, ast.AlterTableStmt) and len(node.cmds) == 1:
-            cmd = node.cmds[0]
+        if isinstance(node, ast.AlterTableStmt) and len(node.cmds or ()) == 1:
+            cmd: Any = (node.cmds or ())[0]
             table = _relname(node.relation)
-            constraint = cmd.def_ if isinstance(cmd.def_, ast.Constraint) else None
+            constraint: Any = cmd.def_ if isinstance(cmd.def_, ast.Constraint) else None
             if (cmd.subtype == AlterTableType.AT_AddConstraint and constraint is not None
                     and constraint.contype == ConstrType.CONSTR_FOREIGN and constraint.conname
                     and not constraint.skip_validation and table not in new_tables):
@@ -148,7 +149,7 @@ def derive_steps(statements: list[Statement]) -> list[Step]:
     return steps
 
 
-def _identifier(rel: ast.RangeVar) -> sql.Identifier:
+def _identifier(rel: Any) -> sql.Identifier:
     return sql.Identifier(rel.schemaname, rel.relname) if rel.schemaname else sql.Identifier(rel.relname)
 
 

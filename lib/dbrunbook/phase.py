@@ -27,9 +27,9 @@ from .errors import (
     StatementFailed,
 )
 from .execute import Executed, executed_frame, run_statements, statements_frame
+from .project import outputs_dir
 from .spec import Expectations, Runbook, load_runbook
 from .statements import Statement, read_statements, strip_transaction_wrapper
-from .project import outputs_dir
 from .targets import Target, check_parameter_safe, engine, redact, resolve_target
 
 APPLY = "apply"

@@ -15,7 +15,6 @@ from typing import Any
 
 import pandas as pd
 import psycopg
-
 from psycopg import sql
 
 from . import report
