@@ -7,12 +7,13 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from dbrunbook import commands, embedded, introspect, ledger, open_phase
 from dbrunbook.deploy import RunLockBusy
-from dbrunbook.errors import DriftError
+from dbrunbook.errors import DriftError, StatementFailed
 from dbrunbook.online import LockRetriesExhausted
 
 from .conftest import ROOT, add_target, cli, connect
@@ -63,6 +64,13 @@ def events(target: str) -> list[tuple[str, str, str]]:
     with connect(target) as conn:
         frame = ledger.events_frame(conn, RUNBOOK)
     return [(r.phase, r.action, r.status) for r in frame.itertuples()][::-1]
+
+
+def last_detail(target: str) -> dict[str, Any]:
+    with connect(target) as conn:
+        t = ledger.tables("postgresql")
+        detail = conn.execute(sa.select(t.events.c.detail).order_by(t.events.c.id.desc()).limit(1)).scalar_one()
+    return dict(detail)
 
 
 class Blocker:
@@ -142,6 +150,25 @@ def test_lock_policy_gives_up_and_leaves_the_schema_unchanged(pair: tuple[str, s
     assert fingerprint(prod) == before
     assert events(prod)[-1][2] == "failed"
     assert commands.status(RUNBOOK, prod).state == "pending"
+    # Every attempt is in the ledger, with who held the lock.
+    attempts = last_detail(prod)["attempts"]
+    assert [(a["step"], a["outcome"]) for a in attempts] == [(1, "lock timeout")] * 3
+    assert all(a["waited_ms"] >= 90 for a in attempts)
+    assert "holds AccessShareLock" in attempts[0]["detail"] and "retry in" in attempts[0]["detail"]
+
+
+def test_statement_timeout_stops_a_step(pair: tuple[str, str], tmp_path: Path) -> None:
+    rehearsal, prod = pair
+    rehearse(rehearsal)
+    before = fingerprint(prod)
+    blocker = Blocker(prod, 'SELECT count(*) FROM "Event"')
+    try:
+        with pytest.raises(StatementFailed, match=r"migration.sql:5: statement 1 of 4 failed \[57014\]"):
+            deploy(prod, rehearsal, tmp_path, lock_timeout_ms=60_000, statement_timeout_s=0.3)
+    finally:
+        blocker.release()
+    assert fingerprint(prod) == before
+    assert [a["outcome"] for a in last_detail(prod)["attempts"]] == ["statement timeout"]
 
 
 def test_partial_deploy_resumes(pair: tuple[str, str], tmp_path: Path) -> None:

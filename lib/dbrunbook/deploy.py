@@ -10,6 +10,7 @@ verification (expectations, ``indisvalid``, index sizes, ``pg_stat_user_indexes`
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 import shutil
 import subprocess
 import time
@@ -259,7 +260,7 @@ class DeployRun(BasePhase):
                 if run_step(ddl, number, len(self.steps), step, self.policy, self.log):
                     self.applied += 1
         except DbrunbookError as exc:
-            self.detail["attempts"] = len(self.log.attempts)
+            self.detail["attempts"] = [asdict(a) for a in self.log.attempts]
             self._fail_part_way(exc)
         finally:
             ddl.close()
@@ -269,7 +270,8 @@ class DeployRun(BasePhase):
         report.say(f"**Applied {self.applied} of {len(self.steps)} step(s)** with {retries} lock-timeout retr"
                    f"{'y' if retries == 1 else 'ies'}.")
         report.show(frame, caption="attempts", status_column="outcome")
-        self.detail.update({"steps": len(self.steps), "applied": self.applied, "retries": retries})
+        self.detail.update({"steps": len(self.steps), "applied": self.applied, "retries": retries,
+                            "attempts": [asdict(a) for a in self.log.attempts]})
         return frame
 
     def verify(self) -> dict[str, pd.DataFrame]:
