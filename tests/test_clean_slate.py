@@ -127,3 +127,12 @@ def test_papermill_run_refuses_then_deletes(target: str) -> None:
     assert "Deleted 16 row(s)" in html
     manifest = json.loads((folder / "manifest.json").read_text())
     assert "clean_slate_backup/Event.csv.gz" in manifest["output_files"]
+
+
+def test_a_misspelt_parameter_is_refused_before_anything_runs(target: str) -> None:
+    commands.prepare("event_message_fk", target)
+    done = cli("run", "event_message_fk", "--target", target, "--phases", "schema,clean_slate", "-p", "confrim=dev")
+    assert done.returncode == 1
+    assert "unknown parameter(s) confrim for phase(s) schema, clean_slate" in done.stderr
+    assert "confirm" in done.stderr  # the list of what they do take
+    assert count(target, "Event") == FIXTURE_EVENTS

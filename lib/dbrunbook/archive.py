@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 
 from . import ledger
-from .errors import PhaseFailed
+from .errors import PhaseFailed, SpecError
 from .phase import new_run_id
 from .project import outputs_dir, phase_notebook, project_root
 from .spec import Runbook, sha256_file
@@ -84,6 +84,22 @@ def target_parameter(target: Target, target_ref: str) -> str:
     return target_ref
 
 
+def notebook_parameters(notebook: Path) -> set[str]:
+    """The names a phase notebook's parameters cell declares."""
+    import papermill
+
+    return set(papermill.inspect_notebook(str(notebook)))
+
+
+def check_parameters(phases: list[str], parameters: dict[str, object], root: Path) -> None:
+    """Refuse a parameter that none of the phases takes: a typo must not be silently ignored."""
+    declared = set().union(*(notebook_parameters(phase_notebook(p, root)) for p in phases))
+    unknown = sorted(set(parameters) - declared)
+    if unknown:
+        raise SpecError("-p", f"unknown parameter(s) {', '.join(unknown)} for phase(s) {', '.join(phases)}; "
+                              f"they take: {', '.join(sorted(declared))}")
+
+
 def execute_phase(notebook: Path, output: Path, parameters: dict[str, object], cwd: Path) -> None:
     import papermill
 
@@ -137,8 +153,10 @@ def run_phases(book: Runbook, target: Target, target_ref: str, phases: list[str]
         began = time.perf_counter()
         at = datetime.now(UTC).isoformat(timespec="seconds")
         error = None
+        # Each notebook gets only the parameters it declares (papermill would warn about the rest).
+        own = notebook_parameters(notebook)
         try:
-            execute_phase(notebook, output, {**base, **parameters}, root)
+            execute_phase(notebook, output, {**base, **{k: v for k, v in parameters.items() if k in own}}, root)
             status = ledger.PASSED
         except Exception as exc:  # papermill raises its own error for a failed cell
             status, error = ledger.FAILED, _error_line(exc)

@@ -144,6 +144,8 @@ class BehaviourRun(BasePhase):
         if self.spec.probe is None:
             report.say("**No performance probe** is declared for this runbook.")
             return pd.DataFrame()
+        if self.spec.probe.why:
+            report.say(self.spec.probe.why)
         self.probe_run = probe.Probe(self.raw, self.spec.probe, self.rows)
         frame = self.probe_run.generate()
         report.say(f"**Generated** {self.rows:,} rows' worth of data in {self.probe_run.generate_seconds:.1f} s "

@@ -164,6 +164,7 @@ def run(runbook_ref: str, target_ref: str, phases: list[str], *,
     target = resolve_target(target_ref)
     for phase in phases:
         phase_notebook(phase)
+    archive.check_parameters(phases, parameters or {}, project_root())
     return archive.run_phases(book, target, target_ref, phases, parameters or {}, dry_run=dry_run)
 
 
