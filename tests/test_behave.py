@@ -40,10 +40,13 @@ def test_cases_and_probe_pass_and_leave_no_data(target: str, tmp_path: Path) -> 
     assert int(generated.set_index("table").loc["Event", "rows"]) == before[0] + 3000
     timings = run.time_access_paths()
     assert timings.iloc[0]["rows found"] == timings.iloc[1]["rows found"] > 0
-    assert run.probe_run is not None and run.probe_run.speedup > 0
+    [probe] = run.probes
+    assert probe.speedup > 0 and probe.value is not None
     assert (tmp_path / CHART_FILE).stat().st_size > 1000
     plans = run.explain()
     assert plans.set_index("path").loc["after", "result"] == "pass"
+    sizes = run.index_sizes()
+    assert sizes.iloc[0]["index"] == "Event_messageId_idx" and sizes.iloc[0]["bytes"] > 0
     run.finish()
     assert counts(target) == before
     with connect(target) as conn:
@@ -77,7 +80,8 @@ def test_probe_fails_when_the_index_is_not_used(target: str, tmp_path: Path) -> 
     run.generate()
     run.time_access_paths()
     run.explain()
-    with pytest.raises(ChecksFailed, match="the after plan does not use Event_messageId_idx"):
+    run.index_sizes()
+    with pytest.raises(ChecksFailed, match="the after plan does not use Event_messageId_idx.*index Event_messageId_idx does not exist"):
         run.finish()
 
 

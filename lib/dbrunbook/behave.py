@@ -109,7 +109,7 @@ def cases_frame(results: list[CaseResult]) -> pd.DataFrame:
 
 
 class BehaviourRun(BasePhase):
-    """Behaviour cases and a performance probe, all rolled back."""
+    """Behaviour cases, performance probes and index sizes, all rolled back."""
 
     default_action = "test"
 
@@ -117,9 +117,13 @@ class BehaviourRun(BasePhase):
                  **kwargs: object) -> None:
         super().__init__(phase, runbook, target, **kwargs)  # type: ignore[arg-type]
         self.spec: BehaviourSpec = runbook.spec.test or BehaviourSpec()
-        self.rows = int(rows) if rows else (self.spec.probe.rows if self.spec.probe else 0)
+        self.rows = int(rows) if rows else (self.spec.data.rows if self.spec.data else 0)
         self.results: list[CaseResult] = []
-        self.probe_run: probe.Probe | None = None
+        self.probes: list[probe.Probe] = []
+
+    @property
+    def declared(self) -> bool:
+        return bool(self.spec.cases or self.spec.probes or self.spec.index_sizes)
 
     def behaviour(self) -> pd.DataFrame:
         """Every declared case, each in a savepoint that is rolled back."""
@@ -139,48 +143,76 @@ class BehaviourRun(BasePhase):
         return frame
 
     def generate(self) -> pd.DataFrame:
-        """Generate the probe's rows (rolled back with everything else at the end)."""
+        """Generate the probes' data (rolled back with everything else at the end)."""
         self._guard_open()
-        if self.spec.probe is None:
-            report.say("**No performance probe** is declared for this runbook.")
-            return pd.DataFrame()
-        if self.spec.probe.why:
-            report.say(self.spec.probe.why)
-        self.probe_run = probe.Probe(self.raw, self.spec.probe, self.rows)
-        frame = self.probe_run.generate()
-        report.say(f"**Generated** {self.rows:,} rows' worth of data in {self.probe_run.generate_seconds:.1f} s "
-                   "(inside this phase's transaction; rolled back at the end) and ANALYZEd the tables.")
-        report.show(frame, caption="rows in the probed tables")
+        if self.spec.data is None:
+            report.say("**No generated data** is declared for this runbook.")
+            return pd.DataFrame(columns=["table", "rows"])
+        if self.spec.data.why:
+            report.say(self.spec.data.why)
+        frame, seconds = probe.generate_data(self.raw, self.spec.data, self.rows)
+        self.probes = [probe.Probe(self.raw, spec, self.rows) for spec in self.spec.probes]
+        for item in self.probes:
+            item.pick()
+        report.say(f"**Generated** with rows = {self.rows:,} in {seconds:.1f} s (inside this phase's transaction; "
+                   "rolled back at the end) and ANALYZEd the tables.")
+        report.show(frame, caption="rows per table now")
         return frame
 
     def time_access_paths(self) -> pd.DataFrame:
-        """Median timings of the BEFORE and AFTER access paths, a chart, and the speedup."""
+        """Median timings of each probe's BEFORE and AFTER paths, a chart, and the speedups."""
         self._guard_open()
-        if self.probe_run is None:
+        live = [p for p in self.probes if p.value is not None]
+        if not live:
+            report.say("**No probes** to time.")
             return pd.DataFrame()
-        frame = self.probe_run.time_paths()
-        report.show(frame, caption=f"median of {self.spec.probe.repeat if self.spec.probe else 0} runs each")
-        self.probe_run.chart(self.archive_dir)
-        report.say(self.probe_run.verdict())
-        self.failures += self.probe_run.failures
-        self.detail["speedup"] = round(self.probe_run.speedup, 1)
+        frames = []
+        for item in live:
+            if item.spec.why:
+                report.say(item.spec.why)
+            frames.append(item.time_paths())
+        frame = pd.concat(frames, ignore_index=True)
+        report.show(frame, caption="median of several warm runs each")
+        probe.chart(live, self.rows, self.archive_dir)
+        report.say("\n\n".join(item.verdict() for item in live))
+        self.detail["speedups"] = {item.spec.name: round(item.speedup, 1) for item in live}
+        self._collect_probe_failures()
         return frame
 
     def explain(self) -> pd.DataFrame:
-        """EXPLAIN (ANALYZE, BUFFERS) of both paths; the AFTER plan must use the declared index."""
+        """EXPLAIN (ANALYZE, BUFFERS) of every path; AFTER plans must use the declared index."""
         self._guard_open()
-        if self.probe_run is None:
-            return pd.DataFrame()
-        frame = self.probe_run.explain()
-        self.failures += [f for f in self.probe_run.failures if f not in self.failures]
+        rows = [row for item in self.probes if item.value is not None for row in item.explain()]
+        frame = pd.DataFrame(rows, columns=["probe", "path", "indexes scanned", "must use", "result"])
+        report.show(frame, caption="index use", status_column="result")
+        self._collect_probe_failures()
         return frame
+
+    def index_sizes(self) -> pd.DataFrame:
+        """Sizes and usage counters of the declared indexes (partial against full where asked)."""
+        self._guard_open()
+        if not self.spec.index_sizes:
+            report.say("**No index sizes** are declared for this runbook.")
+            return pd.DataFrame()
+        frame, failures = probe.index_sizes(self.raw, self.spec.index_sizes)
+        self.failures += failures
+        report.say("Sizes from `pg_relation_size`, counters from `pg_stat_user_indexes` as of the server's "
+                   "last statistics flush (this phase's own queries are not in them yet). Where a partial index is compared with its full equivalent, "
+                   "both are built fresh on the same rows, in a savepoint that is rolled back: `bytes` is the "
+                   "live index, grown by inserts, and not comparable with a fresh build.")
+        report.show(frame, caption="index sizes")
+        return frame
+
+    def _collect_probe_failures(self) -> None:
+        self.failures += [f for item in self.probes for f in item.failures if f not in self.failures]
 
     def finish(self) -> None:
         """Roll back every row the phase made; record the verdict; raise on any failure."""
         self._guard_open()
+        self._collect_probe_failures()
         self.conn.rollback()
         self.conn.begin()
         self._raise_for_failures()
-        self._commit("test", ledger.PASSED if (self.spec.cases or self.spec.probe) else ledger.NOOP)
-        report.say(f"**test passed** on {self.target.name}: every case held and the probe's evidence is above; "
+        self._commit("test", ledger.PASSED if self.declared else ledger.NOOP)
+        report.say(f"**test passed** on {self.target.name}: every case held and the probes' evidence is above; "
                    f"nothing the phase wrote was kept (run {self.run_id}).")

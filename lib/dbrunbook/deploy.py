@@ -10,10 +10,10 @@ verification (expectations, ``indisvalid``, index sizes, ``pg_stat_user_indexes`
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
 import shutil
 import subprocess
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -222,6 +222,8 @@ class DeployRun(BasePhase):
         report.show(frame, caption="preflight", status_column="result")
         if problems:
             self._fail(problems[0])
+        if self.decision in (APPLY, RESUME):
+            self._check_preconditions()
         path = dump_schema(self.target, self.archive_dir / SCHEMA_DUMP)
         report.say(f"**Schema backup:** `pg_dump --schema-only` of {self.target.name} written to `{path.name}` "
                    f"in the run's archive folder ({path.stat().st_size:,} bytes).")

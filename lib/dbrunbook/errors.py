@@ -71,6 +71,16 @@ class ChecksFailed(DbrunbookError):
         super().__init__(f"{phase}: {len(failures)} check(s) failed: {shown}")
 
 
+class PreconditionFailed(DbrunbookError):
+    """A precondition query returned rows: the data would make the migration fail or lie."""
+
+    def __init__(self, name: str, count: int, sample: str) -> None:
+        self.name = name
+        self.count = count
+        super().__init__(f"precondition '{name}' failed: {count} offending row(s): {sample}; "
+                         "nothing was changed")
+
+
 class DriftError(DbrunbookError):
     """What is recorded in a target's ledger does not match the runbook's files."""
 

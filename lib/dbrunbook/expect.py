@@ -14,7 +14,15 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .spec import CheckExpect, ColumnExpect, Expectations, ForeignKeyExpect, IndexExpect
+from .errors import PreconditionFailed
+from .spec import (
+    CheckExpect,
+    ColumnExpect,
+    Expectations,
+    ForeignKeyExpect,
+    IndexExpect,
+    Precondition,
+)
 
 PASS = "pass"
 FAIL = "FAIL"
@@ -242,3 +250,45 @@ def failures(frame: pd.DataFrame) -> list[str]:
     """One line per failed row of a check frame."""
     bad = frame[frame["result"] == FAIL]
     return [f"{r.check} {r.object}: expected {r.expected}, found {r.actual}" for r in bad.itertuples()]
+
+
+# -- preconditions: what must hold before the migration may run -------------------------------------
+
+@dataclass(frozen=True)
+class PreconditionResult:
+    precondition: Precondition
+    offenders: pd.DataFrame
+
+    @property
+    def ok(self) -> bool:
+        return self.offenders.empty
+
+
+def check_preconditions(conn: Connection, preconditions: list[Precondition]) -> list[PreconditionResult]:
+    """Run each precondition query; the rows it returns are the offenders."""
+    results = []
+    for item in preconditions:
+        # The raw DB-API cursor: no parameter parsing, so '%' or ':' in the SQL stay as written.
+        cursor = conn.connection.cursor()
+        cursor.execute(item.sql)
+        columns = [d[0] for d in cursor.description or []]
+        results.append(PreconditionResult(item, pd.DataFrame(cursor.fetchall(), columns=columns)))
+        cursor.close()
+    return results
+
+
+def preconditions_frame(results: list[PreconditionResult]) -> pd.DataFrame:
+    return pd.DataFrame([{"precondition": r.precondition.name, "offending rows": len(r.offenders),
+                          "result": PASS if r.ok else FAIL} for r in results],
+                        columns=["precondition", "offending rows", "result"])
+
+
+def raise_for_preconditions(results: list[PreconditionResult]) -> None:
+    """Raise :class:`PreconditionFailed` for the first precondition with offenders."""
+    for result in results:
+        if not result.ok:
+            sample = "; ".join(", ".join(f"{k}={v}" for k, v in row.items())
+                               for row in result.offenders.head(5).to_dict("records"))
+            more = len(result.offenders) - 5
+            raise PreconditionFailed(result.precondition.name, len(result.offenders),
+                                     sample + (f"; and {more} more" if more > 0 else ""))

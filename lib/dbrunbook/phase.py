@@ -150,6 +150,22 @@ class BasePhase:
         assert driver is not None
         return driver
 
+    def _check_preconditions(self) -> None:
+        """Stop before anything changes when a precondition query finds offending rows."""
+        if not self.runbook.spec.preconditions:
+            return
+        results = expect.check_preconditions(self.conn, self.runbook.spec.preconditions)
+        report.show(expect.preconditions_frame(results), caption="preconditions", status_column="result")
+        for result in results:
+            if not result.ok:
+                report.say(f"**Offending rows for '{result.precondition.name}'**"
+                           + (f": {result.precondition.why}" if result.precondition.why else ""))
+                report.show(result.offenders)
+        try:
+            expect.raise_for_preconditions(results)
+        except DbrunbookError as exc:
+            self._fail(exc)
+
     def _raise_for_failures(self) -> None:
         if self.failures:
             self._fail(ChecksFailed(self.phase, self.failures))
@@ -243,6 +259,8 @@ class PhaseRun(BasePhase):
             self._fail(GuardRefused(
                 f"{first.file}:{first.line}: statement {first.index} cannot run inside a transaction "
                 f"({first.summary}), so a dry run cannot rehearse it and roll it back"))
+        if self.phase == "schema" and decision == APPLY:
+            self._check_preconditions()
         self.plan_ = Plan(decision, statements, in_transaction, reason)
         state_text = "none" if state is None else f"{state.state} (checksum {(state.checksum or '')[:12]})"
         lines = [f"**Ledger state on {self.target.name}:** {state_text}", f"**Decision:** {reason}"]

@@ -1,24 +1,29 @@
-"""Performance evidence: generated data, timed access paths, EXPLAIN plans, a chart.
+"""Performance evidence: generated data, timed access paths, EXPLAIN plans, charts, index sizes.
 
-A probe times two ways of getting the same rows. For seed 000 the BEFORE path is the
-application's old one (fetch every event of a type, keep those whose ``metadata.messageId``
-matches, in the client) and the AFTER path the query by the new foreign key. Both run on the
-same generated data, so the ratio compares access paths, not machines.
+A probe times two ways of getting the same rows on the same generated data. For seed 000 the
+BEFORE path is the application's old one (fetch every event of a type, keep those whose
+``metadata.messageId`` matches, in the client) and the AFTER path the query by the new foreign
+key. For seed 003 both paths are the same query, BEFORE with the migration's index hidden (dropped
+in a savepoint that is rolled back). Either way the ratio compares access paths, not machines.
 """
 from __future__ import annotations
 
 import re
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import psycopg
+from pglast import parse_sql
+from pglast.stream import RawStream
 from psycopg import sql
 
 from . import report
-from .spec import ProbeQuery, ProbeSpec
+from .spec import IndexSize, ProbeData, ProbeQuery, ProbeSpec
 from .statements import split_postgresql
 
 CHART_FILE = "probe_timings.png"
@@ -40,6 +45,44 @@ def plan_indexes(plan: Any) -> list[str]:
     return found
 
 
+def render(conn: psycopg.Connection[Any], text: str, params: dict[str, Any]) -> str:
+    """The SQL with ``%(rows)s`` / ``%(value)s`` replaced by quoted literals: the text that runs
+    is the text EXPLAIN shows and the parser splits."""
+    return _PLACEHOLDER.sub(lambda m: sql.Literal(params[m.group(1)]).as_string(conn), text)
+
+
+def generate_data(conn: psycopg.Connection[Any], data: ProbeData, rows: int) -> tuple[pd.DataFrame, float]:
+    """Run the generator with ``rows``, ANALYZE, and count the rows of every user table."""
+    started = time.perf_counter()
+    with conn.cursor() as cursor:
+        for statement in split_postgresql(render(conn, data.generate, {"rows": rows}), "runbook.yaml test.data.generate"):
+            cursor.execute(statement.text.encode())
+        cursor.execute("ANALYZE")
+        tables = [r[0] for r in cursor.execute(
+            "SELECT relname FROM pg_stat_user_tables WHERE schemaname = current_schema() ORDER BY relname").fetchall()]
+        counts = []
+        for table in tables:
+            row = cursor.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
+            counts.append({"table": table, "rows": int(row[0]) if row else 0})
+    return pd.DataFrame(counts, columns=["table", "rows"]), time.perf_counter() - started
+
+
+@contextmanager
+def hidden_indexes(conn: psycopg.Connection[Any], names: list[str]) -> Iterator[None]:
+    """Run the block as if these indexes did not exist: dropped in a savepoint, rolled back."""
+    if not names:
+        yield
+        return
+    conn.execute("SAVEPOINT dbrunbook_hide")
+    try:
+        for name in names:
+            conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
+        yield
+    finally:
+        conn.execute("ROLLBACK TO SAVEPOINT dbrunbook_hide")
+        conn.execute("RELEASE SAVEPOINT dbrunbook_hide")
+
+
 class Probe:
     """One probe on one connection (inside the phase's transaction)."""
 
@@ -47,7 +90,6 @@ class Probe:
         self.conn = conn
         self.spec = spec
         self.rows = rows
-        self.generate_seconds = 0.0
         self.value: Any = None
         self.timings: dict[str, list[float]] = {}
         self.results: dict[str, set[Any]] = {}
@@ -57,124 +99,175 @@ class Probe:
     def params(self) -> dict[str, Any]:
         return {"rows": self.rows, "value": self.value}
 
-    def generate(self) -> pd.DataFrame:
-        started = time.perf_counter()
-        with self.conn.cursor() as cursor:
-            for statement in split_postgresql(self.render(self.spec.generate), "runbook.yaml test.probe.generate"):
-                cursor.execute(statement.text.encode())
-            cursor.execute("ANALYZE")
-            row = self._execute(cursor, self.spec.pick).fetchone()
-            self.value = row[0] if row else None
-            counts = cursor.execute(
-                "SELECT relname AS table, n_live_tup AS rows FROM pg_stat_user_tables "
-                "WHERE schemaname <> 'dbrunbook' ORDER BY n_live_tup DESC").fetchall()
-        self.generate_seconds = time.perf_counter() - started
-        frame = pd.DataFrame(counts, columns=["table", "rows"])
-        frame["rows"] = [self._count(t) for t in frame["table"]]
-        return frame
-
-    def render(self, text: str) -> str:
-        """The SQL with ``%(rows)s`` and ``%(value)s`` replaced by quoted literals: the text
-        that runs is the text EXPLAIN shows and the parser splits."""
-        return _PLACEHOLDER.sub(lambda m: sql.Literal(self.params[m.group(1)]).as_string(self.conn), text)
-
-    def _execute(self, cursor: Any, text: str, prefix: str = "") -> Any:
-        return cursor.execute((prefix + self.render(text)).encode())
-
-    def _count(self, table: str) -> int:
-        row = self.conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()
-        return int(row[0]) if row else 0
+    def pick(self) -> Any:
+        row = self.conn.execute(render(self.conn, self.spec.pick, self.params).encode()).fetchone()
+        self.value = row[0] if row else None
+        if self.value is None:
+            self.failures.append(f"probe '{self.spec.name}': its pick query returned nothing to probe")
+        return self.value
 
     def _fetch(self, query: ProbeQuery) -> set[Any]:
         with self.conn.cursor(row_factory=psycopg.rows.dict_row) as cursor:
-            rows = self._execute(cursor, query.sql).fetchall()
+            rows = cursor.execute(render(self.conn, query.sql, self.params).encode()).fetchall()
         if query.client_filter:
             column, key = query.client_filter["column"], query.client_filter["key"]
             rows = [r for r in rows if isinstance(r[column], dict) and r[column].get(key) == self.value]
         return {next(iter(r.values())) for r in rows}
 
+    def paths(self) -> tuple[tuple[str, ProbeQuery], tuple[str, ProbeQuery]]:
+        return ("before", self.spec.before), ("after", self.spec.after)
+
     def time_paths(self) -> pd.DataFrame:
         rows = []
-        for name, query in (("before", self.spec.before), ("after", self.spec.after)):
-            self._fetch(query)  # warm the cache: both paths are timed warm
-            laps = []
-            for _ in range(self.spec.repeat):
-                started = time.perf_counter()
-                self.results[name] = self._fetch(query)
-                laps.append(time.perf_counter() - started)
+        for name, query in self.paths():
+            with hidden_indexes(self.conn, query.without_indexes):
+                self._fetch(query)  # warm the cache: both paths are timed warm
+                laps = []
+                for _ in range(self.spec.repeat):
+                    started = time.perf_counter()
+                    self.results[name] = self._fetch(query)
+                    laps.append(time.perf_counter() - started)
             self.timings[name] = laps
-            rows.append({"path": name, "how": query.label, "rows found": len(self.results[name]),
+            rows.append({"probe": self.spec.name, "path": name, "how": query.label,
+                         "rows found": len(self.results[name]),
                          "median ms": round(statistics.median(laps) * 1000, 3),
                          "min ms": round(min(laps) * 1000, 3), "max ms": round(max(laps) * 1000, 3)})
         if self.results["before"] != self.results["after"]:
-            self.failures.append(f"the two access paths disagree: {len(self.results['before'])} row(s) "
-                                 f"before, {len(self.results['after'])} after")
+            self.failures.append(f"probe '{self.spec.name}': the two access paths disagree "
+                                 f"({len(self.results['before'])} row(s) before, {len(self.results['after'])} after)")
         if not self.results["after"]:
-            self.failures.append("the probed value matched no rows; the timings prove nothing")
+            self.failures.append(f"probe '{self.spec.name}': the probed value matched no rows; the timings prove nothing")
         return pd.DataFrame(rows)
+
+    def median_ms(self, path: str) -> float:
+        return statistics.median(self.timings[path]) * 1000
 
     @property
     def speedup(self) -> float:
-        before = statistics.median(self.timings["before"])
-        after = statistics.median(self.timings["after"])
-        return before / after if after else float("inf")
+        after = self.median_ms("after")
+        return self.median_ms("before") / after if after else float("inf")
 
     def verdict(self) -> str:
+        text = (f"**{self.spec.name}: {self.speedup:,.0f}x faster** (median BEFORE {self.median_ms('before'):.2f} ms / "
+                f"median AFTER {self.median_ms('after'):.2f} ms, same data, same connection)")
         claim = self.spec.claim
-        text = f"**Measured speedup: {self.speedup:,.0f}x** (median BEFORE / median AFTER, same data, same connection)"
-        if claim:
-            text += (f"; the plan claimed **{claim:g}x** ({self.spec.claim_source or 'the seed'}). "
-                     + ("The measurement meets the claim." if self.speedup >= claim else
-                        "The measurement falls short of the claim on this data."))
-            return text
-        return text + "."
+        if not claim:
+            return text + "."
+        met = "meets the claim" if self.speedup >= claim else "falls short of the claim on this data"
+        return f"{text}; the plan claimed **{claim:g}x** ({self.spec.claim_source or 'the seed'}): the measurement {met}."
 
-    def chart(self, folder: Path) -> Path | None:
-        import matplotlib
-
-        if not report.in_notebook():
-            matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(8, 2.4))
-        names = ["before", "after"]
-        medians = [statistics.median(self.timings[n]) * 1000 for n in names]
-        # Short labels: the long descriptions are in the table above, and would squash the bars.
-        bars = ax.barh(["BEFORE", "AFTER"], medians, color=["#c5221f", "#188038"])
-        ax.set_xscale("log")
-        ax.set_xlabel("median ms (log scale)")
-        ax.invert_yaxis()
-        for bar, value in zip(bars, medians, strict=True):
-            ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {value:.2f} ms", va="center")
-        ax.set_title(f"{self.rows:,} rows: {self.speedup:,.0f}x faster"
-                     + (f" (plan claimed {self.spec.claim:g}x)" if self.spec.claim else ""))
-        fig.tight_layout()
-        path = folder / CHART_FILE
-        fig.savefig(path, dpi=110)
-        if report.in_notebook():
-            from IPython.display import display
-
-            display(fig)
-        plt.close(fig)
-        return path
-
-    def explain(self) -> pd.DataFrame:
+    def explain(self) -> list[dict[str, str]]:
         rows = []
-        for name, query in (("before", self.spec.before), ("after", self.spec.after)):
-            with self.conn.cursor() as cursor:
-                plan = self._execute(cursor, query.sql, "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ").fetchone()
-                text = self._execute(cursor, query.sql, "EXPLAIN (ANALYZE, BUFFERS) ").fetchall()
+        for name, query in self.paths():
+            text = render(self.conn, query.sql, self.params)
+            with hidden_indexes(self.conn, query.without_indexes), self.conn.cursor() as cursor:
+                plan = cursor.execute(("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + text).encode()).fetchone()
+                lines = cursor.execute(("EXPLAIN (ANALYZE, BUFFERS) " + text).encode()).fetchall()
             indexes = plan_indexes(plan[0] if plan else None)
-            report.say(f"**{name.upper()}: {query.label}**\n\n```\n" + "\n".join(r[0] for r in text) + "\n```")
-            ok = True
-            if query.uses_index:
-                ok = query.uses_index in indexes
-                if not ok:
-                    self.failures.append(f"the {name} plan does not use {query.uses_index} "
-                                         f"(it scans: {', '.join(indexes) or 'no index'})")
-            rows.append({"path": name, "indexes scanned": ", ".join(indexes) or "(none)",
+            hidden = f" (without {', '.join(query.without_indexes)})" if query.without_indexes else ""
+            report.say(f"**{self.spec.name}, {name.upper()}{hidden}: {query.label}**\n\n```\n"
+                       + "\n".join(r[0] for r in lines) + "\n```")
+            ok = query.uses_index is None or query.uses_index in indexes
+            if not ok:
+                self.failures.append(f"probe '{self.spec.name}': the {name} plan does not use {query.uses_index} "
+                                     f"(it scans: {', '.join(indexes) or 'no index'})")
+            rows.append({"probe": self.spec.name, "path": name, "indexes scanned": ", ".join(indexes) or "(none)",
                          "must use": query.uses_index or "-",
                          "result": ("pass" if ok else "FAIL") if query.uses_index else "-"})
-        frame = pd.DataFrame(rows)
-        report.show(frame, caption="index use", status_column="result")
-        return frame
+        return rows
+
+
+def chart(probes: list[Probe], rows: int, folder: Path) -> Path:
+    """One horizontal bar chart of every probe's BEFORE and AFTER medians (log scale)."""
+    import matplotlib
+
+    if not report.in_notebook():
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, values, colours = [], [], []
+    for probe in probes:
+        for which, colour in (("before", "#c5221f"), ("after", "#188038")):
+            # Short labels: the long descriptions are in the table, and would squash the bars.
+            labels.append(f"{probe.spec.name}: {which.upper()}")
+            values.append(probe.median_ms(which))
+            colours.append(colour)
+    fig, ax = plt.subplots(figsize=(8, 1.0 + 0.55 * len(labels)))
+    bars = ax.barh(labels, values, color=colours)
+    ax.set_xscale("log")
+    ax.set_xlabel("median ms (log scale)")
+    ax.invert_yaxis()
+    for bar, value in zip(bars, values, strict=True):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {value:.2f} ms", va="center")
+    claims = ", ".join(f"{p.spec.name}: {p.speedup:,.0f}x" + (f" (claimed {p.spec.claim:g}x)" if p.spec.claim else "")
+                       for p in probes)
+    ax.set_title(f"{rows:,} generated rows. {claims}", fontsize=9)
+    fig.tight_layout()
+    path = folder / CHART_FILE
+    fig.savefig(path, dpi=110)
+    if report.in_notebook():
+        from IPython.display import display
+
+        display(fig)
+    plt.close(fig)
+    return path
+
+
+def _variant(definition: str, name: str, *, full: bool) -> str:
+    """The index's definition under another name; ``full``: without its WHERE and uniqueness."""
+    node: Any = parse_sql(definition)[0].stmt
+    node.idxname = name
+    if full:
+        node.whereClause = None
+        node.unique = False
+    return str(RawStream()(node))
+
+
+def _built_size(conn: psycopg.Connection[Any], definition: str, name: str, *, full: bool) -> int:
+    conn.execute(_variant(definition, name, full=full).encode())
+    row = conn.execute("SELECT pg_relation_size(to_regclass(%s))", (sql.Identifier(name).as_string(conn),)).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def index_sizes(conn: psycopg.Connection[Any], sizes: list[IndexSize]) -> tuple[pd.DataFrame, list[str]]:
+    """Each index's size and usage counters; with ``compare_full``, the size of the same index
+    without its WHERE clause, built in a savepoint and rolled back."""
+    rows, failures = [], []
+    for item in sizes:
+        found = conn.execute(
+            "SELECT s.relname, pg_get_indexdef(s.indexrelid), pg_relation_size(s.indexrelid), s.idx_scan, "
+            "s.idx_tup_read, s.idx_tup_fetch FROM pg_stat_user_indexes s WHERE s.indexrelname = %s "
+            "AND s.schemaname = current_schema()", (item.index,)).fetchone()
+        if found is None:
+            failures.append(f"index {item.index} does not exist")
+            rows.append({"index": item.index, "table": "-"})
+            continue
+        table, definition, size, scans, read, fetched = found
+        row: dict[str, Any] = {"index": item.index, "table": table, "bytes": size,
+                               "size": _pretty(size), "idx_scan": scans, "idx_tup_read": read, "idx_tup_fetch": fetched}
+        if item.compare_full:
+            # Both built fresh on the same rows, so neither carries the other's page splits.
+            conn.execute("SAVEPOINT dbrunbook_size")
+            try:
+                partial = _built_size(conn, definition, f"{item.index}_cmp_partial"[:63], full=False)
+                full = _built_size(conn, definition, f"{item.index}_cmp_full"[:63], full=True)
+            finally:
+                conn.execute("ROLLBACK TO SAVEPOINT dbrunbook_size")
+                conn.execute("RELEASE SAVEPOINT dbrunbook_size")
+            row["built fresh: as defined"] = partial
+            row["built fresh: without WHERE"] = full
+            row["partial saves"] = f"{(1 - partial / full) * 100:.0f}%" if full else "-"
+        rows.append(row)
+    columns = ["index", "table", "bytes", "size", "built fresh: as defined", "built fresh: without WHERE",
+               "partial saves", "idx_scan", "idx_tup_read", "idx_tup_fetch"]
+    frame = pd.DataFrame(rows)
+    return frame[[c for c in columns if c in frame.columns]], failures
+
+
+def _pretty(size: int) -> str:
+    value = float(size)
+    for unit in ("bytes", "kB", "MB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"

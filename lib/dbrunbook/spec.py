@@ -216,15 +216,17 @@ class ProbeQuery(_Strict):
     # Keep only the rows whose JSON column holds the probed value under this key, in Python:
     # the application's "fetch all, filter in JavaScript" access path.
     client_filter: dict[str, str] | None = None
+    # Run with these indexes dropped (in a savepoint that is rolled back): the query as it ran
+    # before the migration created them, on the same data.
+    without_indexes: list[str] = []
     uses_index: str | None = None
 
 
 class ProbeSpec(_Strict):
-    """A performance probe: generate rows, then time two access paths to the same rows."""
+    """Two access paths to the same rows, timed on the same generated data."""
 
+    name: str
     why: str = ""
-    rows: int = 100_000
-    generate: str
     pick: str
     before: ProbeQuery
     after: ProbeQuery
@@ -233,10 +235,43 @@ class ProbeSpec(_Strict):
     repeat: int = 5
 
 
+class ProbeData(_Strict):
+    """Generated data for the probes: SQL that may use ``%(rows)s``."""
+
+    why: str = ""
+    rows: int = 100_000
+    generate: str
+
+
+class IndexSize(_Strict):
+    """An index whose size the test phase reports; ``compare_full``: also build the same index
+    without its WHERE clause (in a rolled-back savepoint) and compare."""
+
+    index: str
+    compare_full: bool = False
+
+
 class BehaviourSpec(_Strict):
     setup: str = ""
     cases: list[BehaviourCase] = []
-    probe: ProbeSpec | None = None
+    data: ProbeData | None = None
+    probes: list[ProbeSpec] = []
+    index_sizes: list[IndexSize] = []
+
+    @model_validator(mode="after")
+    def _probes_need_data(self) -> BehaviourSpec:
+        if self.probes and self.data is None:
+            raise ValueError("probes need data: {rows, generate}")
+        return self
+
+
+class Precondition(_Strict):
+    """A query that must return no rows before the migration may run; the rows it returns are
+    the offenders, listed when it fails."""
+
+    name: str
+    why: str = ""
+    sql: str
 
 
 class RunbookSpec(_Strict):
@@ -254,6 +289,7 @@ class RunbookSpec(_Strict):
     clean_slate: CleanSlateSpec | None = None
     code_verify: CodeVerifySpec | None = None
     test: BehaviourSpec | None = None
+    preconditions: list[Precondition] = []
 
 
 @dataclass(frozen=True)
