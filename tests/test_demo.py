@@ -30,3 +30,19 @@ def test_demo_plays_the_seed_000_flow() -> None:
     assert "Fingerprint restored" in rollback_page
     assert commands.status("event_message_fk", "prod").state == "applied (up to date)"
     assert commands.status("event_message_fk", "dev").state == "applied (up to date)"
+
+
+def test_demo_all_runs_every_runbook_on_its_own_databases() -> None:
+    done = cli("demo", "--all")
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = done.stdout.split("\n\n")[-1]
+    lines = [line.split() for line in table.splitlines()[1:] if line.strip() and not line.startswith("demo")]
+    summary = {(row[0], row[1]): (row[2], row[3]) for row in lines}
+    assert summary[("event_message_fk", "event_message_fk_dev")] == (
+        "schema,clean_slate,code_verify,test,rollback,schema", "passed")
+    assert summary[("event_message_fk", "event_message_fk_prod")] == ("deploy", "passed")
+    assert summary[("conversation_integrity", "conversation_integrity_dev")] == (
+        "schema,test,rollback,schema", "passed")
+    assert summary[("conversation_integrity", "conversation_integrity_prod")] == ("deploy", "passed")
+    for row in lines:
+        assert Path(row[-1]).is_dir() and (Path(row[-1]) / "manifest.json").is_file()

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import pytest
-from dbrunbook.errors import TargetError
+from dbrunbook.errors import SpecError, TargetError
 from dbrunbook.targets import check_parameter_safe, redact, resolve_target
 
 from .conftest import add_target
@@ -64,3 +64,12 @@ def test_notebook_parameter_with_password_is_refused() -> None:
         check_parameter_safe("postgresql://u:pw@localhost/app")
     check_parameter_safe("dev")
     check_parameter_safe("env:DATABASE_URL")
+
+
+def test_targets_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DBRUNBOOK_TARGETS", '{"ci_db": {"embedded": "ci_db", "production": true}}')
+    target = resolve_target("ci_db")
+    assert target.embedded_db == "ci_db" and target.production
+    monkeypatch.setenv("DBRUNBOOK_TARGETS", "[1, 2]")
+    with pytest.raises(SpecError, match="DBRUNBOOK_TARGETS: must be a JSON object"):
+        resolve_target("ci_db")

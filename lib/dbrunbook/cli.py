@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("runbook")
     status.add_argument("--target", required=True)
 
-    sub.add_parser("demo", help="play the seed-000 runbook on the embedded dev and prod databases")
+    demo = sub.add_parser("demo", help="play the seed-000 runbook on the embedded dev and prod databases")
+    demo.add_argument("--all", action="store_true", dest="all_runbooks",
+                      help="every example runbook, each on its own databases, then a summary table")
     return parser
 
 
@@ -94,6 +96,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "status":
         print(commands.status(args.runbook, args.target).render())
+        return 0
+    if args.command == "demo" and args.all_runbooks:
+        rows = commands.demo_all()
+        print()
+        print(commands.demo_table(rows))
+        if any(row.status == "failed" for row in rows):
+            print("dbrunbook: error: demo --all: a run failed (see above)", file=sys.stderr)
+            return 1
+        print("demo --all passed")
         return 0
     if args.command == "demo":
         print("demo: seed 000 (Add messageId FK to Event table) on the embedded PostgreSQL;")

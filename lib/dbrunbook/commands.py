@@ -1,6 +1,8 @@
 """The commands, as plain typed functions; :mod:`dbrunbook.cli` is a thin shell over them."""
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -11,9 +13,9 @@ from .errors import DbrunbookError, GuardRefused, SpecError
 from .execute import run_statements
 from .phase import new_run_id
 from .project import PHASES, phase_notebook, project_root
-from .spec import load_runbook
+from .spec import Runbook, load_runbook
 from .statements import read_statements, strip_transaction_wrapper
-from .targets import engine, resolve_target
+from .targets import TARGETS_ENV, engine, resolve_target
 
 DEMO_RUNBOOK = "event_message_fk"
 # The seed-000 flow: rehearse everything on dev (clean_slate confirmed for dev only; the rollback
@@ -200,3 +202,68 @@ def demo(echo: Callable[[str], None] = print) -> list[DemoStep]:
         if not result.ok:
             break
     return steps
+
+
+# -- demo --all ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DemoRow:
+    runbook: str
+    target: str
+    phases: str
+    status: str
+    duration_s: float
+    archive: str
+
+
+def runbook_flow(book: Runbook) -> list[tuple[str, list[str], dict[str, object]]]:
+    """A runbook's demo flow on its own two databases: every declared phase rehearsed on
+    ``<name>_dev`` (with a rollback rehearsal), then deploy on ``<name>_prod``."""
+    dev, prod = f"{book.name}_dev", f"{book.name}_prod"
+    spec = book.spec
+    declared = [phase for phase, section in (("clean_slate", spec.clean_slate), ("code_verify", spec.code_verify),
+                                             ("test", spec.test)) if section is not None]
+    dev_params: dict[str, object] = {"confirm": dev} if spec.clean_slate else {}
+    return [(dev, ["schema", *declared, "rollback", "schema"], dev_params), (prod, ["deploy"], {"rehearsal": dev})]
+
+
+def demo_runbooks() -> list[Runbook]:
+    folder = project_root() / "runbooks"
+    return [load_runbook(path) for path in sorted(folder.iterdir()) if (path / "runbook.yaml").is_file()]
+
+
+def demo_all(echo: Callable[[str], None] = print) -> list[DemoRow]:
+    """Every example runbook, each on its own embedded databases; one summary row per run."""
+    books = demo_runbooks()
+    extra = json.loads(os.environ.get(TARGETS_ENV) or "{}")
+    for book in books:
+        extra[f"{book.name}_dev"] = {"embedded": f"demo_{book.name}_dev"}
+        extra[f"{book.name}_prod"] = {"embedded": f"demo_{book.name}_prod", "production": True}
+    # The kernels Papermill starts inherit this: the notebooks resolve the same names.
+    os.environ[TARGETS_ENV] = json.dumps(extra)
+    rows: list[DemoRow] = []
+    for book in books:
+        if book.spec.engine != "postgresql":
+            rows.append(DemoRow(book.name, "-", "-", "skipped", 0.0,
+                                f"{book.spec.engine} runbooks are not in the demo yet"))
+            echo(f"{book.name}: skipped ({book.spec.engine} runbooks are not in the demo yet)")
+            continue
+        flow = runbook_flow(book)
+        for target_ref, _, _ in flow:
+            prepare(book.name, target_ref, allow_production=True)
+        for target_ref, phases, parameters in flow:
+            echo(f"running {book.name} on {target_ref}: {', '.join(phases)}")
+            result = run(book.name, target_ref, phases, parameters=parameters)
+            echo(result.render())
+            rows.append(DemoRow(book.name, target_ref, ",".join(p.phase for p in result.phases),
+                                ledger.PASSED if result.ok else ledger.FAILED,
+                                round(sum(p.duration_s for p in result.phases), 1), str(result.folder)))
+            if not result.ok:
+                break
+    return rows
+
+
+def demo_table(rows: list[DemoRow]) -> str:
+    frame = pd.DataFrame([vars(r) for r in rows], columns=list(DemoRow.__dataclass_fields__))
+    frame = frame.rename(columns={"duration_s": "duration s"})
+    return frame.to_string(index=False)

@@ -7,6 +7,7 @@ text that leaves the process (error messages, archives).
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -84,15 +85,27 @@ def config_path(root: Path | None = None) -> Path:
     return Path(env) if env else (root or project_root()) / CONFIG_NAME
 
 
+TARGETS_ENV = "DBRUNBOOK_TARGETS"
+
+
 def load_config(root: Path | None = None) -> ProjectConfig:
+    """dbrunbook.yaml, plus targets given as JSON in $DBRUNBOOK_TARGETS (they win on a clash):
+    how a CI job, or ``dbrunbook demo --all``, defines targets without writing a file."""
     path = config_path(root)
-    if not path.is_file():
-        return ProjectConfig()
+    raw: dict[str, Any] = {}
+    if path.is_file():
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise SpecError(path, f"not valid YAML: {exc}") from None
+    extra = os.environ.get(TARGETS_ENV)
+    if extra:
+        try:
+            raw = {**raw, "targets": {**(raw.get("targets") or {}), **json.loads(extra)}}
+        except (json.JSONDecodeError, AttributeError, TypeError):
+            raise SpecError(TARGETS_ENV, "must be a JSON object of target name -> entry") from None
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
         return ProjectConfig.model_validate(raw)
-    except yaml.YAMLError as exc:
-        raise SpecError(path, f"not valid YAML: {exc}") from None
     except ValidationError as exc:
         err = exc.errors()[0]
         raise SpecError(path, err["msg"], ".".join(str(p) for p in err["loc"])) from None
