@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import psycopg.errors
 import pytest
 import sqlalchemy as sa
 from dbrunbook import behave, commands, ledger, open_phase
@@ -87,10 +86,8 @@ def test_probe_fails_when_the_index_is_not_used(target: str, tmp_path: Path) -> 
 
 # -- judging outcomes, as plain functions ---------------------------------------------------------
 
-def fk_error() -> psycopg.Error:
-    error = psycopg.errors.ForeignKeyViolation("insert violates foreign key")
-    error.sqlstate = "23503"  # type: ignore[misc]
-    return error
+def fk_error() -> behave.DbError:
+    return behave.DbError("23503", "ForeignKeyViolation", "insert violates foreign key")
 
 
 @pytest.mark.parametrize("declared", ["23503", "23", "foreign_key_violation"])
@@ -125,3 +122,10 @@ def test_plan_indexes_walks_the_tree() -> None:
         {"Node Type": "Index Scan", "Index Name": "a_idx"},
         {"Node Type": "Bitmap Heap Scan", "Plans": [{"Node Type": "Bitmap Index Scan", "Index Name": "b_idx"}]}]}}]
     assert sorted(plan_indexes(plan)) == ["a_idx", "b_idx"]
+
+
+def test_sqlite_errors_match_by_result_code_name() -> None:
+    error = behave.DbError("SQLITE_CONSTRAINT_FOREIGNKEY", "IntegrityError", "FOREIGN KEY constraint failed")
+    assert behave.judge(CaseOutcome(sqlstate="SQLITE_CONSTRAINT_FOREIGNKEY"), None, error)[0]
+    assert behave.judge(CaseOutcome(sqlstate="SQLITE_CONSTRAINT"), None, error)[0]
+    assert not behave.judge(CaseOutcome(sqlstate="SQLITE_CONSTRAINT_UNIQUE"), None, error)[0]

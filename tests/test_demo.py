@@ -44,5 +44,8 @@ def test_demo_all_runs_every_runbook_on_its_own_databases() -> None:
     assert summary[("conversation_integrity", "conversation_integrity_dev")] == (
         "schema,test,rollback,schema", "passed")
     assert summary[("conversation_integrity", "conversation_integrity_prod")] == ("deploy", "passed")
+    assert summary[("solution_type_analytics", "solution_type_analytics_dev")] == (
+        "schema,test,rollback,schema", "passed")
+    assert summary[("solution_type_analytics", "solution_type_analytics_prod")] == ("deploy", "passed")
     for row in lines:
         assert Path(row[-1]).is_dir() and (Path(row[-1]) / "manifest.json").is_file()

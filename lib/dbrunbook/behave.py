@@ -7,6 +7,7 @@ outcome is judged on its last statement: rows, a value, a row count, or a SQLSTA
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,10 +16,10 @@ import psycopg
 import psycopg.errors
 
 from . import ledger, probe, report
-from .errors import SpecError
+from .errors import GuardRefused, SpecError
 from .phase import BasePhase
 from .spec import BehaviourCase, BehaviourSpec, CaseOutcome, Runbook
-from .statements import split_postgresql
+from .statements import Statement, split_postgresql, split_sqlite
 from .targets import Target
 
 CASE_COLUMNS = ["case", "expected", "actual", "result"]
@@ -30,12 +31,31 @@ class CaseResult:
     expected: str
     actual: str
     passed: bool
+    rows: list[dict[str, Any]] | None = None
+
+
+@dataclass(frozen=True)
+class DbError:
+    """A database error as a case sees it: SQLSTATE on PostgreSQL, SQLite's extended result
+    code name (``SQLITE_CONSTRAINT_UNIQUE``) on SQLite."""
+
+    code: str
+    name: str
+    message: str
+
+
+def db_error(exc: BaseException) -> DbError:
+    first = str(exc).splitlines()[0] if str(exc) else ""
+    if isinstance(exc, sqlite3.Error):
+        return DbError(getattr(exc, "sqlite_errorname", "SQLITE_ERROR"), type(exc).__name__, first)
+    return DbError(getattr(exc, "sqlstate", None) or "?", type(exc).__name__, first)
 
 
 def resolve_sqlstate(expected: str) -> str:
-    """A SQLSTATE code or class as given, or the code of a condition name."""
+    """A SQLSTATE code or class, or SQLite result code name, as given; or the code of a
+    PostgreSQL condition name."""
     text = expected.strip()
-    if len(text) in (2, 5) and text[:2].isalnum() and text.upper() == text:
+    if text.startswith("SQLITE_") or (len(text) in (2, 5) and text[:2].isalnum() and text.upper() == text):
         return text
     try:
         return str(psycopg.errors.lookup(text).sqlstate)
@@ -61,15 +81,13 @@ def describe_outcome(outcome: CaseOutcome) -> str:
     return f"{kind} = {json.dumps(getattr(outcome, kind), default=str)}"
 
 
-def judge(outcome: CaseOutcome, rows: list[dict[str, Any]] | None, error: psycopg.Error | None) -> tuple[bool, str]:
+def judge(outcome: CaseOutcome, rows: list[dict[str, Any]] | None, error: DbError | None) -> tuple[bool, str]:
     """Whether what happened matches the declared outcome, and what happened, in words."""
     if error is not None:
-        state = error.sqlstate or "?"
-        name = type(error).__name__
-        actual = f"error {state} ({name}): {str(error).splitlines()[0] if str(error) else ''}"
+        actual = f"error {error.code} ({error.name}): {error.message}"
         if outcome.sqlstate is None:
             return False, actual
-        return state.startswith(resolve_sqlstate(outcome.sqlstate)), actual
+        return error.code.startswith(resolve_sqlstate(outcome.sqlstate)), actual
     got = [{k: _plain(v) for k, v in row.items()} for row in rows or []]
     if outcome.sqlstate is not None:
         return False, f"no error; {len(got)} row(s)"
@@ -81,26 +99,39 @@ def judge(outcome: CaseOutcome, rows: list[dict[str, Any]] | None, error: psycop
     return value == outcome.value, f"value = {json.dumps(value, default=str)}"
 
 
-def run_case(conn: psycopg.Connection[Any], case: BehaviourCase, setup: str, number: int) -> CaseResult:
-    """One case in a savepoint that is always rolled back."""
+def _split(text: str, file: str, dialect: str) -> list[Statement]:
+    if dialect == "postgresql":
+        return split_postgresql(text, file)
+    # A one-line case is written without its ';', which SQLite's splitter needs to see the end.
+    text = text.rstrip()
+    return split_sqlite(text if text.endswith(";") else text + ";", file)
+
+
+def run_case(conn: Any, case: BehaviourCase, setup: str, number: int, dialect: str = "postgresql") -> CaseResult:
+    """One case, on a DB-API connection, in a savepoint that is always rolled back."""
     file = f"runbook.yaml test.cases[{number}] ({case.name})"
-    statements = (split_postgresql(setup, "runbook.yaml test.setup") if setup.strip() else []) + \
-        split_postgresql(case.sql, file)
+    statements = (_split(setup, "runbook.yaml test.setup", dialect) if setup.strip() else []) + \
+        _split(case.sql, file, dialect)
     rows: list[dict[str, Any]] | None = None
-    error: psycopg.Error | None = None
-    cursor = conn.cursor(row_factory=psycopg.rows.dict_row)
+    error: DbError | None = None
+    cursor = conn.cursor()
     cursor.execute("SAVEPOINT dbrunbook_case")
     try:
         for statement in statements:
-            cursor.execute(statement.text.encode())
-            rows = cursor.fetchall() if cursor.description else None
-    except psycopg.Error as exc:
-        error = exc
+            cursor.execute(statement.text)
+            if cursor.description:
+                names = [d[0] for d in cursor.description]
+                rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+            else:
+                rows = None
+    except (psycopg.Error, sqlite3.Error) as exc:
+        error = db_error(exc)
     finally:
         cursor.execute("ROLLBACK TO SAVEPOINT dbrunbook_case")
         cursor.execute("RELEASE SAVEPOINT dbrunbook_case")
+        cursor.close()
     passed, actual = judge(case.expect, rows, error)
-    return CaseResult(case.name, describe_outcome(case.expect), actual, passed)
+    return CaseResult(case.name, describe_outcome(case.expect), actual, passed, rows)
 
 
 def cases_frame(results: list[CaseResult]) -> pd.DataFrame:
@@ -117,6 +148,10 @@ class BehaviourRun(BasePhase):
                  **kwargs: object) -> None:
         super().__init__(phase, runbook, target, **kwargs)  # type: ignore[arg-type]
         self.spec: BehaviourSpec = runbook.spec.test or BehaviourSpec()
+        if target.dialect != "postgresql" and (self.spec.data or self.spec.probes or self.spec.index_sizes):
+            self._fail(GuardRefused(f"test: performance probes and index sizes use PostgreSQL's EXPLAIN (FORMAT JSON) "
+                                    f"and pg_relation_size; target {target.name} is {target.dialect}: declare "
+                                    "behaviour cases only"))
         self.rows = int(rows) if rows else (self.spec.data.rows if self.spec.data else 0)
         self.results: list[CaseResult] = []
         self.probes: list[probe.Probe] = []
@@ -131,7 +166,7 @@ class BehaviourRun(BasePhase):
         if not self.spec.cases:
             report.say("**No behaviour cases** are declared for this runbook.")
             return cases_frame([])
-        self.results = [run_case(self.raw, case, self.spec.setup, number)
+        self.results = [run_case(self.raw, case, self.spec.setup, number, self.target.dialect)
                         for number, case in enumerate(self.spec.cases)]
         for result in self.results:
             if not result.passed:
@@ -139,6 +174,9 @@ class BehaviourRun(BasePhase):
         frame = cases_frame(self.results)
         report.say(f"**Behaviour:** {sum(r.passed for r in self.results)} of {len(self.results)} case(s) passed.")
         report.show(frame, status_column="result")
+        for case, result in zip(self.spec.cases, self.results, strict=True):
+            if case.show and result.rows is not None:
+                report.show(pd.DataFrame(result.rows), caption=f"{case.name}: the rows it returned")
         self.detail["cases"] = {r.case: r.passed for r in self.results}
         return frame
 

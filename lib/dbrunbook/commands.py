@@ -236,18 +236,19 @@ def demo_all(echo: Callable[[str], None] = print) -> list[DemoRow]:
     """Every example runbook, each on its own embedded databases; one summary row per run."""
     books = demo_runbooks()
     extra = json.loads(os.environ.get(TARGETS_ENV) or "{}")
+    # SQLite runbooks get files beside the embedded server's data folder.
+    lite = embedded.pgdata_dir().parent / "sqlite"
+    lite.mkdir(parents=True, exist_ok=True)
     for book in books:
-        extra[f"{book.name}_dev"] = {"embedded": f"demo_{book.name}_dev"}
-        extra[f"{book.name}_prod"] = {"embedded": f"demo_{book.name}_prod", "production": True}
+        for suffix, production in (("dev", False), ("prod", True)):
+            name = f"{book.name}_{suffix}"
+            entry: dict[str, object] = {"embedded": f"demo_{name}"} if book.spec.engine == "postgresql" \
+                else {"url": f"sqlite:///{lite / name}.db"}
+            extra[name] = {**entry, "production": production}
     # The kernels Papermill starts inherit this: the notebooks resolve the same names.
     os.environ[TARGETS_ENV] = json.dumps(extra)
     rows: list[DemoRow] = []
     for book in books:
-        if book.spec.engine != "postgresql":
-            rows.append(DemoRow(book.name, "-", "-", "skipped", 0.0,
-                                f"{book.spec.engine} runbooks are not in the demo yet"))
-            echo(f"{book.name}: skipped ({book.spec.engine} runbooks are not in the demo yet)")
-            continue
         flow = runbook_flow(book)
         for target_ref, _, _ in flow:
             prepare(book.name, target_ref, allow_production=True)

@@ -9,8 +9,10 @@ verification (expectations, ``indisvalid``, index sizes, ``pg_stat_user_indexes`
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+import sqlite3
 import subprocess
 import time
 from dataclasses import asdict
@@ -23,7 +25,9 @@ import sqlalchemy as sa
 
 from . import expect, introspect, ledger, report
 from .errors import DbrunbookError, DriftError, GuardRefused, TargetError
+from .execute import run_statements
 from .online import (
+    Attempt,
     LockPolicy,
     Step,
     StepLog,
@@ -133,12 +137,13 @@ class DeployRun(BasePhase):
     """Deploy: run lock, preflight, online plan, lock policy, verification, ledger."""
 
     default_action = "deploy"
+    dialects: tuple[str, ...] = ("postgresql",)
 
     def __init__(self, phase: str, runbook: Runbook, target: Target, *, rehearsal: str = "dev",
                  lock_timeout_ms: int = 500, lock_attempts: int = 8, statement_timeout_s: float = 900,
                  run_lock_wait_s: float = 30, **kwargs: Any) -> None:
         super().__init__(phase, runbook, target, **kwargs)
-        if target.dialect != "postgresql":
+        if target.dialect not in self.dialects:
             self._fail(GuardRefused(f"deploy needs PostgreSQL for its run lock, lock policy and pg_dump; "
                                     f"target {target.name} is {target.dialect}"))
         self.rehearsal = rehearsal
@@ -224,9 +229,7 @@ class DeployRun(BasePhase):
             self._fail(problems[0])
         if self.decision in (APPLY, RESUME):
             self._check_preconditions()
-        path = dump_schema(self.target, self.archive_dir / SCHEMA_DUMP)
-        report.say(f"**Schema backup:** `pg_dump --schema-only` of {self.target.name} written to `{path.name}` "
-                   f"in the run's archive folder ({path.stat().st_size:,} bytes).")
+        self._backup()
         self.before = introspect.snapshot(self.conn)
         self.detail["decision"] = self.decision
         return frame
@@ -317,6 +320,12 @@ class DeployRun(BasePhase):
 
     # -- internals -------------------------------------------------------------------------------
 
+    def _backup(self) -> Path:
+        path = dump_schema(self.target, self.archive_dir / SCHEMA_DUMP)
+        report.say(f"**Schema backup:** `pg_dump --schema-only` of {self.target.name} written to `{path.name}` "
+                   f"in the run's archive folder ({path.stat().st_size:,} bytes).")
+        return path
+
     def _rehearsal_state(self) -> ledger.State | None:
         rehearsal = resolve_target(self.rehearsal)
         with engine(rehearsal).connect() as conn:
@@ -360,8 +369,11 @@ class DeployRun(BasePhase):
         frame.insert(2, "new", ["yes" if name in new else "" for name in frame["index"]])
         return frame
 
+    def _holds_run_lock(self) -> bool:
+        return self.lock_conn is not None
+
     def _require_lock(self) -> None:
-        if self.lock_conn is None:
+        if not self._holds_run_lock():
             self.acquire_run_lock()
 
     def _require_preflight(self) -> None:
@@ -377,3 +389,151 @@ class DeployRun(BasePhase):
 
 def _row(check: str, found: str, expected: str, result: str) -> dict[str, str]:
     return {"check": check, "found": found, "expected": expected, "result": result}
+
+
+# -- SQLite -------------------------------------------------------------------------------------------
+
+class SqliteDeployRun(DeployRun):
+    """Deploy on SQLite, the same page with SQLite's own means: a lock file serializes deploys,
+    a copy of the database file (SQLite's online backup API) replaces pg_dump, and the script
+    runs as written in the phase's one transaction. SQLite has no CREATE INDEX CONCURRENTLY and
+    locks the whole database for any write, so there are no online steps to derive: the lock
+    policy is ``busy_timeout`` (``lock_timeout_ms``) and a failure rolls everything back."""
+
+    dialects = ("sqlite",)
+
+    def __init__(self, phase: str, runbook: Runbook, target: Target, **kwargs: Any) -> None:
+        super().__init__(phase, runbook, target, **kwargs)
+        self.lock_file: Any = None
+        database = self.engine.url.database
+        if not database or database == ":memory:":
+            self._fail(GuardRefused(f"deploy needs a SQLite database file; target {target.name} has none"))
+        self.database = Path(database).resolve()
+
+    def acquire_run_lock(self) -> pd.DataFrame:
+        """Serialize deploys of this database file with an exclusive lock on a file beside it."""
+        self._guard_open()
+        path = self.database.with_name(self.database.name + ".dbrunbook-deploy.lock")
+        handle = path.open("a+")
+        started = time.monotonic()
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() - started >= self.run_lock_wait_s:
+                    handle.seek(0)
+                    holder = handle.read().strip() or "another process"
+                    handle.close()
+                    self._fail(RunLockBusy(
+                        f"deploy refused: another deploy holds the run lock on {self.target.name} ({holder}); "
+                        f"waited {self.run_lock_wait_s:g} s; nothing was changed"))
+                time.sleep(0.2)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"dbrunbook deploy {self.run_id} {self.operator}")
+        handle.flush()
+        self.lock_file = handle
+        waited = time.monotonic() - started
+        frame = pd.DataFrame([{"lock": f"flock {path.name}", "target": self.target.name, "waited s": round(waited, 2),
+                               "held by": f"dbrunbook deploy {self.run_id}"}])
+        report.say(f"**Run lock taken** after {waited:.2f} s: an exclusive lock on a file beside the database.")
+        report.show(frame)
+        return frame
+
+    def preflight(self) -> pd.DataFrame:
+        frame = super().preflight()
+        # Release SQLite's SHARED lock until the apply step: the application's writers go on.
+        self.conn.commit()
+        self.conn.begin()
+        return frame
+
+    def plan(self) -> pd.DataFrame:
+        """The script as written: one transaction, SQLite's database-wide write lock."""
+        self._guard_open()
+        self._require_preflight()
+        statements, _ = strip_transaction_wrapper(read_statements(
+            self.runbook.migration, self.target.dialect, self.runbook.display(self.runbook.spec.migration)))
+        self.steps = [Step(s, s.text, s.kind, "database write lock", [], "as written, in the phase's one transaction")
+                      for s in statements]
+        report.say(f"**Decision:** {self.decision}. On SQLite the whole script runs in one transaction: a write "
+                   f"waits at most `busy_timeout` = {self.policy.lock_timeout_ms} ms for the database lock, and "
+                   "any failure rolls every statement back.")
+        report.show(steps_frame(self.steps), caption=f"{len(self.steps)} statement(s) of migration.sql")
+        return steps_frame(self.steps)
+
+    def apply(self) -> pd.DataFrame:
+        """Every statement in the phase's transaction (committed in the last step)."""
+        self._guard_open()
+        self._require_preflight()
+        if not self.steps:
+            self.plan()
+        if self.decision == NOOP or self.dry_run:
+            why = "already applied with this checksum" if self.decision == NOOP else "dry run: plan only"
+            report.say(f"**Nothing applied:** {why}.")
+            return attempts_frame([])
+        self.conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(self.policy.lock_timeout_ms)}")
+        try:
+            done = run_statements(self.conn, [step.source for step in self.steps])
+        except DbrunbookError as exc:
+            self._fail(exc)
+        for number, executed in enumerate(done, start=1):
+            self.log(Attempt(number, 1, "applied", executed.seconds * 1000, "not committed yet"))
+        self.applied = len(done)
+        frame = attempts_frame(self.log.attempts)
+        report.say(f"**Applied {self.applied} statement(s)** in the phase's transaction (committed with the ledger "
+                   "entry in the last step).")
+        report.show(frame, caption="attempts", status_column="outcome")
+        self.detail.update({"steps": len(self.steps), "applied": self.applied})
+        return frame
+
+    def verify(self) -> dict[str, pd.DataFrame]:
+        """Expectations, the indexes on the touched tables, and ``PRAGMA quick_check``."""
+        self._guard_open()
+        self._require_preflight()
+        if self.dry_run:
+            report.say("**Dry run:** nothing was applied, so there is nothing new to verify.")
+            return {}
+        checks = expect.check_expectations(self.conn, self.runbook.spec.expect)
+        self.failures += expect.failures(checks)
+        report.say(f"**Expectations:** {int((checks['result'] == expect.PASS).sum())} of {len(checks)} passed.")
+        report.show(checks, status_column="result")
+        quick = [r[0] for r in self.conn.exec_driver_sql("PRAGMA quick_check").fetchall()]
+        if quick != ["ok"]:
+            self.failures.append(f"PRAGMA quick_check: {'; '.join(quick[:3])}")
+        indexes = pd.DataFrame(self.conn.exec_driver_sql(
+            "SELECT tbl_name AS \"table\", name AS \"index\" FROM sqlite_master WHERE type = 'index' "
+            "AND sql IS NOT NULL AND name NOT LIKE 'dbrunbook%' ORDER BY tbl_name, name").fetchall(),
+            columns=["table", "index"])
+        report.say(f"**PRAGMA quick_check:** {', '.join(quick[:3])}. SQLite has no invalid-index state and no "
+                   "per-index usage counters; the indexes now declared:")
+        report.show(indexes)
+        self.verified = True
+        return {"expectations": checks, "indexes": indexes}
+
+    def _backup(self) -> Path:
+        """A consistent copy of the database file, through SQLite's online backup API."""
+        path = self.archive_dir / "database_before.sqlite"
+        self.conn.commit()  # the backup reads the file; our read transaction must not be open
+        source = sqlite3.connect(str(self.database))
+        target = sqlite3.connect(str(path))
+        try:
+            source.backup(target)
+        finally:
+            target.close()
+            source.close()
+        self.conn.begin()
+        report.say(f"**Backup:** a copy of `{self.database.name}` (SQLite's online backup API) written to "
+                   f"`{path.name}` in the run's archive folder ({path.stat().st_size:,} bytes); restore by "
+                   "copying it back while nothing is connected.")
+        return path
+
+    def _holds_run_lock(self) -> bool:
+        return self.lock_file is not None
+
+    def _close(self) -> None:
+        if self.lock_file is not None:
+            fcntl.flock(self.lock_file, fcntl.LOCK_UN)
+            self.lock_file.close()
+            self.lock_file = None
+        BasePhase._close(self)

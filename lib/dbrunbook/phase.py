@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import pandas as pd
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from . import expect, introspect, ledger, report
@@ -77,6 +78,11 @@ class BasePhase:
         self.conn: Connection = self.engine.connect()
         self.conn.begin()
         self.state = ledger.read_state(self.conn, runbook.name)
+        if target.dialect == "sqlite":
+            # A read transaction holds SQLite's SHARED lock, which stops every writer from
+            # committing; start again (BEGIN is deferred: no lock until the next read).
+            self.conn.commit()
+            self.conn.begin()
         self.failures: list[str] = []
         # Hashed once, when the files are read, so the ledger records what actually ran.
         self.checksums: dict[str, str] = {}
@@ -139,7 +145,11 @@ class BasePhase:
         message = redact(str(exc))
         if not self.closed:
             self.conn.rollback()
-            self._record(self._failed_action(), ledger.FAILED, message)
+            try:
+                self._record(self._failed_action(), ledger.FAILED, message)
+            except sa.exc.DBAPIError as unrecorded:
+                # The failure itself must not be masked (e.g. a locked SQLite file): say both.
+                exc.args = (f"{exc} (and the ledger could not record it: {redact(str(unrecorded.orig))})",)
             self._close()
         raise exc
 
@@ -454,13 +464,16 @@ PHASE_CLASSES = {
     "code_verify": "dbrunbook.codeverify:CodeVerifyRun",
     "test": "dbrunbook.behave:BehaviourRun",
     "deploy": "dbrunbook.deploy:DeployRun",
+    "deploy@sqlite": "dbrunbook.deploy:SqliteDeployRun",
 }
 
 
-def phase_class(phase: str) -> type[BasePhase]:
-    if phase not in PHASE_CLASSES:
-        raise SpecError(phase, f"no phase class; phases with one: {', '.join(PHASE_CLASSES)}")
-    module, _, name = PHASE_CLASSES[phase].partition(":")
+def phase_class(phase: str, dialect: str = "postgresql") -> type[BasePhase]:
+    """The class that runs a phase; a ``phase@dialect`` entry wins for that dialect."""
+    key = f"{phase}@{dialect}" if f"{phase}@{dialect}" in PHASE_CLASSES else phase
+    if key not in PHASE_CLASSES:
+        raise SpecError(phase, f"no phase class; phases with one: {', '.join(sorted({k.split('@')[0] for k in PHASE_CLASSES}))}")
+    module, _, name = PHASE_CLASSES[key].partition(":")
     cls: type[BasePhase] = getattr(importlib.import_module(module), name)
     return cls
 
@@ -477,9 +490,10 @@ def open_phase(phase: str, runbook: str | Path, target: str, *, dry_run: bool = 
     check_parameter_safe(target)
     if _current is not None:
         _current.abandon()
-    cls = phase_class(phase)
+    resolved = resolve_target(target)
+    cls = phase_class(phase, resolved.dialect)
     args: dict[str, Any] = {"dry_run": bool(dry_run), "run_id": run_id, "archive_dir": archive_dir, **options}
-    run = cls(phase, load_runbook(runbook), resolve_target(target), **args)
+    run = cls(phase, load_runbook(runbook), resolved, **args)
     _current = run
     run.banner()
     return run

@@ -183,8 +183,9 @@ class CodeVerifySpec(_Strict):
 
 class CaseOutcome(_Strict):
     """What a behaviour case must produce, from its last statement: exactly these ``rows``, a
-    single ``value``, a row ``count``, or an error with this ``sqlstate`` (a 5-character code,
-    a 2-character class, or a condition name such as ``foreign_key_violation``)."""
+    single ``value``, a row ``count``, or an error with this ``sqlstate``: on PostgreSQL a
+    5-character code, a 2-character class, or a condition name such as ``foreign_key_violation``;
+    on SQLite an extended result code name such as ``SQLITE_CONSTRAINT_FOREIGNKEY`` (or a prefix)."""
 
     rows: list[dict[str, Any]] | None = None
     value: Any = None
@@ -208,6 +209,7 @@ class BehaviourCase(_Strict):
     why: str = ""
     sql: str
     expect: CaseOutcome
+    show: bool = False  # also show the rows the case returned, as a frame
 
 
 class ProbeQuery(_Strict):

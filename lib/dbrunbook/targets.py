@@ -19,6 +19,7 @@ from urllib.parse import quote, unquote
 import sqlalchemy as sa
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
@@ -233,4 +234,23 @@ def _engine(url: sa.URL) -> Engine:
     kwargs: dict[str, Any] = {"poolclass": NullPool}
     if url.get_backend_name() == "postgresql":
         kwargs["connect_args"] = {"application_name": "dbrunbook"}
-    return sa.create_engine(url, **kwargs)
+    eng = sa.create_engine(url, **kwargs)
+    if url.get_backend_name() == "sqlite":
+        _transactional_sqlite(eng)
+    return eng
+
+
+def _transactional_sqlite(eng: Engine) -> None:
+    """Python's sqlite3 commits before DDL on its own; SQLite itself runs DDL in transactions.
+    Take the transaction out of the driver's hands and emit BEGIN ourselves (SQLAlchemy's
+    documented recipe), so a migration and its checks commit or roll back together."""
+
+    @event.listens_for(eng, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        dbapi_connection.execute("PRAGMA foreign_keys = ON")
+        dbapi_connection.execute("PRAGMA busy_timeout = 5000")
+
+    @event.listens_for(eng, "begin")
+    def _begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN")
