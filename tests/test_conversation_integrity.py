@@ -2,14 +2,15 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from dbrunbook import commands, introspect, ledger, open_phase
+from dbrunbook import commands, embedded, introspect, ledger, open_phase
 from dbrunbook.errors import PreconditionFailed
 
-from .conftest import cli, connect
+from .conftest import add_target, cli, connect
 from .test_run import archive_of
 
 RUNBOOK = "conversation_integrity"
@@ -77,3 +78,29 @@ def test_precondition_stops_before_anything_changes(target: str) -> None:
     # The same from the shell: exit 1, one line naming the offenders.
     done = cli("run", RUNBOOK, "--target", target, "--phases", "schema")
     assert done.returncode == 1 and "lead_id=lead-2, open_conversations=3" in done.stderr
+
+
+def test_deploy_preflight_runs_the_precondition_too(tmp_path: Path) -> None:
+    suffix = uuid.uuid4().hex[:8]
+    rehearsal, prod = f"ci_reh_{suffix}", f"ci_prd_{suffix}"
+    add_target(rehearsal, {"embedded": rehearsal})
+    add_target(prod, {"embedded": prod, "production": True})
+    commands.prepare(RUNBOOK, rehearsal)
+    commands.prepare(RUNBOOK, prod, allow_production=True)
+    try:
+        run = open_phase("schema", RUNBOOK, rehearsal)
+        run.plan(), run.apply(), run.check_expectations(), run.finish()
+        with connect(prod) as conn:  # production data the rehearsal did not have
+            conn.execute(sa.text("""INSERT INTO "Conversation" (lead_id) VALUES ('lead-3')"""))
+            conn.commit()
+        before = fingerprint(prod)
+        deploy = open_phase("deploy", RUNBOOK, prod, rehearsal=rehearsal, archive_dir=tmp_path)
+        deploy.acquire_run_lock()
+        with pytest.raises(PreconditionFailed, match="lead_id=lead-3, open_conversations=2"):
+            deploy.preflight()
+        assert fingerprint(prod) == before
+        assert not (tmp_path / "schema_before.sql").exists()  # it stopped before the backup, too
+        assert commands.status(RUNBOOK, prod).state == "pending"
+    finally:
+        for name in (rehearsal, prod):
+            embedded.drop_database(name)

@@ -13,11 +13,15 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from . import ledger
 from .errors import PhaseFailed, SpecError
@@ -100,9 +104,36 @@ def check_parameters(phases: list[str], parameters: dict[str, object], root: Pat
                               f"they take: {', '.join(sorted(declared))}")
 
 
+KERNEL_LOG = "kernel_stderr.log"
+
+
+@contextmanager
+def stderr_to(path: Path) -> Iterator[None]:
+    """Send file descriptor 2 to ``path`` for the block: the kernel Papermill starts inherits it,
+    so its noise (ipykernel warnings, libzmq's shutdown assertions under load) lands in the
+    archive instead of burying the one line an unattended run prints on failure."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with path.open("ab") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+    if path.exists() and path.stat().st_size == 0:
+        path.unlink()
+
+
 def execute_phase(notebook: Path, output: Path, parameters: dict[str, object], cwd: Path) -> None:
     import papermill
 
+    with stderr_to(output.parent / KERNEL_LOG):
+        _execute(papermill, notebook, output, parameters, cwd)
+
+
+def _execute(papermill: Any, notebook: Path, output: Path, parameters: dict[str, object], cwd: Path) -> None:
     papermill.execute_notebook(
         str(notebook), str(output), parameters=parameters, cwd=str(cwd),
         progress_bar=False, log_output=False, request_save_on_cell_execute=True,
