@@ -175,3 +175,15 @@ def test_db_verbs_and_on_demand_start(target: str) -> None:
     up = cli("db", "status")
     assert up.returncode == 0 and up.stdout.startswith("running (pid ")
     assert cli("db", "start").returncode == 0
+
+
+def test_kernel_noise_goes_to_the_archive_not_to_stderr(tmp_path: Path) -> None:
+    from dbrunbook import archive
+
+    noisy, quiet = tmp_path / "noisy.log", tmp_path / "quiet.log"
+    with archive.stderr_to(noisy):  # a child process inherits fd 2, as the kernel does
+        subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write('Assertion failed: zmq')"], check=True)
+    with archive.stderr_to(quiet):
+        subprocess.run([sys.executable, "-c", "pass"], check=True)
+    assert noisy.read_text() == "Assertion failed: zmq"
+    assert not quiet.exists()  # nothing written, no file left behind
