@@ -12,6 +12,7 @@ from collections.abc import Sequence
 import yaml
 
 from . import archive, commands
+from . import lint as lint_
 from .errors import DbrunbookError
 from .targets import redact
 
@@ -47,6 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="what the target's ledger says about a runbook")
     status.add_argument("runbook")
     status.add_argument("--target", required=True)
+
+    lint = sub.add_parser("lint", help="review migration files or a runbook before anything runs")
+    lint.add_argument("paths", nargs="+", help="SQL files, or a runbook (its migration and rollback)")
+    lint.add_argument("--format", choices=["text", "json"], default="text")
+    lint.add_argument("--fail-on", choices=["error", "warning", "info"], default="error",
+                      help="exit 1 when a finding is at least this severe (default: error)")
+    lint.add_argument("--target", help="also check against this target's live catalog")
+    lint.add_argument("--existing", help="folder of the migrations already numbered (NNN_name.sql)")
+    lint.add_argument("--rollback", help="the rollback script to check against the files")
+    lint.add_argument("--pg-version", help="the server version squawk assumes (default: the target's)")
+    lint.add_argument("--no-squawk", action="store_true", help="only dbrunbook's own rules")
 
     demo = sub.add_parser("demo", help="play the seed-000 runbook on the embedded dev and prod databases")
     demo.add_argument("--all", action="store_true", dest="all_runbooks",
@@ -97,6 +109,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "status":
         print(commands.status(args.runbook, args.target).render())
         return 0
+    if args.command == "lint":
+        linted = commands.lint(args.paths, target_ref=args.target, existing=args.existing, rollback=args.rollback,
+                               pg_version=args.pg_version, squawk=not args.no_squawk)
+        print(linted.to_json() if args.format == "json" else linted.render())
+        return 1 if lint_.reaches(linted.findings, args.fail_on) else 0
     if args.command == "demo" and args.all_runbooks:
         rows = commands.demo_all()
         print()

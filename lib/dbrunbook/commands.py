@@ -5,10 +5,12 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pandas as pd
 
 from . import archive, embedded, ledger
+from . import lint as lint_
 from .errors import DbrunbookError, GuardRefused, SpecError
 from .execute import run_statements
 from .phase import new_run_id
@@ -268,3 +270,33 @@ def demo_table(rows: list[DemoRow]) -> str:
     frame = pd.DataFrame([vars(r) for r in rows], columns=list(DemoRow.__dataclass_fields__))
     frame = frame.rename(columns={"duration_s": "duration s"})
     return frame.to_string(index=False)
+
+
+# -- lint -----------------------------------------------------------------------------------------
+
+def lint(paths: list[str], *, target_ref: str | None = None, existing: str | None = None,
+         rollback: str | None = None, pg_version: str | None = None, squawk: bool = True) -> lint_.LintResult:
+    """Lint migration files, or a runbook (its migration and rollback). With a target, the
+    rules also see its live catalog (column types, indexes) and squawk its server version."""
+    files: list[Path] = []
+    back = Path(rollback) if rollback else None
+    for ref in paths:
+        path = Path(ref)
+        if path.is_file():
+            files.append(path)
+            continue
+        book = load_runbook(ref)
+        files.append(book.migration)
+        back = back or book.rollback
+    if not files:
+        raise SpecError("lint", "no files or runbook given")
+    live, live_indexes = None, None
+    if target_ref:
+        target = resolve_target(target_ref)
+        with engine(target).connect() as conn:
+            live, live_indexes = lint_.live_catalog(conn)
+            if pg_version is None and conn.dialect.server_version_info:
+                pg_version = ".".join(str(p) for p in conn.dialect.server_version_info[:2])
+    earlier = sorted(Path(existing).glob("*.sql")) if existing else []
+    return lint_.lint_files(files, existing=earlier, live=live, live_indexes=live_indexes, rollback=back,
+                            pg_version=pg_version, squawk=squawk)

@@ -1,0 +1,488 @@
+"""Lint: what a reviewer of a migration should catch before anything runs.
+
+Two sources of findings, one table. Unsafe DDL comes from squawk (the ``squawk-cli`` wheel, its
+JSON reporter): we do not re-implement its rules. Our own rules read the statements as parsed
+by PostgreSQL's own parser (pglast) and know about the rest of the project: the migrations
+already numbered, the tables created earlier in the same migration, and (given a target) the
+live catalog. Seed 001 is the model: a review that found, by reading, a migration number that
+was taken, customer and user references stored as VARCHAR, and a CHECK near a VARCHAR limit.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+from pglast import ast, parse_sql
+from pglast.enums import AlterTableType, ConstrType, ObjectType
+
+from .errors import DbrunbookError, SpecError
+from .statements import Statement, read_statements
+
+ERROR, WARNING, INFO = "error", "warning", "info"
+SEVERITIES = (INFO, WARNING, ERROR)
+FINDING_COLUMNS = ["severity", "rule", "where", "statement", "message", "fix"]
+_NUMBERED = re.compile(r"^(\d{3,})_(.+)\.sql$")
+# Type families: a reference between two of them is wrong whatever the widths.
+_FAMILIES = {
+    "uuid": "uuid",
+    "smallint": "integer", "integer": "integer", "bigint": "integer", "serial": "integer", "bigserial": "integer",
+    "text": "text", "character varying": "text", "character": "text",
+}
+_TYPE_NAMES = {"int2": "smallint", "int4": "integer", "int8": "bigint", "int": "integer", "varchar": "character varying",
+               "bpchar": "character", "char": "character", "bool": "boolean", "timestamptz": "timestamp with time zone",
+               "serial4": "serial", "serial8": "bigserial"}
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str
+    rule: str
+    file: str
+    line: int | None
+    statement: str
+    message: str
+    fix: str = ""
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.severity}: {self.rule}: {self.message}"
+
+
+def findings_frame(findings: Iterable[Finding]) -> pd.DataFrame:
+    return pd.DataFrame([{"severity": f.severity, "rule": f.rule, "where": f.where, "statement": f.statement,
+                          "message": f.message, "fix": f.fix} for f in findings], columns=FINDING_COLUMNS)
+
+
+def reaches(findings: Iterable[Finding], fail_on: str) -> bool:
+    """Whether any finding is at least as severe as ``fail_on``."""
+    floor = SEVERITIES.index(fail_on)
+    return any(SEVERITIES.index(f.severity) >= floor for f in findings)
+
+
+# -- squawk ---------------------------------------------------------------------------------------------
+
+def squawk_binary() -> Path:
+    beside = Path(sys.executable).parent / "squawk"
+    found = beside if beside.is_file() else (Path(p) if (p := shutil.which("squawk")) else None)
+    if found is None:
+        raise DbrunbookError("squawk not found (pip install squawk-cli, as requirements.txt does)")
+    return found
+
+
+def squawk_findings(files: list[Path], pg_version: str | None = None,
+                    names: dict[Path, str] | None = None) -> list[Finding]:
+    """squawk's findings for these files, with the line of the statement they are about."""
+    if not files:
+        return []
+    args = [str(squawk_binary()), "--reporter", "json"]
+    if pg_version:
+        args.append(f"--pg-version={pg_version}")
+    done = subprocess.run(args + [str(f) for f in files], capture_output=True, text=True, timeout=120)
+    try:
+        raw = json.loads(done.stdout or "[]")
+    except json.JSONDecodeError:
+        raise DbrunbookError(f"squawk failed: {(done.stderr or done.stdout).strip()[:300]}") from None
+    statements = {f: read_statements(f, "postgresql", (names or {}).get(f, f.name)) for f in files}
+    out = []
+    for item in raw:
+        path = Path(item["file"])
+        line = int(item.get("line") or 0) + 1
+        stmt = _statement_at(statements.get(path, []), line)
+        out.append(Finding(ERROR if str(item.get("level", "")).lower() == "error" else WARNING,
+                           f"squawk:{item['rule_name']}", (names or {}).get(path, path.name),
+                           stmt.line if stmt else line, stmt.summary if stmt else "", item["message"],
+                           item.get("help") or ""))
+    return out
+
+
+def _statement_at(statements: list[Statement], line: int) -> Statement | None:
+    before = [s for s in statements if s.line <= line]
+    return before[-1] if before else None
+
+
+# -- a model of what a migration does -------------------------------------------------------------------
+
+@dataclass
+class Column:
+    table: str
+    name: str
+    type: str
+    length: int | None
+    stmt: Statement
+    references: tuple[str, str] | None = None  # (table, column)
+
+
+@dataclass
+class Model:
+    """What the statements create, by name, with the statement that does it."""
+
+    columns: list[Column] = field(default_factory=list)
+    foreign_keys: list[tuple[str, list[str], str, list[str], Statement]] = field(default_factory=list)
+    indexes: list[tuple[str, list[str], Statement]] = field(default_factory=list)
+    checks: list[tuple[str, Any, Statement]] = field(default_factory=list)
+    created: list[tuple[str, str, str, Statement]] = field(default_factory=list)  # (kind, name, table, stmt)
+    tables: dict[str, dict[str, Column]] = field(default_factory=dict)
+    triggers: dict[str, tuple[str, str]] = field(default_factory=dict)  # name -> (table, function)
+
+    def column(self, table: str, name: str) -> Column | None:
+        return self.tables.get(table, {}).get(name)
+
+
+def _type(type_name: Any) -> tuple[str, int | None]:
+    names = [n.sval for n in type_name.names if n.sval != "pg_catalog"]
+    base = _TYPE_NAMES.get(names[-1], names[-1]) if names else "?"
+    length = None
+    if type_name.typmods:
+        first = type_name.typmods[0]
+        value = getattr(getattr(first, "val", None), "ival", None)
+        length = int(value) if value is not None else None
+    return base, length
+
+
+def _rel(node: Any) -> str:
+    return str(node.relname)
+
+
+def _strs(values: Any) -> list[str]:
+    return [str(v.sval) for v in values or ()]
+
+
+def _add_column(model: Model, table: str, coldef: Any, stmt: Statement) -> None:
+    base, length = _type(coldef.typeName)
+    column = Column(table, str(coldef.colname), base, length, stmt)
+    for constraint in coldef.constraints or ():
+        if constraint.contype == ConstrType.CONSTR_FOREIGN:
+            ref_cols = _strs(constraint.pk_attrs) or ["id"]
+            column.references = (_rel(constraint.pktable), ref_cols[0])
+            model.foreign_keys.append((table, [column.name], _rel(constraint.pktable), ref_cols, stmt))
+        elif constraint.contype == ConstrType.CONSTR_CHECK:
+            model.checks.append((table, constraint.raw_expr, stmt))
+    model.columns.append(column)
+    model.tables.setdefault(table, {})[column.name] = column
+
+
+def _table_constraint(model: Model, table: str, constraint: Any, stmt: Statement) -> None:
+    if constraint.contype == ConstrType.CONSTR_FOREIGN:
+        model.foreign_keys.append((table, _strs(constraint.fk_attrs), _rel(constraint.pktable),
+                                   _strs(constraint.pk_attrs) or ["id"], stmt))
+    elif constraint.contype == ConstrType.CONSTR_CHECK:
+        model.checks.append((table, constraint.raw_expr, stmt))
+    if constraint.conname:
+        model.created.append(("constraint", str(constraint.conname), table, stmt))
+
+
+def build_model(statements: list[Statement]) -> Model:
+    model = Model()
+    for stmt in statements:
+        node: Any = parse_sql(stmt.text)[0].stmt
+        if isinstance(node, ast.CreateStmt):
+            table = _rel(node.relation)
+            model.tables.setdefault(table, {})
+            model.created.append(("table", table, table, stmt))
+            for element in node.tableElts or ():
+                if isinstance(element, ast.ColumnDef):
+                    _add_column(model, table, element, stmt)
+                elif isinstance(element, ast.Constraint):
+                    _table_constraint(model, table, element, stmt)
+        elif isinstance(node, ast.AlterTableStmt):
+            table = _rel(node.relation)
+            for cmd in node.cmds or ():
+                if cmd.subtype == AlterTableType.AT_AddColumn:
+                    _add_column(model, table, cmd.def_, stmt)
+                    model.created.append(("column", str(cmd.def_.colname), table, stmt))
+                elif cmd.subtype == AlterTableType.AT_AddConstraint:
+                    _table_constraint(model, table, cmd.def_, stmt)
+        elif isinstance(node, ast.IndexStmt):
+            columns = [str(p.name) for p in node.indexParams or () if p.name]
+            model.indexes.append((_rel(node.relation), columns, stmt))
+            if node.idxname:
+                model.created.append(("index", str(node.idxname), _rel(node.relation), stmt))
+        elif isinstance(node, ast.CreateTrigStmt):
+            function = _strs(node.funcname)[-1]
+            model.triggers[str(node.trigname)] = (_rel(node.relation), function)
+            model.created.append(("trigger", str(node.trigname), _rel(node.relation), stmt))
+        elif isinstance(node, ast.CreateFunctionStmt):
+            model.created.append(("function", _strs(node.funcname)[-1], "", stmt))
+    return model
+
+
+# -- our rules -------------------------------------------------------------------------------------------
+
+def _finding(severity: str, rule: str, stmt: Statement, message: str, fix: str = "") -> Finding:
+    return Finding(severity, rule, stmt.file, stmt.line, stmt.summary, message, fix)
+
+
+def check_numbering(proposed: list[Path], existing: list[Path]) -> list[Finding]:
+    """A proposed migration number must be free and after the latest existing one."""
+    taken = {int(m.group(1)): p.name for p in existing if (m := _NUMBERED.match(p.name))}
+    latest = max(taken, default=-1)
+    width = max((len(m.group(1)) for p in [*existing, *proposed] if (m := _NUMBERED.match(p.name))), default=3)
+    out, next_free = [], latest + 1
+    for path in sorted(proposed):
+        found = _NUMBERED.match(path.name)
+        if not found:
+            continue
+        number = int(found.group(1))
+        if number in taken or number <= latest:
+            suggestion = f"{next_free:0{width}d}_{found.group(2)}.sql"
+            why = f"{number:0{width}d} already exists ({taken[number]})" if number in taken else \
+                f"{number:0{width}d} is not after the latest existing migration"
+            out.append(Finding(ERROR, "migration-numbering", path.name, None, "",
+                               f"{why}; the latest is {taken.get(latest, latest)}",
+                               f"rename to {suggestion}"))
+            next_free += 1
+    return out
+
+
+LiveColumns = dict[str, dict[str, tuple[str, int | None]]]  # table -> column -> (type, length)
+
+
+def _lookup(model: Model, live: LiveColumns, table: str, column: str) -> tuple[str, int | None] | None:
+    found = model.column(table, column)
+    if found is not None:
+        return found.type, found.length
+    return live.get(table, {}).get(column)
+
+
+def _describe(kind: tuple[str, int | None]) -> str:
+    return f"{kind[0]}({kind[1]})" if kind[1] else kind[0]
+
+
+def _referenced_table(name: str, tables: Iterable[str]) -> str | None:
+    """The table a column name like ``customerId`` or ``user_id`` points at, if one exists."""
+    stem = re.sub(r"(_id|Id|ID)$", "", name)
+    if not stem or stem == name:
+        return None
+    candidates = {stem.lower(), stem.lower() + "s", stem.lower() + "es"}
+    return next((t for t in sorted(tables) if t.lower() in candidates), None)
+
+
+def check_references(model: Model, live: LiveColumns) -> list[Finding]:
+    """Foreign keys whose column types differ from what they reference, and columns that look
+    like references (``customerId``) but have no foreign key."""
+    out = []
+    tables = set(model.tables) | set(live)
+    fk_columns = {(t, c) for t, cols, _, _, _ in model.foreign_keys for c in cols}
+    for table, columns, ref_table, ref_columns, stmt in model.foreign_keys:
+        for column, ref_column in zip(columns, ref_columns, strict=False):
+            mine, theirs = _lookup(model, live, table, column), _lookup(model, live, ref_table, ref_column)
+            if mine and theirs and _FAMILIES.get(mine[0], mine[0]) != _FAMILIES.get(theirs[0], theirs[0]):
+                out.append(_finding(ERROR, "fk-type-mismatch", stmt,
+                                    f'{table}."{column}" is {_describe(mine)} but references {ref_table}.{ref_column}, '
+                                    f"which is {_describe(theirs)}", f"declare {column} as {theirs[0]}"))
+    for col in model.columns:
+        if col.name.lower() == "id" or (col.table, col.name) in fk_columns:
+            continue
+        target = _referenced_table(col.name, tables - {col.table})
+        if target is None:
+            continue
+        theirs = _lookup(model, live, target, "id")
+        mine = (col.type, col.length)
+        if theirs and _FAMILIES.get(mine[0], mine[0]) != _FAMILIES.get(theirs[0], theirs[0]):
+            out.append(_finding(ERROR, "fk-type-mismatch", col.stmt,
+                                f'{col.table}."{col.name}" is {_describe(mine)} but {target}.id is '
+                                f"{_describe(theirs)}: it stores something other than the key it names",
+                                f'"{col.name}" {theirs[0].upper()} REFERENCES "{target}"(id)'))
+        out.append(_finding(WARNING, "reference-without-fk", col.stmt,
+                            f'{col.table}."{col.name}" looks like a reference to {target} but has no '
+                            "foreign key: nothing keeps it consistent", f'add REFERENCES "{target}"(id)'))
+    return out
+
+
+def _check_literals(expr: Any) -> tuple[str | None, list[str]]:
+    """(column, string literals) of ``col IN ('a', 'b')`` or ``col = 'a'`` expressions."""
+    column, literals = None, []
+    stack = [expr]
+    while stack:
+        node: Any = stack.pop()
+        if isinstance(node, ast.ColumnRef) and column is None:
+            fields: Any = node.fields
+            column = str(fields[-1].sval)
+        elif isinstance(node, ast.A_Const) and isinstance(node.val, ast.String):
+            literals.append(str(node.val.sval))
+        elif isinstance(node, ast.Node):
+            stack.extend(v for v in (getattr(node, a) for a in node) if v is not None)
+        elif isinstance(node, tuple):
+            stack.extend(node)
+    return column, literals
+
+
+def check_check_literals(model: Model, live: LiveColumns) -> list[Finding]:
+    """A CHECK that allows a value longer than its VARCHAR column can hold."""
+    out = []
+    for table, expr, stmt in model.checks:
+        column, literals = _check_literals(expr)
+        kind = _lookup(model, live, table, column) if column else None
+        if not kind or kind[0] != "character varying" or not kind[1]:
+            continue
+        too_long = [lit for lit in literals if len(lit) > kind[1]]
+        if too_long:
+            out.append(_finding(ERROR, "check-literal-too-long", stmt,
+                                f"{table}.{column} is VARCHAR({kind[1]}) but the CHECK allows "
+                                + ", ".join(f"'{v}' ({len(v)} characters)" for v in too_long),
+                                f"widen {column} to VARCHAR({max(len(v) for v in too_long)}) or more"))
+    return out
+
+
+def check_fk_indexes(model: Model, live_indexes: dict[str, list[list[str]]]) -> list[Finding]:
+    """A foreign key whose columns lead no index: deletes on the parent scan the child."""
+    out = []
+    for table, columns, ref_table, _, stmt in model.foreign_keys:
+        indexed = [cols for t, cols, _ in model.indexes if t == table] + live_indexes.get(table, [])
+        if not any(cols[:len(columns)] == columns for cols in indexed):
+            out.append(_finding(WARNING, "fk-without-index", stmt,
+                                f"{table}({', '.join(columns)}) references {ref_table} but no index starts with "
+                                f"{', '.join(columns)}: a delete on {ref_table} scans {table}",
+                                f'CREATE INDEX ON "{table}" ({", ".join(columns)})'))
+    return out
+
+
+def _drops(statements: list[Statement]) -> list[tuple[str, str, str, Statement]]:
+    """(kind, name, table, stmt) of everything a rollback script removes."""
+    kinds = {ObjectType.OBJECT_TABLE: "table", ObjectType.OBJECT_INDEX: "index",
+             ObjectType.OBJECT_FUNCTION: "function", ObjectType.OBJECT_TRIGGER: "trigger"}
+    out = []
+    for stmt in statements:
+        node: Any = parse_sql(stmt.text)[0].stmt
+        if isinstance(node, ast.DropStmt) and node.removeType in kinds:
+            kind = kinds[node.removeType]
+            for obj in node.objects or ():
+                if kind == "function":
+                    out.append((kind, _strs(obj.objname)[-1], "", stmt))
+                elif kind == "trigger":
+                    names = _strs(obj)
+                    out.append((kind, names[-1], names[-2] if len(names) > 1 else "", stmt))
+                else:
+                    out.append((kind, _strs(obj)[-1], "", stmt))
+        elif isinstance(node, ast.AlterTableStmt):
+            for cmd in node.cmds or ():
+                if cmd.subtype == AlterTableType.AT_DropColumn:
+                    out.append(("column", str(cmd.name), _rel(node.relation), stmt))
+                elif cmd.subtype == AlterTableType.AT_DropConstraint:
+                    out.append(("constraint", str(cmd.name), _rel(node.relation), stmt))
+                elif cmd.subtype == AlterTableType.AT_AddConstraint and cmd.def_.conname:
+                    # Re-adding a constraint the migration replaced restores it.
+                    out.append(("constraint", str(cmd.def_.conname), _rel(node.relation), stmt))
+    return out
+
+
+def check_rollback(forward: list[Statement], rollback: list[Statement] | None, rollback_name: str) -> list[Finding]:
+    """The rollback exists, undoes everything the forward script creates, in an order that works."""
+    if not rollback:
+        what = "is missing" if rollback is None else "has no statements"
+        return [Finding(ERROR, "rollback-missing", rollback_name, None, "", f"the rollback script {what}",
+                        "write the statements that undo the migration, in reverse order")]
+    model = build_model(forward)
+    drops = _drops(rollback)
+    dropped_tables = {name for kind, name, _, _ in drops if kind == "table"}
+    out = []
+    for kind, name, table, stmt in model.created:
+        if table in dropped_tables and kind != "function":
+            continue  # goes with its table
+        if not any(k == kind and n == name for k, n, _, _ in drops):
+            out.append(_finding(ERROR, "rollback-incomplete", stmt,
+                                f"the migration creates {kind} {name}" + (f" on {table}" if table and kind != "table" else "")
+                                + f" and {rollback_name} does not remove it",
+                                f"add a DROP for {kind} {name} to {rollback_name}"))
+    position = {(k, n): i for i, (k, n, _, _) in enumerate(drops)}
+    for trigger, (table, function) in model.triggers.items():
+        f_at, t_at = position.get(("function", function)), position.get(("trigger", trigger))
+        table_at = position.get(("table", table))
+        trigger_gone = min(i for i in (t_at, table_at) if i is not None) if (t_at, table_at) != (None, None) else None
+        if f_at is not None and trigger_gone is not None and f_at < trigger_gone:
+            stmt = drops[f_at][3]
+            out.append(_finding(ERROR, "rollback-order", stmt,
+                                f"function {function} is dropped before trigger {trigger}, which uses it: the DROP fails",
+                                f"drop trigger {trigger} (or its table {table}) first"))
+    return out
+
+
+# -- putting it together -------------------------------------------------------------------------------
+
+@dataclass
+class LintResult:
+    findings: list[Finding]
+    files: list[str]
+
+    def frame(self) -> pd.DataFrame:
+        return findings_frame(self.findings)
+
+    def to_json(self) -> str:
+        return json.dumps({"files": self.files, "findings": [{**asdict(f), "where": f.where} for f in self.findings]},
+                          indent=2)
+
+    def render(self) -> str:
+        if not self.findings:
+            return f"{len(self.files)} file(s) checked: no findings"
+        lines = [f"{f.where}: {f.severity}: {f.rule}: {f.message}" + (f"\n    fix: {f.fix}" if f.fix else "")
+                 for f in sorted(self.findings, key=lambda f: (-SEVERITIES.index(f.severity), f.file, f.line or 0))]
+        counts = {s: sum(1 for f in self.findings if f.severity == s) for s in reversed(SEVERITIES)}
+        return "\n".join(lines + [", ".join(f"{n} {s}(s)" for s, n in counts.items() if n)])
+
+
+def _read_rollback(path: Path) -> list[Statement] | None:
+    """The rollback's statements; None when the file is missing, [] when it holds none."""
+    if not path.is_file():
+        return None
+    if not path.read_text().strip():
+        return []
+    try:
+        return read_statements(path, "postgresql", path.name)
+    except SpecError as exc:
+        if exc.message == "holds no SQL statement":
+            return []
+        raise
+
+
+def lint_files(files: list[Path], *, existing: list[Path] | None = None, live: LiveColumns | None = None,
+               live_indexes: dict[str, list[list[str]]] | None = None, rollback: Path | None = None,
+               pg_version: str | None = None, squawk: bool = True) -> LintResult:
+    """Every rule over the migration files (read as one migration, in order)."""
+    statements = [s for f in files for s in read_statements(f, "postgresql", f.name)]
+    model = build_model(statements)
+    findings = check_numbering(files, existing or [])
+    findings += check_references(model, live or {})
+    findings += check_check_literals(model, live or {})
+    findings += check_fk_indexes(model, live_indexes or {})
+    if rollback is not None:
+        findings += check_rollback(statements, _read_rollback(rollback), rollback.name)
+    if squawk:
+        findings += squawk_findings(files, pg_version)
+    return LintResult(findings, [f.name for f in files])
+
+
+# -- the live catalog ------------------------------------------------------------------------------------
+
+def live_catalog(conn: Any) -> tuple[LiveColumns, dict[str, list[list[str]]]]:
+    """Column types and index column lists of the user tables of a PostgreSQL target."""
+    columns: LiveColumns = {}
+    rows = conn.execute(sa.text(
+        "SELECT c.relname, a.attname, format_type(a.atttypid, NULL), "
+        "CASE WHEN a.atttypmod > 4 AND a.atttypid IN (1042, 1043) THEN a.atttypmod - 4 END "
+        "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped "
+        "AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'dbrunbook') AND n.nspname NOT LIKE 'pg_toast%'"))
+    for table, column, type_, length in rows:
+        columns.setdefault(table, {})[column] = (_TYPE_NAMES.get(type_, type_), length)
+    indexes: dict[str, list[list[str]]] = {}
+    rows = conn.execute(sa.text(
+        "SELECT c.relname, array_agg(a.attname ORDER BY k.ord) FROM pg_index i "
+        "JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) "
+        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+        "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'dbrunbook') GROUP BY c.relname, i.indexrelid"))
+    for table, cols in rows:
+        indexes.setdefault(table, []).append(list(cols))
+    return columns, indexes
