@@ -23,7 +23,7 @@ import pandas as pd
 import psycopg
 import sqlalchemy as sa
 
-from . import expect, introspect, ledger, report
+from . import introspect, ledger, report
 from .errors import DbrunbookError, DriftError, GuardRefused, TargetError
 from .execute import run_statements
 from .online import (
@@ -254,9 +254,7 @@ class DeployRun(BasePhase):
         self._require_preflight()
         if not self.steps:
             self.plan()
-        if self.decision == NOOP or self.dry_run:
-            why = "already applied with this checksum" if self.decision == NOOP else "dry run: plan only"
-            report.say(f"**Nothing applied:** {why}.")
+        if self._nothing_to_apply():
             return attempts_frame([])
         self.conn.commit()  # no transaction of ours stays open while the steps take their locks
         ddl = _connect(self.target, f"dbrunbook deploy {self.run_id} ddl")
@@ -280,16 +278,19 @@ class DeployRun(BasePhase):
         return frame
 
     def verify(self) -> dict[str, pd.DataFrame]:
-        """Expectations, index validity and sizes, and a pg_stat_user_indexes snapshot."""
+        """Every expectation, then what the database says of the indexes (see :meth:`_verify_indexes`)."""
         self._guard_open()
         self._require_preflight()
         if self.dry_run:
             report.say("**Dry run:** nothing was applied, so there is nothing new to verify.")
             return {}
-        checks = expect.check_expectations(self.conn, self.runbook.spec.expect)
-        self.failures += expect.failures(checks)
-        report.say(f"**Expectations:** {int((checks['result'] == expect.PASS).sum())} of {len(checks)} passed.")
-        report.show(checks, status_column="result")
+        checks = self._check(self.runbook.spec.expect)
+        indexes = self._verify_indexes()
+        self.verified = True
+        return {"expectations": checks, "indexes": indexes}
+
+    def _verify_indexes(self) -> pd.DataFrame:
+        """Index validity and sizes, and a pg_stat_user_indexes snapshot of the new ones."""
         indexes = self._indexes()
         invalid = indexes[indexes["valid"] == "FAIL"]
         self.failures += [f"index {name} is not valid (indisvalid = false)" for name in invalid["index"]]
@@ -298,8 +299,7 @@ class DeployRun(BasePhase):
         report.say("**pg_stat_user_indexes** for the new index(es), the starting point for seed 003's monitoring "
                    "query (`idx_scan` should grow once the application uses them):")
         report.show(stats)
-        self.verified = True
-        return {"expectations": checks, "indexes": indexes}
+        return indexes
 
     def finish(self) -> None:
         """Record who deployed which checksum when, release the run lock, raise on any failure."""
@@ -368,6 +368,13 @@ class DeployRun(BasePhase):
         frame["valid"] = ["pass" if v else "FAIL" for v in frame["valid"]]
         frame.insert(2, "new", ["yes" if name in new else "" for name in frame["index"]])
         return frame
+
+    def _nothing_to_apply(self) -> bool:
+        if self.decision == NOOP or self.dry_run:
+            why = "already applied with this checksum" if self.decision == NOOP else "dry run: plan only"
+            report.say(f"**Nothing applied:** {why}.")
+            return True
+        return False
 
     def _holds_run_lock(self) -> bool:
         return self.lock_conn is not None
@@ -468,9 +475,7 @@ class SqliteDeployRun(DeployRun):
         self._require_preflight()
         if not self.steps:
             self.plan()
-        if self.decision == NOOP or self.dry_run:
-            why = "already applied with this checksum" if self.decision == NOOP else "dry run: plan only"
-            report.say(f"**Nothing applied:** {why}.")
+        if self._nothing_to_apply():
             return attempts_frame([])
         self.conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(self.policy.lock_timeout_ms)}")
         try:
@@ -487,17 +492,8 @@ class SqliteDeployRun(DeployRun):
         self.detail.update({"steps": len(self.steps), "applied": self.applied})
         return frame
 
-    def verify(self) -> dict[str, pd.DataFrame]:
-        """Expectations, the indexes on the touched tables, and ``PRAGMA quick_check``."""
-        self._guard_open()
-        self._require_preflight()
-        if self.dry_run:
-            report.say("**Dry run:** nothing was applied, so there is nothing new to verify.")
-            return {}
-        checks = expect.check_expectations(self.conn, self.runbook.spec.expect)
-        self.failures += expect.failures(checks)
-        report.say(f"**Expectations:** {int((checks['result'] == expect.PASS).sum())} of {len(checks)} passed.")
-        report.show(checks, status_column="result")
+    def _verify_indexes(self) -> pd.DataFrame:
+        """SQLite has no invalid-index state and no usage counters: ``PRAGMA quick_check`` and the list."""
         quick = [r[0] for r in self.conn.exec_driver_sql("PRAGMA quick_check").fetchall()]
         if quick != ["ok"]:
             self.failures.append(f"PRAGMA quick_check: {'; '.join(quick[:3])}")
@@ -508,8 +504,7 @@ class SqliteDeployRun(DeployRun):
         report.say(f"**PRAGMA quick_check:** {', '.join(quick[:3])}. SQLite has no invalid-index state and no "
                    "per-index usage counters; the indexes now declared:")
         report.show(indexes)
-        self.verified = True
-        return {"expectations": checks, "indexes": indexes}
+        return indexes
 
     def _backup(self) -> Path:
         """A consistent copy of the database file, through SQLite's online backup API."""

@@ -176,6 +176,15 @@ class BasePhase:
         except DbrunbookError as exc:
             self._fail(exc)
 
+    def _check(self, expectations: Expectations) -> pd.DataFrame:
+        """Check expectations against the schema now; failures count against the phase."""
+        frame = expect.check_expectations(self.conn, expectations)
+        self.failures += expect.failures(frame)
+        passed = int((frame["result"] == expect.PASS).sum())
+        report.say(f"**Expectations:** {passed} of {len(frame)} passed.")
+        report.show(frame, status_column="result")
+        return frame
+
     def _raise_for_failures(self) -> None:
         if self.failures:
             self._fail(ChecksFailed(self.phase, self.failures))
@@ -333,12 +342,7 @@ class PhaseRun(BasePhase):
     def check_expectations(self) -> pd.DataFrame:
         """Check every declared expectation against the schema as it is now."""
         self._guard_open()
-        frame = expect.check_expectations(self.conn, self.expectations)
-        self.failures += expect.failures(frame)
-        passed = int((frame["result"] == expect.PASS).sum())
-        report.say(f"**Expectations:** {passed} of {len(frame)} passed.")
-        report.show(frame, status_column="result")
-        return frame
+        return self._check(self.expectations)
 
     def show_diff(self) -> pd.DataFrame:
         """What changed in the schema since :meth:`snapshot`."""
