@@ -38,7 +38,7 @@ from .online import (
 )
 from .phase import BasePhase
 from .spec import Runbook
-from .statements import read_statements, strip_transaction_wrapper
+from .statements import Statement, read_statements, strip_transaction_wrapper
 from .targets import Target, engine, redact, resolve_target
 
 RUN_LOCK_KEY = "dbrunbook.deploy"
@@ -236,10 +236,7 @@ class DeployRun(BasePhase):
 
     def plan(self) -> pd.DataFrame:
         """The online steps derived from migration.sql, with the lock each one takes."""
-        self._guard_open()
-        self._require_preflight()
-        statements, _ = strip_transaction_wrapper(read_statements(
-            self.runbook.migration, self.target.dialect, self.runbook.display(self.runbook.spec.migration)))
+        statements = self._migration()
         self.steps = derive_steps(statements)
         frame = steps_frame(self.steps)
         report.say(f"**Decision:** {self.decision}. **Lock policy:** lock_timeout {self.policy.lock_timeout_ms} ms "
@@ -369,6 +366,13 @@ class DeployRun(BasePhase):
         frame.insert(2, "new", ["yes" if name in new else "" for name in frame["index"]])
         return frame
 
+    def _migration(self) -> list[Statement]:
+        self._guard_open()
+        self._require_preflight()
+        statements, _ = strip_transaction_wrapper(read_statements(
+            self.runbook.migration, self.target.dialect, self.runbook.display(self.runbook.spec.migration)))
+        return statements
+
     def _nothing_to_apply(self) -> bool:
         if self.decision == NOOP or self.dry_run:
             why = "already applied with this checksum" if self.decision == NOOP else "dry run: plan only"
@@ -457,10 +461,7 @@ class SqliteDeployRun(DeployRun):
 
     def plan(self) -> pd.DataFrame:
         """The script as written: one transaction, SQLite's database-wide write lock."""
-        self._guard_open()
-        self._require_preflight()
-        statements, _ = strip_transaction_wrapper(read_statements(
-            self.runbook.migration, self.target.dialect, self.runbook.display(self.runbook.spec.migration)))
+        statements = self._migration()
         self.steps = [Step(s, s.text, s.kind, "database write lock", [], "as written, in the phase's one transaction")
                       for s in statements]
         report.say(f"**Decision:** {self.decision}. On SQLite the whole script runs in one transaction: a write "
