@@ -6,12 +6,13 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 import yaml
-from dbrunbook import embedded
+from dbrunbook import commands, embedded, open_phase
 from dbrunbook.targets import engine, resolve_target
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,3 +56,29 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         [sys.executable, "-m", "dbrunbook", *args], cwd=ROOT, capture_output=True, text=True,
         env={**os.environ, **(env or {})}, timeout=600,
     )
+
+
+def apply_schema(target: str, runbook: str | Path = "event_message_fk") -> None:
+    """The schema phase, cell by cell, as a rehearsal."""
+    run = open_phase("schema", runbook, target)
+    run.plan()
+    run.apply()
+    run.check_expectations()
+    run.finish()
+
+
+@contextmanager
+def prepared_pair(runbook: str, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """A rehearsal target and a production target, both prepared from the runbook's fixture,
+    dropped afterwards."""
+    suffix = uuid.uuid4().hex[:8]
+    rehearsal, prod = f"{prefix}reh_{suffix}", f"{prefix}prd_{suffix}"
+    add_target(rehearsal, {"embedded": rehearsal})
+    add_target(prod, {"embedded": prod, "production": True})
+    commands.prepare(runbook, rehearsal)
+    commands.prepare(runbook, prod, allow_production=True)
+    try:
+        yield rehearsal, prod
+    finally:
+        for name in (rehearsal, prod):
+            embedded.drop_database(name)

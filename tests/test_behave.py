@@ -10,15 +10,7 @@ from dbrunbook.errors import ChecksFailed
 from dbrunbook.probe import CHART_FILE, plan_indexes
 from dbrunbook.spec import CaseOutcome
 
-from .conftest import connect
-
-
-def apply_schema(target: str) -> None:
-    run = open_phase("schema", "event_message_fk", target)
-    run.plan()
-    run.apply()
-    run.check_expectations()
-    run.finish()
+from .conftest import apply_schema, connect
 
 
 def counts(target: str) -> tuple[int, int]:

@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from dbrunbook import commands, embedded, introspect, ledger, open_phase
+from dbrunbook import commands, introspect, ledger, open_phase
 from dbrunbook.errors import PreconditionFailed
 
-from .conftest import add_target, cli, connect
+from .conftest import apply_schema, cli, connect, prepared_pair
 from .test_run import archive_of
 
 RUNBOOK = "conversation_integrity"
@@ -40,8 +39,7 @@ def test_schema_test_rollback_end_to_end(target: str) -> None:
 
 def test_probes_hide_the_index_for_the_before_path(target: str, tmp_path: Path) -> None:
     commands.prepare(RUNBOOK, target)
-    run = open_phase("schema", RUNBOOK, target)
-    run.plan(), run.apply(), run.check_expectations(), run.finish()
+    apply_schema(target, RUNBOOK)
     test = open_phase("test", RUNBOOK, target, rows=20000, archive_dir=tmp_path)
     test.generate()
     test.time_access_paths()
@@ -81,15 +79,8 @@ def test_precondition_stops_before_anything_changes(target: str) -> None:
 
 
 def test_deploy_preflight_runs_the_precondition_too(tmp_path: Path) -> None:
-    suffix = uuid.uuid4().hex[:8]
-    rehearsal, prod = f"ci_reh_{suffix}", f"ci_prd_{suffix}"
-    add_target(rehearsal, {"embedded": rehearsal})
-    add_target(prod, {"embedded": prod, "production": True})
-    commands.prepare(RUNBOOK, rehearsal)
-    commands.prepare(RUNBOOK, prod, allow_production=True)
-    try:
-        run = open_phase("schema", RUNBOOK, rehearsal)
-        run.plan(), run.apply(), run.check_expectations(), run.finish()
+    with prepared_pair(RUNBOOK, prefix="ci_") as (rehearsal, prod):
+        apply_schema(rehearsal, RUNBOOK)
         with connect(prod) as conn:  # production data the rehearsal did not have
             conn.execute(sa.text("""INSERT INTO "Conversation" (lead_id) VALUES ('lead-3')"""))
             conn.commit()
@@ -101,6 +92,3 @@ def test_deploy_preflight_runs_the_precondition_too(tmp_path: Path) -> None:
         assert fingerprint(prod) == before
         assert not (tmp_path / "schema_before.sql").exists()  # it stopped before the backup, too
         assert commands.status(RUNBOOK, prod).state == "pending"
-    finally:
-        for name in (rehearsal, prod):
-            embedded.drop_database(name)

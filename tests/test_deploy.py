@@ -4,19 +4,18 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from dbrunbook import commands, embedded, introspect, ledger, open_phase
+from dbrunbook import commands, introspect, ledger, open_phase
 from dbrunbook.deploy import RunLockBusy
 from dbrunbook.errors import DriftError, StatementFailed
 from dbrunbook.online import LockRetriesExhausted
 
-from .conftest import ROOT, add_target, cli, connect
+from .conftest import ROOT, apply_schema, cli, connect, prepared_pair
 from .test_run import archive_of
 
 RUNBOOK = "event_message_fk"
@@ -25,23 +24,12 @@ RUNBOOK = "event_message_fk"
 @pytest.fixture
 def pair() -> Iterator[tuple[str, str]]:
     """A rehearsal target and a production target, both prepared from the seed-000 fixture."""
-    suffix = uuid.uuid4().hex[:8]
-    rehearsal, prod = f"reh_{suffix}", f"prd_{suffix}"
-    add_target(rehearsal, {"embedded": rehearsal})
-    add_target(prod, {"embedded": prod, "production": True})
-    commands.prepare(RUNBOOK, rehearsal)
-    commands.prepare(RUNBOOK, prod, allow_production=True)
-    yield rehearsal, prod
-    for name in (rehearsal, prod):
-        embedded.drop_database(name)
+    with prepared_pair(RUNBOOK) as targets:
+        yield targets
 
 
 def rehearse(target: str, runbook: str | Path = RUNBOOK) -> None:
-    run = open_phase("schema", runbook, target)
-    run.plan()
-    run.apply()
-    run.check_expectations()
-    run.finish()
+    apply_schema(target, runbook)
 
 
 def deploy(target: str, rehearsal: str, tmp_path: Path, runbook: str | Path = RUNBOOK, **options: object):  # type: ignore[no-untyped-def]

@@ -15,7 +15,7 @@ from dbrunbook.errors import GuardRefused, StatementFailed
 from dbrunbook.spec import load_runbook
 from dbrunbook.targets import resolve_target
 
-from .conftest import ROOT, add_target, cli, connect
+from .conftest import ROOT, add_target, apply_schema, cli, connect
 from .test_run import archive_of
 
 RUNBOOK = "solution_type_analytics"
@@ -79,8 +79,7 @@ def test_a_failing_statement_leaves_the_sqlite_schema_unchanged(lite: tuple[str,
 
 def test_deploy_with_a_file_backup(lite: tuple[str, str, Path], tmp_path: Path) -> None:
     dev, prod, folder = lite
-    run = open_phase("schema", RUNBOOK, dev)
-    run.plan(), run.apply(), run.check_expectations(), run.finish()
+    apply_schema(dev, RUNBOOK)
     archive = tmp_path / "archive"
     deploy = open_phase("deploy", RUNBOOK, prod, rehearsal=dev, archive_dir=archive)
     deploy.acquire_run_lock()

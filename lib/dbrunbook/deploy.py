@@ -246,13 +246,25 @@ class DeployRun(BasePhase):
         return frame
 
     def apply(self) -> pd.DataFrame:
-        """Each step in order under the lock policy; every attempt is logged."""
+        """Each step in order (see :meth:`_apply_steps`); every attempt is logged and shown."""
         self._guard_open()
         self._require_preflight()
         if not self.steps:
             self.plan()
-        if self._nothing_to_apply():
+        if self.decision == NOOP or self.dry_run:
+            why = "already applied with this checksum" if self.decision == NOOP else "dry run: plan only"
+            report.say(f"**Nothing applied:** {why}.")
             return attempts_frame([])
+        summary = self._apply_steps()
+        frame = attempts_frame(self.log.attempts)
+        report.say(summary)
+        report.show(frame, caption="attempts", status_column="outcome")
+        self.detail.update({"steps": len(self.steps), "applied": self.applied,
+                            "attempts": [asdict(a) for a in self.log.attempts]})
+        return frame
+
+    def _apply_steps(self) -> str:
+        """The online steps on a connection of their own, each under the lock policy."""
         self.conn.commit()  # no transaction of ours stays open while the steps take their locks
         ddl = _connect(self.target, f"dbrunbook deploy {self.run_id} ddl")
         try:
@@ -265,14 +277,10 @@ class DeployRun(BasePhase):
         finally:
             ddl.close()
         self.conn.begin()
-        frame = attempts_frame(self.log.attempts)
         retries = sum(1 for a in self.log.attempts if a.outcome == "lock timeout")
-        report.say(f"**Applied {self.applied} of {len(self.steps)} step(s)** with {retries} lock-timeout retr"
-                   f"{'y' if retries == 1 else 'ies'}.")
-        report.show(frame, caption="attempts", status_column="outcome")
-        self.detail.update({"steps": len(self.steps), "applied": self.applied, "retries": retries,
-                            "attempts": [asdict(a) for a in self.log.attempts]})
-        return frame
+        self.detail["retries"] = retries
+        return (f"**Applied {self.applied} of {len(self.steps)} step(s)** with {retries} lock-timeout "
+                f"retr{'y' if retries == 1 else 'ies'}.")
 
     def verify(self) -> dict[str, pd.DataFrame]:
         """Every expectation, then what the database says of the indexes (see :meth:`_verify_indexes`)."""
@@ -373,13 +381,6 @@ class DeployRun(BasePhase):
             self.runbook.migration, self.target.dialect, self.runbook.display(self.runbook.spec.migration)))
         return statements
 
-    def _nothing_to_apply(self) -> bool:
-        if self.decision == NOOP or self.dry_run:
-            why = "already applied with this checksum" if self.decision == NOOP else "dry run: plan only"
-            report.say(f"**Nothing applied:** {why}.")
-            return True
-        return False
-
     def _holds_run_lock(self) -> bool:
         return self.lock_conn is not None
 
@@ -467,17 +468,12 @@ class SqliteDeployRun(DeployRun):
         report.say(f"**Decision:** {self.decision}. On SQLite the whole script runs in one transaction: a write "
                    f"waits at most `busy_timeout` = {self.policy.lock_timeout_ms} ms for the database lock, and "
                    "any failure rolls every statement back.")
-        report.show(steps_frame(self.steps), caption=f"{len(self.steps)} statement(s) of migration.sql")
-        return steps_frame(self.steps)
+        frame = steps_frame(self.steps)
+        report.show(frame, caption=f"{len(self.steps)} statement(s) of migration.sql")
+        return frame
 
-    def apply(self) -> pd.DataFrame:
-        """Every statement in the phase's transaction (committed in the last step)."""
-        self._guard_open()
-        self._require_preflight()
-        if not self.steps:
-            self.plan()
-        if self._nothing_to_apply():
-            return attempts_frame([])
+    def _apply_steps(self) -> str:
+        """Every statement in the phase's transaction (committed with the ledger entry)."""
         self.conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(self.policy.lock_timeout_ms)}")
         try:
             done = run_statements(self.conn, [step.source for step in self.steps])
@@ -486,12 +482,8 @@ class SqliteDeployRun(DeployRun):
         for number, executed in enumerate(done, start=1):
             self.log(Attempt(number, 1, "applied", executed.seconds * 1000, "not committed yet"))
         self.applied = len(done)
-        frame = attempts_frame(self.log.attempts)
-        report.say(f"**Applied {self.applied} statement(s)** in the phase's transaction (committed with the ledger "
-                   "entry in the last step).")
-        report.show(frame, caption="attempts", status_column="outcome")
-        self.detail.update({"steps": len(self.steps), "applied": self.applied})
-        return frame
+        return (f"**Applied {self.applied} statement(s)** in the phase's transaction (committed with the ledger "
+                "entry in the last step).")
 
     def _verify_indexes(self) -> pd.DataFrame:
         """SQLite has no invalid-index state and no usage counters: ``PRAGMA quick_check`` and the list."""
