@@ -28,10 +28,6 @@ def pair() -> Iterator[tuple[str, str]]:
         yield targets
 
 
-def rehearse(target: str, runbook: str | Path = RUNBOOK) -> None:
-    apply_schema(target, runbook)
-
-
 def deploy(target: str, rehearsal: str, tmp_path: Path, runbook: str | Path = RUNBOOK, **options: object):  # type: ignore[no-untyped-def]
     run = open_phase("deploy", runbook, target, rehearsal=rehearsal, archive_dir=tmp_path, **options)
     run.acquire_run_lock()
@@ -72,10 +68,16 @@ class Blocker:
         self.conn.rollback()
         self.conn.close()
 
+    def __enter__(self) -> Blocker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
 
 def test_deploy_after_rehearsal(pair: tuple[str, str], tmp_path: Path) -> None:
     rehearsal, prod = pair
-    rehearse(rehearsal)
+    apply_schema(rehearsal)
     run = deploy(prod, rehearsal, tmp_path)
     assert [s.kind for s in run.steps] == ["add column", "create index concurrently", "add foreign key NOT VALID",
                                            "validate constraint"]
@@ -102,7 +104,7 @@ def test_refused_when_not_rehearsed_or_drifted(pair: tuple[str, str], tmp_path: 
     with pytest.raises(DriftError, match=f"is not applied on the rehearsal target {rehearsal}"):
         deploy(prod, rehearsal, tmp_path)
     assert fingerprint(prod) == before
-    rehearse(rehearsal)
+    apply_schema(rehearsal)
     deploy(prod, rehearsal, tmp_path)
     (runbook_copy / "migration.sql").write_text((runbook_copy / "migration.sql").read_text() + "\n-- edited\n")
     with pytest.raises(DriftError, match="changed since it was applied on"):
@@ -126,15 +128,12 @@ def test_run_lock_connection_stays_idle(pair: tuple[str, str], tmp_path: Path) -
 
 def test_lock_policy_gives_up_and_leaves_the_schema_unchanged(pair: tuple[str, str], tmp_path: Path) -> None:
     rehearsal, prod = pair
-    rehearse(rehearsal)
+    apply_schema(rehearsal)
     before = fingerprint(prod)
-    blocker = Blocker(prod, 'SELECT count(*) FROM "Event"')  # ACCESS SHARE, held: ADD COLUMN must wait
-    try:
+    with Blocker(prod, 'SELECT count(*) FROM "Event"'):  # ACCESS SHARE, held: ADD COLUMN must wait
         with pytest.raises(LockRetriesExhausted, match=r"migration.sql:5: step 1 of 4 \(add column\) could not take "
                                                        r"its ACCESS EXCLUSIVE lock on Event in 3 attempts of 100 ms"):
             deploy(prod, rehearsal, tmp_path, lock_timeout_ms=100, lock_attempts=3)
-    finally:
-        blocker.release()
     assert fingerprint(prod) == before
     assert events(prod)[-1][2] == "failed"
     assert commands.status(RUNBOOK, prod).state == "pending"
@@ -147,28 +146,22 @@ def test_lock_policy_gives_up_and_leaves_the_schema_unchanged(pair: tuple[str, s
 
 def test_statement_timeout_stops_a_step(pair: tuple[str, str], tmp_path: Path) -> None:
     rehearsal, prod = pair
-    rehearse(rehearsal)
+    apply_schema(rehearsal)
     before = fingerprint(prod)
-    blocker = Blocker(prod, 'SELECT count(*) FROM "Event"')
-    try:
+    with Blocker(prod, 'SELECT count(*) FROM "Event"'):
         with pytest.raises(StatementFailed, match=r"migration.sql:5: statement 1 of 4 failed \[57014\]"):
             deploy(prod, rehearsal, tmp_path, lock_timeout_ms=60_000, statement_timeout_s=0.3)
-    finally:
-        blocker.release()
     assert fingerprint(prod) == before
     assert [a["outcome"] for a in last_detail(prod)["attempts"]] == ["statement timeout"]
 
 
 def test_partial_deploy_resumes(pair: tuple[str, str], tmp_path: Path) -> None:
     rehearsal, prod = pair
-    rehearse(rehearsal)
+    apply_schema(rehearsal)
     # Holds a lock on Message that conflicts with the FK step only; steps 1 and 2 get through.
-    blocker = Blocker(prod, 'LOCK TABLE "Message" IN ROW EXCLUSIVE MODE')
-    try:
+    with Blocker(prod, 'LOCK TABLE "Message" IN ROW EXCLUSIVE MODE'):
         with pytest.raises(LockRetriesExhausted, match=r"step 3 of 4 .*2 earlier step\(s\) stay applied"):
             deploy(prod, rehearsal, tmp_path, lock_timeout_ms=100, lock_attempts=2)
-    finally:
-        blocker.release()
     assert commands.status(RUNBOOK, prod).state == "partial"
     run = deploy(prod, rehearsal, tmp_path)
     assert run.decision == "resume"
@@ -179,7 +172,7 @@ def test_partial_deploy_resumes(pair: tuple[str, str], tmp_path: Path) -> None:
 
 def test_dry_run_plans_and_applies_nothing(pair: tuple[str, str], tmp_path: Path) -> None:
     rehearsal, prod = pair
-    rehearse(rehearsal)
+    apply_schema(rehearsal)
     before = fingerprint(prod)
     run = deploy(prod, rehearsal, tmp_path, dry_run=True)
     assert len(run.steps) == 4 and run.applied == 0
@@ -189,7 +182,7 @@ def test_dry_run_plans_and_applies_nothing(pair: tuple[str, str], tmp_path: Path
 
 def test_two_concurrent_deploys_one_applies_the_other_reports_the_lock(pair: tuple[str, str]) -> None:
     rehearsal, prod = pair
-    rehearse(rehearsal)
+    apply_schema(rehearsal)
     blocker = Blocker(prod, 'SELECT count(*) FROM "Event"')  # keeps the first deploy retrying
     first = subprocess.Popen(
         [sys.executable, "-m", "dbrunbook", "run", RUNBOOK, "--target", prod, "--phases", "deploy",
