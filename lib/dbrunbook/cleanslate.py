@@ -10,10 +10,10 @@ ledger event commit together, after the counts prove the tables are empty.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from psycopg import sql
@@ -21,7 +21,7 @@ from psycopg import sql
 from . import ledger, report
 from .errors import GuardRefused
 from .phase import BasePhase
-from .spec import CleanSlateSpec, DeleteRows, Runbook
+from .spec import CleanSlateSpec, DeleteRows, Runbook, sha256_file
 from .targets import Target
 
 BACKUP_FOLDER = "clean_slate_backup"
@@ -57,6 +57,14 @@ def count_query(item: DeleteRows) -> sql.Composed:
 def delete_copy_query(item: DeleteRows) -> sql.Composed:
     return sql.SQL("COPY (DELETE FROM {}{} RETURNING *) TO STDOUT WITH (FORMAT csv, HEADER)").format(
         _table(item.table), _where(item.where))
+
+
+def copy_to_gzip(cursor: Any, query: sql.Composable, path: Path) -> int:
+    """Stream a ``COPY ... TO STDOUT`` into a gzip file; returns the rows copied."""
+    with gzip.open(path, "wb") as out, cursor.copy(query) as copy:
+        for block in copy:
+            out.write(block)
+    return int(cursor.rowcount)
 
 
 class CleanSlateRun(BasePhase):
@@ -155,14 +163,9 @@ class CleanSlateRun(BasePhase):
         for item in self.spec.delete:
             path = folder / f"{item.table}.csv.gz"
             folder.mkdir(parents=True, exist_ok=True)
-            digest = hashlib.sha256()
-            with gzip.open(path, "wb") as out, cursor.copy(delete_copy_query(item)) as copy:
-                for block in copy:
-                    out.write(block)
-            digest.update(path.read_bytes())
-            rows = cursor.rowcount
+            rows = copy_to_gzip(cursor, delete_copy_query(item), path)
             self.deleted[item.table] = rows
-            self.backups.append(Backup(item.table, rows, path, digest.hexdigest()))
+            self.backups.append(Backup(item.table, rows, path, sha256_file(path)))
         self._write_backup_index(folder)
         frame = self.backups_frame()
         total = sum(self.deleted.values())
@@ -194,9 +197,7 @@ class CleanSlateRun(BasePhase):
             path = folder / f"{item.table}.before_reset.csv.gz"
             select = sql.SQL("COPY (SELECT * FROM {}{}) TO STDOUT WITH (FORMAT csv, HEADER)").format(
                 _table(item.table), _where(item.where))
-            with gzip.open(path, "wb") as out, cursor.copy(select) as copy:
-                for block in copy:
-                    out.write(block)
+            copy_to_gzip(cursor, select, path)
             assignments = sql.SQL(", ").join(
                 sql.SQL("{} = {}").format(sql.Identifier(col), sql.Literal(value))
                 for col, value in item.set.items())
@@ -204,7 +205,7 @@ class CleanSlateRun(BasePhase):
                                                                _where(item.where)))
             count = cursor.rowcount
             self.backups.append(Backup(item.table, count, path,
-                                       hashlib.sha256(path.read_bytes()).hexdigest()))
+                                       sha256_file(path)))
             rows.append({"table": item.table, "rows reset": count,
                          "columns": ", ".join(item.set)})
         self._write_backup_index(folder)

@@ -181,29 +181,30 @@ class DemoStep:
     result: archive.RunResult
 
 
-def demo_steps() -> list[tuple[str, list[str], dict[str, object]]]:
-    """The seed-000 flow, limited to the phases that have a notebook."""
-    available = {p for p in PHASES if (project_root() / "notebooks" / f"{p}.ipynb").is_file()}
-    return [(target, [p for p in phases if p in available], params) for target, phases, params in DEMO_FLOW]
+Flow = list[tuple[str, list[str], dict[str, object]]]
 
 
-def demo(echo: Callable[[str], None] = print) -> list[DemoStep]:
-    """Prepare dev and prod from the seed-000 fixture and play its flow, archiving every run."""
-    steps: list[DemoStep] = []
-    for target_ref, _, _ in DEMO_FLOW:
-        prepared = prepare(DEMO_RUNBOOK, target_ref, allow_production=True)
+def play_flow(runbook: str, flow: Flow, echo: Callable[[str], None] = print) -> list[DemoStep]:
+    """Prepare every target of the flow from the runbook's fixture, then run each target's phases
+    in order, archiving every run; stops at the first failed run."""
+    for target_ref, _, _ in flow:
+        prepared = prepare(runbook, target_ref, allow_production=True)
         echo(f"prepared {prepared.target}: {prepared.statements} fixture statements loaded")
-    for target_ref, phases, parameters in demo_steps():
-        if not phases:
-            continue
-        shown = " ".join(f"{k}={v}" for k, v in parameters.items())
-        echo(f"running {DEMO_RUNBOOK} on {target_ref}: {', '.join(phases)} ({shown})")
-        result = run(DEMO_RUNBOOK, target_ref, phases, parameters=parameters)
+    steps: list[DemoStep] = []
+    for target_ref, phases, parameters in flow:
+        shown = "".join(f" {k}={v}" for k, v in parameters.items())
+        echo(f"running {runbook} on {target_ref}: {', '.join(phases)}" + (f" ({shown.strip()})" if shown else ""))
+        result = run(runbook, target_ref, phases, parameters=parameters)
         steps.append(DemoStep(target_ref, phases, result))
         echo(result.render())
         if not result.ok:
             break
     return steps
+
+
+def demo(echo: Callable[[str], None] = print) -> list[DemoStep]:
+    """The seed-000 flow on the embedded dev and prod databases."""
+    return play_flow(DEMO_RUNBOOK, [(t, list(phases), params) for t, phases, params in DEMO_FLOW], echo)
 
 
 # -- demo --all ---------------------------------------------------------------------------------
@@ -218,7 +219,7 @@ class DemoRow:
     archive: str
 
 
-def runbook_flow(book: Runbook) -> list[tuple[str, list[str], dict[str, object]]]:
+def runbook_flow(book: Runbook) -> Flow:
     """A runbook's demo flow on its own two databases: every declared phase rehearsed on
     ``<name>_dev`` (with a rollback rehearsal), then deploy on ``<name>_prod``."""
     dev, prod = f"{book.name}_dev", f"{book.name}_prod"
@@ -251,18 +252,11 @@ def demo_all(echo: Callable[[str], None] = print) -> list[DemoRow]:
     os.environ[TARGETS_ENV] = json.dumps(extra)
     rows: list[DemoRow] = []
     for book in books:
-        flow = runbook_flow(book)
-        for target_ref, _, _ in flow:
-            prepare(book.name, target_ref, allow_production=True)
-        for target_ref, phases, parameters in flow:
-            echo(f"running {book.name} on {target_ref}: {', '.join(phases)}")
-            result = run(book.name, target_ref, phases, parameters=parameters)
-            echo(result.render())
-            rows.append(DemoRow(book.name, target_ref, ",".join(p.phase for p in result.phases),
+        for step in play_flow(book.name, runbook_flow(book), echo):
+            result = step.result
+            rows.append(DemoRow(book.name, step.target, ",".join(p.phase for p in result.phases),
                                 ledger.PASSED if result.ok else ledger.FAILED,
                                 round(sum(p.duration_s for p in result.phases), 1), str(result.folder)))
-            if not result.ok:
-                break
     return rows
 
 
