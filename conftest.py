@@ -18,7 +18,7 @@ _SESSION_DIR: Path | None = None
 _prepared: set[str] = set()
 # nbval runs the phase notebooks in this order, on the default target "dev".
 # deploy's defaults deploy to prod, rehearsed on dev: it runs while dev holds the migration.
-_NOTEBOOK_ORDER = ["schema.ipynb", "code_verify.ipynb", "test.ipynb", "deploy.ipynb", "rollback.ipynb"]
+_NOTEBOOK_ORDER = ["review.ipynb", "schema.ipynb", "code_verify.ipynb", "test.ipynb", "deploy.ipynb", "rollback.ipynb"]
 # clean_slate refuses with its default parameters (confirm must name the target, and nbval cannot
 # pass parameters); tests/test_clean_slate.py runs it through Papermill with confirm set instead.
 collect_ignore = ["notebooks/clean_slate.ipynb"]

@@ -84,7 +84,8 @@ def writer(url: str, rows: int, stop: mp.synchronize.Event, ready: mp.synchroniz
 def naive(target: str) -> None:
     from dbrunbook.spec import load_runbook
 
-    script = load_runbook(RUNBOOK).migration.read_text()
+    book = load_runbook(RUNBOOK)
+    script = book.file(book.migration_files[0]).read_text()
     with psycopg.connect(libpq_url(target)) as conn:  # one transaction, as a migration tool runs it
         conn.execute(script.encode())
         conn.commit()

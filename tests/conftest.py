@@ -50,6 +50,24 @@ def connect(target_name: str) -> sa.Connection:
     return engine(resolve_target(target_name)).connect()
 
 
+class Blocker:
+    """Another session holding a lock in an open transaction, like a long report or a stuck job."""
+
+    def __init__(self, target: str, statement: str) -> None:
+        self.conn = connect(target)
+        self.conn.execute(sa.text(statement))
+
+    def release(self) -> None:
+        self.conn.rollback()
+        self.conn.close()
+
+    def __enter__(self) -> Blocker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the real command line, as a user would."""
     return subprocess.run(

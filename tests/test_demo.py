@@ -16,7 +16,8 @@ def test_demo_plays_the_seed_000_flow() -> None:
                if line.strip().startswith("archive:")]
     assert len(folders) == 2
     dev, prod = (json.loads((f / "manifest.json").read_text()) for f in folders)
-    assert [p["phase"] for p in dev["phases"]] == ["schema", "clean_slate", "code_verify", "test", "rollback", "schema"]
+    assert [p["phase"] for p in dev["phases"]] == ["review", "schema", "clean_slate", "code_verify", "test", "rollback",
+                                                 "schema"]
     assert [p["phase"] for p in prod["phases"]] == ["deploy"]
     assert dev["status"] == prod["status"] == "passed"
     assert prod["production"] is True and dev["production"] is False
@@ -26,7 +27,7 @@ def test_demo_plays_the_seed_000_flow() -> None:
             for ext in ("ipynb", "html")} <= dev_files
     assert {"clean_slate_backup/Event.csv.gz", "clean_slate_backup/backup.json", "probe_timings.png"} <= dev_files
     assert {"01_deploy.ipynb", "01_deploy.html", "schema_before.sql"} <= prod_files
-    rollback_page = (folders[0] / "05_rollback.html").read_text()
+    rollback_page = (folders[0] / "06_rollback.html").read_text()
     assert "Fingerprint restored" in rollback_page
     assert commands.status("event_message_fk", "prod").state == "applied (up to date)"
     assert commands.status("event_message_fk", "dev").state == "applied (up to date)"
@@ -39,13 +40,16 @@ def test_demo_all_runs_every_runbook_on_its_own_databases() -> None:
     lines = [line.split() for line in table.splitlines()[1:] if line.strip() and not line.startswith("demo")]
     summary = {(row[0], row[1]): (row[2], row[3]) for row in lines}
     assert summary[("event_message_fk", "event_message_fk_dev")] == (
-        "schema,clean_slate,code_verify,test,rollback,schema", "passed")
+        "review,schema,clean_slate,code_verify,test,rollback,schema", "passed")
     assert summary[("event_message_fk", "event_message_fk_prod")] == ("deploy", "passed")
     assert summary[("conversation_integrity", "conversation_integrity_dev")] == (
-        "schema,test,rollback,schema", "passed")
+        "review,schema,test,rollback,schema", "passed")
     assert summary[("conversation_integrity", "conversation_integrity_prod")] == ("deploy", "passed")
     assert summary[("solution_type_analytics", "solution_type_analytics_dev")] == (
         "schema,test,rollback,schema", "passed")
     assert summary[("solution_type_analytics", "solution_type_analytics_prod")] == ("deploy", "passed")
+    assert summary[("saved_insights_customer", "saved_insights_customer_dev")] == (
+        "review,schema,test,rollback,schema", "passed")
+    assert summary[("saved_insights_customer", "saved_insights_customer_prod")] == ("deploy", "passed")
     for row in lines:
         assert Path(row[-1]).is_dir() and (Path(row[-1]) / "manifest.json").is_file()

@@ -15,7 +15,7 @@ from dbrunbook.deploy import RunLockBusy
 from dbrunbook.errors import DriftError, StatementFailed
 from dbrunbook.online import LockRetriesExhausted
 
-from .conftest import ROOT, apply_schema, cli, connect, prepared_pair
+from .conftest import ROOT, Blocker, apply_schema, cli, connect, prepared_pair
 from .test_run import archive_of
 
 RUNBOOK = "event_message_fk"
@@ -55,24 +55,6 @@ def last_detail(target: str) -> dict[str, Any]:
         t = ledger.tables("postgresql")
         detail = conn.execute(sa.select(t.events.c.detail).order_by(t.events.c.id.desc()).limit(1)).scalar_one()
     return dict(detail)
-
-
-class Blocker:
-    """Another session holding a lock in an open transaction, like a long report or a stuck job."""
-
-    def __init__(self, target: str, statement: str) -> None:
-        self.conn = connect(target)
-        self.conn.execute(sa.text(statement))
-
-    def release(self) -> None:
-        self.conn.rollback()
-        self.conn.close()
-
-    def __enter__(self) -> Blocker:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
 
 def test_deploy_after_rehearsal(pair: tuple[str, str], tmp_path: Path) -> None:

@@ -126,7 +126,7 @@ def rollback_findings(tmp_path: Path, forward: str, rollback: str | None) -> lis
     back = tmp_path / "rollback.sql"
     if rollback is not None:
         back.write_text(rollback)
-    return [f for f in lint.lint_files([fwd], rollback=back, squawk=False).findings if f.rule.startswith("rollback")]
+    return [f for f in lint.lint_files([fwd], rollback=[back], squawk=False).findings if f.rule.startswith("rollback")]
 
 
 def test_the_seeds_rollback_passes(tmp_path: Path) -> None:
@@ -158,7 +158,7 @@ def test_rollback_that_drops_the_function_before_the_trigger(tmp_path: Path) -> 
 
 
 def test_seed_000_runbook_rollback_is_complete() -> None:
-    result = lint.lint_files([SEED_000 / "migration.sql"], rollback=SEED_000 / "rollback.sql", squawk=False)
+    result = lint.lint_files([SEED_000 / "migration.sql"], rollback=[SEED_000 / "rollback.sql"], squawk=False)
     assert [f for f in result.findings if f.rule.startswith("rollback")] == []
 
 
@@ -214,3 +214,19 @@ def test_reaches(severity: str) -> None:
     assert lint.reaches([finding], "info")
     assert lint.reaches([finding], severity)
     assert lint.reaches([finding], "error") == (severity == "error")
+
+
+def test_cli_lints_seed_001_both_variants_without_a_database() -> None:
+    """The existing migrations are context enough: 008, 012 and 014 give the key types."""
+    proposed = cli("lint", "saved_insights_customer", "--variant", "proposed", "--format", "json", "--no-squawk")
+    assert proposed.returncode == 1
+    errors = [(f["rule"], f["where"]) for f in json.loads(proposed.stdout)["findings"] if f["severity"] == "error"]
+    assert errors == [("migration-numbering", "proposed/018_add_customer_to_saved_insights.sql"),
+                      ("migration-numbering", "proposed/019_create_conversation_tables.sql"),
+                      ("fk-type-mismatch", "proposed/018_add_customer_to_saved_insights.sql:4"),
+                      ("fk-type-mismatch", "proposed/019_create_conversation_tables.sql:5"),
+                      ("fk-type-mismatch", "proposed/019_create_conversation_tables.sql:5"),
+                      ("rollback-missing", "(no rollback declared)")]
+    corrected = cli("lint", "saved_insights_customer")
+    assert corrected.returncode == 0, corrected.stdout
+    assert "error" not in corrected.stdout.splitlines()[-1]

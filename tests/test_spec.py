@@ -77,3 +77,43 @@ def test_invalid_yaml_gives_line(runbook_copy: Path) -> None:
 def test_not_a_runbook_folder(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="no runbook here"):
         load_runbook(tmp_path)
+
+
+# -- several files per script (seed 001: 022 and 023) -------------------------------------------------
+
+SEED_001 = SEED_000.parent / "saved_insights_customer"
+
+
+def test_a_migration_of_several_files(tmp_path: Path) -> None:
+    import shutil
+
+    book = load_runbook(SEED_001)
+    assert book.script_name("migration") == "022_add_customer_to_saved_insights.sql + 023_create_conversation_tables.sql"
+    statements, wrapped = book.read_script("migration", "postgresql")
+    # Each file's own BEGIN ... COMMIT is set aside; the files' statements follow in order.
+    assert wrapped and [s.file for s in statements][:1] == ["saved_insights_customer/022_add_customer_to_saved_insights.sql"]
+    assert statements[-1].file.endswith("023_create_conversation_tables.sql")
+    assert not any(s.transaction_control for s in statements)
+    # The fixture folder stands for its files, in name order, after reset.sql.
+    assert book.fixture_files[0] == "fixtures/reset.sql"
+    assert book.fixture_files[1:23] == [f"migrations/{p.name}" for p in sorted((SEED_001 / "migrations").glob("*.sql"))]
+    assert len(book.existing_migrations) == 22
+    # The ledger's checksum covers every file: editing the second one changes it.
+    copy = tmp_path / "saved_insights_customer"
+    shutil.copytree(SEED_001, copy)
+    before = load_runbook(copy).migration_checksum()
+    with (copy / "023_create_conversation_tables.sql").open("a") as handle:
+        handle.write("\n-- edited\n")
+    assert load_runbook(copy).migration_checksum() != before
+
+
+def test_a_missing_variant_file_is_named(tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "saved_insights_customer"
+    shutil.copytree(SEED_001, copy)
+    (copy / "proposed" / "019_create_conversation_tables.sql").unlink()
+    with pytest.raises(SpecError) as err:
+        load_runbook(copy)
+    assert err.value.field == "review.variants.proposed.migration"
+    assert "019_create_conversation_tables.sql" in str(err.value)

@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     lint.add_argument("--rollback", help="the rollback script to check against the files")
     lint.add_argument("--pg-version", help="the server version squawk assumes (default: the target's)")
     lint.add_argument("--no-squawk", action="store_true", help="only dbrunbook's own rules")
+    lint.add_argument("--variant", help="a runbook's review variant instead of its migration (e.g. proposed)")
 
     demo = sub.add_parser("demo", help="play the seed-000 runbook on the embedded dev and prod databases")
     demo.add_argument("--all", action="store_true", dest="all_runbooks",
@@ -111,7 +112,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "lint":
         linted = commands.lint(args.paths, target_ref=args.target, existing=args.existing, rollback=args.rollback,
-                               pg_version=args.pg_version, squawk=not args.no_squawk)
+                               pg_version=args.pg_version, squawk=not args.no_squawk, variant=args.variant)
         print(linted.to_json() if args.format == "json" else linted.render())
         return 1 if lint_.reaches(linted.findings, args.fail_on) else 0
     if args.command == "demo" and args.all_runbooks:

@@ -15,15 +15,14 @@ from .errors import DbrunbookError, GuardRefused, SpecError
 from .execute import run_statements
 from .phase import new_run_id
 from .project import PHASES, phase_notebook, project_root
-from .spec import Runbook, load_runbook
-from .statements import read_statements, strip_transaction_wrapper
+from .spec import Runbook, _as_list, load_runbook
 from .targets import TARGETS_ENV, engine, resolve_target
 
 DEMO_RUNBOOK = "event_message_fk"
 # The seed-000 flow: rehearse everything on dev (clean_slate confirmed for dev only; the rollback
 # rehearsal proves the way back), then deploy to prod, rehearsed on dev.
 DEMO_FLOW: tuple[tuple[str, tuple[str, ...], dict[str, object]], ...] = (
-    ("dev", ("schema", "clean_slate", "code_verify", "test", "rollback", "schema"), {"confirm": "dev"}),
+    ("dev", ("review", "schema", "clean_slate", "code_verify", "test", "rollback", "schema"), {"confirm": "dev"}),
     ("prod", ("deploy",), {"rehearsal": "dev"}),
 )
 
@@ -74,8 +73,7 @@ def prepare(runbook_ref: str, target_ref: str, *, allow_production: bool = False
     if book.spec.engine != target.dialect:
         raise GuardRefused(f"runbook {book.name} is written for {book.spec.engine}, "
                            f"but target {target.name} is {target.dialect}")
-    statements, _ = strip_transaction_wrapper(read_statements(
-        book.file(fixture), target.dialect, book.display(fixture)))
+    statements, _ = book.read_script("fixture", target.dialect)
     run_id = new_run_id()
     started = ledger.now()
     eng = engine(target)
@@ -86,7 +84,7 @@ def prepare(runbook_ref: str, target_ref: str, *, allow_production: bool = False
         return ledger.Event(run_id=run_id, runbook=book.name, phase="prepare", action="load fixture",
                             status=status, target=target.name, operator=ledger.operator(),
                             started_at=started, finished_at=ledger.now(), error=error,
-                            checksums={fixture: book.checksum(fixture)})
+                            checksums={name: book.checksum(name) for name in book.fixture_files})
 
     try:
         with eng.begin() as conn:
@@ -128,12 +126,12 @@ def status(runbook_ref: str, target_ref: str) -> StatusReport:
     with engine(target).connect() as conn:
         state = ledger.read_state(conn, book.name)
         events = ledger.events_frame(conn, book.name)
-    checksum = book.checksum(book.spec.migration)
+    checksum, script = book.migration_checksum(), book.script_name("migration")
     if state is None:
-        text, detail = "pending", f"{book.spec.migration} ({checksum[:12]}) has not been applied here"
+        text, detail = "pending", f"{script} ({checksum[:12]}) has not been applied here"
     elif state.state == ledger.APPLIED and state.checksum == checksum:
         text = "applied (up to date)"
-        detail = (f"{book.spec.migration} {checksum[:12]} applied {state.updated_at:%Y-%m-%d %H:%M:%S} UTC "
+        detail = (f"{script} {checksum[:12]} applied {state.updated_at:%Y-%m-%d %H:%M:%S} UTC "
                   f"by {state.operator}, run {state.run_id}")
     elif state.state == ledger.PARTIAL:
         text = "partial"
@@ -141,7 +139,7 @@ def status(runbook_ref: str, target_ref: str) -> StatusReport:
                   "deploy again to resume, or roll back")
     elif state.state == ledger.APPLIED:
         text = "applied (DRIFT)"
-        detail = (f"applied {state.checksum[:12] if state.checksum else '?'} but {book.spec.migration} "
+        detail = (f"applied {state.checksum[:12] if state.checksum else '?'} but {script} "
                   f"is now {checksum[:12]}")
     else:
         text = "rolled back"
@@ -220,14 +218,17 @@ class DemoRow:
 
 
 def runbook_flow(book: Runbook) -> Flow:
-    """A runbook's demo flow on its own two databases: every declared phase rehearsed on
-    ``<name>_dev`` (with a rollback rehearsal), then deploy on ``<name>_prod``."""
+    """A runbook's demo flow on its own two databases: review (PostgreSQL runbooks), every
+    declared phase rehearsed on ``<name>_dev`` (with a rollback rehearsal), then deploy on
+    ``<name>_prod``."""
     dev, prod = f"{book.name}_dev", f"{book.name}_prod"
     spec = book.spec
     declared = [phase for phase, section in (("clean_slate", spec.clean_slate), ("code_verify", spec.code_verify),
                                              ("test", spec.test)) if section is not None]
     dev_params: dict[str, object] = {"confirm": dev} if spec.clean_slate else {}
-    return [(dev, ["schema", *declared, "rollback", "schema"], dev_params), (prod, ["deploy"], {"rehearsal": dev})]
+    review = ["review"] if spec.engine == "postgresql" else []
+    return [(dev, [*review, "schema", *declared, "rollback", "schema"], dev_params),
+            (prod, ["deploy"], {"rehearsal": dev})]
 
 
 def demo_runbooks() -> list[Runbook]:
@@ -269,19 +270,31 @@ def demo_table(rows: list[DemoRow]) -> str:
 # -- lint -----------------------------------------------------------------------------------------
 
 def lint(paths: list[str], *, target_ref: str | None = None, existing: str | None = None,
-         rollback: str | None = None, pg_version: str | None = None, squawk: bool = True) -> lint_.LintResult:
-    """Lint migration files, or a runbook (its migration and rollback). With a target, the
-    rules also see its live catalog (column types, indexes) and squawk its server version."""
+         rollback: str | None = None, pg_version: str | None = None, squawk: bool = True,
+         variant: str | None = None) -> lint_.LintResult:
+    """Lint migration files, or a runbook (its migration and rollback, or a declared
+    ``variant``, numbered after its ``review.existing`` migrations). With a target, the rules
+    also see its live catalog (column types, indexes) and squawk its server version."""
     files: list[Path] = []
-    back = Path(rollback) if rollback else None
+    back: list[Path] | None = [Path(rollback)] if rollback else None
+    earlier = sorted(Path(existing).glob("*.sql")) if existing else None
+    names: dict[Path, str] = {}
     for ref in paths:
         path = Path(ref)
         if path.is_file():
             files.append(path)
             continue
         book = load_runbook(ref)
-        files.append(book.migration)
-        back = back or book.rollback
+        migration, rollbacks = book.migration_files, book.rollback_files
+        if variant:
+            chosen = book.spec.review.variants.get(variant)
+            if chosen is None:
+                raise SpecError(book.path / "runbook.yaml", f"no variant {variant!r}", "review.variants")
+            migration, rollbacks = _as_list(chosen.migration), _as_list(chosen.rollback or [])
+        files += [book.file(name) for name in migration]
+        names.update({book.file(name): name for name in [*migration, *rollbacks]})
+        back = back if back is not None else [book.file(name) for name in rollbacks]
+        earlier = earlier if earlier is not None else book.existing_migrations
     if not files:
         raise SpecError("lint", "no files or runbook given")
     live, live_indexes = None, None
@@ -291,6 +304,5 @@ def lint(paths: list[str], *, target_ref: str | None = None, existing: str | Non
             live, live_indexes = lint_.live_catalog(conn)
             if pg_version is None and conn.dialect.server_version_info:
                 pg_version = ".".join(str(p) for p in conn.dialect.server_version_info[:2])
-    earlier = sorted(Path(existing).glob("*.sql")) if existing else []
-    return lint_.lint_files(files, existing=earlier, live=live, live_indexes=live_indexes, rollback=back,
-                            pg_version=pg_version, squawk=squawk)
+    return lint_.lint_files(files, existing=earlier or [], live=live, live_indexes=live_indexes, rollback=back,
+                            pg_version=pg_version, squawk=squawk, names=names)

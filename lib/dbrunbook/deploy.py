@@ -38,7 +38,7 @@ from .online import (
 )
 from .phase import BasePhase
 from .spec import Runbook
-from .statements import Statement, read_statements, strip_transaction_wrapper
+from .statements import Statement
 from .targets import Target, engine, redact, resolve_target
 
 RUN_LOCK_KEY = "dbrunbook.deploy"
@@ -184,7 +184,7 @@ class DeployRun(BasePhase):
         self.conn.begin()
         self.state = ledger.read_state(self.conn, self.runbook.name)
         self.checksums = self.runbook.sql_checksums()
-        checksum = self.checksums[self.runbook.spec.migration]
+        checksum = self.runbook.migration_checksum()
         rows: list[dict[str, str]] = []
         problems: list[DbrunbookError] = []
 
@@ -194,9 +194,9 @@ class DeployRun(BasePhase):
             rows.append(_row("state on " + self.target.name, "pending" if state is None else "rolled back", "apply", "pass"))
         elif state.checksum != checksum:
             rows.append(_row("drift on " + self.target.name, f"{state.state} {str(state.checksum)[:12]}",
-                             f"migration.sql is now {checksum[:12]}", "FAIL"))
+                             f"{self.runbook.script_name('migration')} is now {checksum[:12]}", "FAIL"))
             problems.append(DriftError(
-                f"deploy refused: {self.runbook.display(self.runbook.spec.migration)} changed since it was "
+                f"deploy refused: {self.runbook.display(self.runbook.script_name('migration'))} changed since it was "
                 f"{state.state} on {self.target.name} ({str(state.checksum)[:12]} by {state.operator}; the file is "
                 f"now {checksum[:12]}); nothing was changed"))
         elif state.state == ledger.PARTIAL:
@@ -221,7 +221,7 @@ class DeployRun(BasePhase):
             rows.append(_row(f"rehearsed on {self.rehearsal}", seen, f"applied {checksum[:12]}", "pass" if ok else "FAIL"))
             if not ok:
                 problems.append(DriftError(
-                    f"deploy refused: {self.runbook.name} with migration.sql {checksum[:12]} is not applied on the "
+                    f"deploy refused: {self.runbook.name} with {self.runbook.script_name('migration')} {checksum[:12]} is not applied on the "
                     f"rehearsal target {self.rehearsal} ({seen}); run the schema phase there first; nothing was changed"))
         frame = pd.DataFrame(rows, columns=["check", "found", "expected", "result"])
         report.show(frame, caption="preflight", status_column="result")
@@ -235,14 +235,14 @@ class DeployRun(BasePhase):
         return frame
 
     def plan(self) -> pd.DataFrame:
-        """The online steps derived from migration.sql, with the lock each one takes."""
+        """The online steps derived from the migration, with the lock each one takes."""
         statements = self._migration()
         self.steps = derive_steps(statements)
         frame = steps_frame(self.steps)
         report.say(f"**Decision:** {self.decision}. **Lock policy:** lock_timeout {self.policy.lock_timeout_ms} ms "
                    f"per attempt, up to {self.policy.attempts} attempts with exponential backoff, statement_timeout "
                    f"{self.policy.statement_timeout_s:g} s.")
-        report.show(frame, caption=f"{len(statements)} statement(s) of migration.sql -> {len(self.steps)} online step(s)")
+        report.show(frame, caption=f"{len(statements)} statement(s) of {self.runbook.script_name('migration')} -> {len(self.steps)} online step(s)")
         return frame
 
     def apply(self) -> pd.DataFrame:
@@ -353,7 +353,7 @@ class DeployRun(BasePhase):
         if self.state is not None and self.state.state == ledger.PARTIAL:
             before = self.state.snapshot_before
         return ledger.State(
-            runbook=self.runbook.name, state=state, checksum=self.checksums[self.runbook.spec.migration],
+            runbook=self.runbook.name, state=state, checksum=self.runbook.migration_checksum(),
             checksums=self.checksums, run_id=self.run_id, operator=self.operator, updated_at=ledger.now(),
             fingerprint_before=introspect.Snapshot(before).fingerprint if before else None,
             fingerprint_after=introspect.snapshot(conn).fingerprint, snapshot_before=before)
@@ -377,8 +377,7 @@ class DeployRun(BasePhase):
     def _migration(self) -> list[Statement]:
         self._guard_open()
         self._require_preflight()
-        statements, _ = strip_transaction_wrapper(read_statements(
-            self.runbook.migration, self.target.dialect, self.runbook.display(self.runbook.spec.migration)))
+        statements, _ = self.runbook.read_script("migration", self.target.dialect)
         return statements
 
     def _holds_run_lock(self) -> bool:
@@ -469,7 +468,7 @@ class SqliteDeployRun(DeployRun):
                    f"waits at most `busy_timeout` = {self.policy.lock_timeout_ms} ms for the database lock, and "
                    "any failure rolls every statement back.")
         frame = steps_frame(self.steps)
-        report.show(frame, caption=f"{len(self.steps)} statement(s) of migration.sql")
+        report.show(frame, caption=f"{len(self.steps)} statement(s) of {self.runbook.script_name('migration')}")
         return frame
 
     def _apply_steps(self) -> str:

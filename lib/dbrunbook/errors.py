@@ -92,3 +92,12 @@ class PhaseFailed(DbrunbookError):
         self.phase = phase
         self.notebook = notebook
         super().__init__(f"phase {phase} failed ({notebook}): {message}")
+
+
+class ReviewRejected(DbrunbookError):
+    """The review found findings at or above its ``fail_on`` severity: no-go."""
+
+    def __init__(self, count: int, fail_on: str, first: str) -> None:
+        self.count = count
+        self.fail_on = fail_on
+        super().__init__(f"review: no-go, {count} finding(s) at {fail_on} or above; first: {first}")

@@ -169,6 +169,8 @@ def _add_column(model: Model, table: str, coldef: Any, stmt: Statement) -> None:
             model.foreign_keys.append((table, [column.name], _rel(constraint.pktable), ref_cols, stmt))
         elif constraint.contype == ConstrType.CONSTR_CHECK:
             model.checks.append((table, constraint.raw_expr, stmt))
+        elif constraint.contype in (ConstrType.CONSTR_PRIMARY, ConstrType.CONSTR_UNIQUE):
+            model.indexes.append((table, [column.name], stmt))  # backed by an index
     model.columns.append(column)
     model.tables.setdefault(table, {})[column.name] = column
 
@@ -179,6 +181,8 @@ def _table_constraint(model: Model, table: str, constraint: Any, stmt: Statement
                                    _strs(constraint.pk_attrs) or ["id"], stmt))
     elif constraint.contype == ConstrType.CONSTR_CHECK:
         model.checks.append((table, constraint.raw_expr, stmt))
+    elif constraint.contype in (ConstrType.CONSTR_PRIMARY, ConstrType.CONSTR_UNIQUE):
+        model.indexes.append((table, _strs(constraint.keys), stmt))  # backed by an index
     if constraint.conname:
         model.created.append(("constraint", str(constraint.conname), table, stmt))
 
@@ -224,7 +228,7 @@ def _finding(severity: str, rule: str, stmt: Statement, message: str, fix: str =
     return Finding(severity, rule, stmt.file, stmt.line, stmt.summary, message, fix)
 
 
-def check_numbering(proposed: list[Path], existing: list[Path]) -> list[Finding]:
+def check_numbering(proposed: list[Path], existing: list[Path], names: dict[Path, str] | None = None) -> list[Finding]:
     """A proposed migration number must be free and after the latest existing one."""
     taken = {int(m.group(1)): p.name for p in existing if (m := _NUMBERED.match(p.name))}
     latest = max(taken, default=-1)
@@ -239,7 +243,7 @@ def check_numbering(proposed: list[Path], existing: list[Path]) -> list[Finding]
             suggestion = f"{next_free:0{width}d}_{found.group(2)}.sql"
             why = f"{number:0{width}d} already exists ({taken[number]})" if number in taken else \
                 f"{number:0{width}d} is not after the latest existing migration"
-            out.append(Finding(ERROR, "migration-numbering", path.name, None, "",
+            out.append(Finding(ERROR, "migration-numbering", (names or {}).get(path, path.name), None, "",
                                f"{why}; the latest is {taken.get(latest, latest)}",
                                f"rename to {suggestion}"))
             next_free += 1
@@ -432,35 +436,72 @@ class LintResult:
         return "\n".join(lines + [", ".join(f"{n} {s}(s)" for s, n in counts.items() if n)])
 
 
-def _read_rollback(path: Path) -> list[Statement] | None:
-    """The rollback's statements; None when the file is missing, [] when it holds none."""
-    if not path.is_file():
+def _read_rollbacks(paths: list[Path], name: Any) -> list[Statement] | None:
+    """The rollback's statements; None when a file is missing (or none is declared), [] when
+    they hold none."""
+    if not paths or not all(p.is_file() for p in paths):
         return None
-    if not path.read_text().strip():
-        return []
-    try:
-        return read_statements(path, "postgresql", path.name)
-    except SpecError as exc:
-        if exc.message == "holds no SQL statement":
-            return []
-        raise
+    out: list[Statement] = []
+    for path in paths:
+        if not path.read_text().strip():
+            continue
+        try:
+            out += read_statements(path, "postgresql", name(path))
+        except SpecError as exc:
+            if exc.message != "holds no SQL statement":
+                raise
+    return out
+
+
+def history_catalog(existing: list[Path]) -> tuple[LiveColumns, dict[str, list[list[str]]]]:
+    """The schema the existing migrations build, read the way seed 001's reviewers read 008, 012
+    and 014: column types and index column lists, by table. A file pglast cannot read is skipped
+    (it only narrows what the rules can see; it is not what is being reviewed)."""
+    statements: list[Statement] = []
+    for path in existing:
+        try:
+            statements += read_statements(path, "postgresql", path.name)
+        except SpecError:
+            continue
+    model = build_model(statements)  # every statement already parsed once in read_statements
+    columns: LiveColumns = {table: {name: (col.type, col.length) for name, col in cols.items()}
+                            for table, cols in model.tables.items()}
+    indexes: dict[str, list[list[str]]] = {}
+    for table, cols, _ in model.indexes:
+        indexes.setdefault(table, []).append(cols)
+    return columns, indexes
+
+
+def _merge(history: dict[str, Any], live: dict[str, Any] | None) -> dict[str, Any]:
+    """The live catalog wins for every table it has: it is what the migration will meet."""
+    return {**history, **(live or {})}
 
 
 def lint_files(files: list[Path], *, existing: list[Path] | None = None, live: LiveColumns | None = None,
-               live_indexes: dict[str, list[list[str]]] | None = None, rollback: Path | None = None,
-               pg_version: str | None = None, squawk: bool = True) -> LintResult:
-    """Every rule over the migration files (read as one migration, in order)."""
-    statements = [s for f in files for s in read_statements(f, "postgresql", f.name)]
+               live_indexes: dict[str, list[list[str]]] | None = None, rollback: list[Path] | None = None,
+               pg_version: str | None = None, squawk: bool = True,
+               names: dict[Path, str] | None = None) -> LintResult:
+    """Every rule over the migration files (read as one migration, in order). ``existing``: the
+    project's migrations, for numbering and as the schema the migration builds on (a live
+    catalog, when given, wins). ``rollback``: its files in the order they run; None skips the
+    rollback rules, an empty list is a missing rollback. ``names``: how files are shown."""
+    def name(path: Path) -> str:
+        return (names or {}).get(path, path.name)
+
+    statements = [s for f in files for s in read_statements(f, "postgresql", name(f))]
     model = build_model(statements)
-    findings = check_numbering(files, existing or [])
-    findings += check_references(model, live or {})
-    findings += check_check_literals(model, live or {})
-    findings += check_fk_indexes(model, live_indexes or {})
+    history, history_indexes = history_catalog(existing or [])
+    columns, indexes = _merge(history, live), _merge(history_indexes, live_indexes)
+    findings = check_numbering(files, existing or [], names)
+    findings += check_references(model, columns)
+    findings += check_check_literals(model, columns)
+    findings += check_fk_indexes(model, indexes)
     if rollback is not None:
-        findings += check_rollback(statements, _read_rollback(rollback), rollback.name)
+        label = " + ".join(name(f) for f in rollback) or "(no rollback declared)"
+        findings += check_rollback(statements, _read_rollbacks(rollback, name), label)
     if squawk:
-        findings += squawk_findings(files, pg_version)
-    return LintResult(findings, [f.name for f in files])
+        findings += squawk_findings(files, pg_version, names)
+    return LintResult(findings, [name(f) for f in files])
 
 
 # -- the live catalog ------------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from .errors import (
 from .execute import Executed, executed_frame, run_statements, statements_frame
 from .project import outputs_dir
 from .spec import Expectations, Runbook, load_runbook
-from .statements import Statement, read_statements, strip_transaction_wrapper
+from .statements import Statement
 from .targets import Target, check_parameter_safe, engine, redact, resolve_target
 
 APPLY = "apply"
@@ -234,7 +234,7 @@ class PhaseRun(BasePhase):
 
     @property
     def script(self) -> str:
-        return getattr(self.runbook.spec, SCRIPT_PHASES[self.phase])
+        return self.runbook.script_name(SCRIPT_PHASES[self.phase])
 
     @property
     def expectations(self) -> Expectations:
@@ -244,20 +244,19 @@ class PhaseRun(BasePhase):
         """Read the script, decide what to do from the ledger, and show both."""
         self._guard_open()
         try:
-            statements, wrapped = strip_transaction_wrapper(read_statements(
-                self.runbook.file(self.script), self.target.dialect, self.runbook.display(self.script)))
+            statements, wrapped = self.runbook.read_script(SCRIPT_PHASES[self.phase], self.target.dialect)
         except DbrunbookError as exc:
             self._fail(exc)
         blocking = [s for s in statements if not s.transactional]
         in_transaction = not blocking
         self.checksums = self.runbook.sql_checksums()
-        checksum = self.checksums[self.runbook.spec.migration]
+        checksum = self.runbook.migration_checksum()
         state = self.state
         if self.phase == "schema":
             if state is not None and state.state == ledger.APPLIED:
                 if state.checksum != checksum:
                     self._fail(DriftError(
-                        f"{self.runbook.display(self.runbook.spec.migration)} changed since it was applied to "
+                        f"{self.runbook.display(self.runbook.script_name('migration'))} changed since it was applied to "
                         f"{self.target.name} (applied {(state.checksum or '?')[:12]} at "
                         f"{state.updated_at:%Y-%m-%d %H:%M} by {state.operator}; the file is now "
                         f"{checksum[:12]}): roll back first, or restore the file"))
@@ -291,7 +290,7 @@ class PhaseRun(BasePhase):
             lines.append(f"**Not in one transaction:** statement(s) {names} cannot run inside a "
                          "transaction block (e.g. CREATE INDEX CONCURRENTLY). The script runs one "
                          "statement at a time in autocommit; a failure part-way leaves the earlier "
-                         f"statements applied, and {self.runbook.spec.rollback} is the way back.")
+                         f"statements applied, and {self.runbook.script_name('rollback')} is the way back.")
         else:
             lines.append("**Transaction:** all statements, the checks and the ledger entry run in one "
                          "transaction; nothing is committed unless every check passes.")
@@ -426,7 +425,7 @@ class PhaseRun(BasePhase):
         return ledger.State(
             runbook=self.runbook.name,
             state=state,
-            checksum=self.checksums[self.runbook.spec.migration],
+            checksum=self.runbook.migration_checksum(),
             checksums=self.checksums,
             run_id=self.run_id,
             operator=self.operator,
@@ -438,7 +437,7 @@ class PhaseRun(BasePhase):
 
     def _checksums(self) -> dict[str, str]:
         """The SQL files this phase used (empty if it failed before reading them)."""
-        names = {self.runbook.spec.migration, self.script}
+        names = {*self.runbook.migration_files, *self.runbook.script_files(SCRIPT_PHASES[self.phase])}
         return {name: digest for name, digest in self.checksums.items() if name in names}
 
     def _run_autocommit(self, statements: list[Statement]) -> list[Executed]:
@@ -462,6 +461,7 @@ class PhaseRun(BasePhase):
 
 # Phase name -> "module:Class"; imported on demand so that phase modules can build on this one.
 PHASE_CLASSES = {
+    "review": "dbrunbook.review:ReviewRun",
     "schema": "dbrunbook.phase:PhaseRun",
     "rollback": "dbrunbook.phase:PhaseRun",
     "clean_slate": "dbrunbook.cleanslate:CleanSlateRun",

@@ -24,6 +24,7 @@ from pydantic import (
 
 from .errors import SpecError
 from .project import resolve_runbook_dir
+from .statements import Statement, read_statements, strip_transaction_wrapper
 
 SPEC_NAME = "runbook.yaml"
 FK_ACTIONS = ("CASCADE", "SET NULL", "SET DEFAULT", "RESTRICT", "NO ACTION")
@@ -276,6 +277,24 @@ class Precondition(_Strict):
     sql: str
 
 
+class ReviewVariant(_Strict):
+    """Another version of the migration the review phase can be pointed at (``variant=<name>``),
+    such as the plan as first proposed. No ``rollback``: the variant has none (a finding)."""
+
+    why: str = ""
+    migration: str | list[str]
+    rollback: str | list[str] | None = None
+
+
+class ReviewSpec(_Strict):
+    """What the review phase needs beyond the migration: the project's existing migrations
+    (numbering, and the schema they build) and the variants it may review instead."""
+
+    why: str = ""
+    existing: str | None = None
+    variants: dict[str, ReviewVariant] = {}
+
+
 class RunbookSpec(_Strict):
     """The schema of runbook.yaml."""
 
@@ -283,15 +302,20 @@ class RunbookSpec(_Strict):
     engine: Literal["postgresql", "sqlite"] = "postgresql"
     source: str = ""
     summary: str = ""
-    migration: str = "migration.sql"
-    rollback: str = "rollback.sql"
-    fixture: str | None = None
+    # One file, or several applied in order as one migration (seed 001: 022 then 023); a
+    # rollback lists its files in the order they run (023's rollback before 022's).
+    migration: str | list[str] = "migration.sql"
+    rollback: str | list[str] = "rollback.sql"
+    # A file, or several loaded in order; a folder stands for its *.sql files in name order
+    # (seed 001: the project's migrations 000-021 are the baseline).
+    fixture: str | list[str] | None = None
     expect: Expectations = Field(default_factory=Expectations)
     expect_after_rollback: Expectations | None = None
     clean_slate: CleanSlateSpec | None = None
     code_verify: CodeVerifySpec | None = None
     test: BehaviourSpec | None = None
     preconditions: list[Precondition] = []
+    review: ReviewSpec = Field(default_factory=ReviewSpec)
 
 
 @dataclass(frozen=True)
@@ -310,12 +334,57 @@ class Runbook:
         return f"{self.name}/{relative}"
 
     @property
-    def migration(self) -> Path:
-        return self.file(self.spec.migration)
+    def migration_files(self) -> list[str]:
+        return _as_list(self.spec.migration)
 
     @property
-    def rollback(self) -> Path:
-        return self.file(self.spec.rollback)
+    def rollback_files(self) -> list[str]:
+        return _as_list(self.spec.rollback)
+
+    @property
+    def fixture_files(self) -> list[str]:
+        """The fixture's files in load order, a folder expanded to its ``*.sql`` files."""
+        out: list[str] = []
+        for relative in _as_list(self.spec.fixture or []):
+            folder = self.file(relative)
+            out += ([str(p.relative_to(self.path)) for p in sorted(folder.glob("*.sql"))]
+                    if folder.is_dir() else [relative])
+        return out
+
+    @property
+    def existing_migrations(self) -> list[Path]:
+        """The project's migrations already applied (``review.existing``), in name order."""
+        existing = self.spec.review.existing
+        return sorted(self.file(existing).glob("*.sql")) if existing else []
+
+    def script_files(self, kind: str) -> list[str]:
+        """The files of the ``migration``, the ``rollback`` or the ``fixture``, in the order
+        they run."""
+        return {"migration": self.migration_files, "rollback": self.rollback_files,
+                "fixture": self.fixture_files}[kind]
+
+    def script_name(self, kind: str) -> str:
+        """How a script is named in messages: ``migration.sql``, or ``022_a.sql + 023_b.sql``."""
+        return " + ".join(self.script_files(kind))
+
+    def read_script(self, kind: str, dialect: str) -> tuple[list[Statement], bool]:
+        """Every statement of the script's files, in order, each file's own BEGIN ... COMMIT set
+        aside (the phase owns the transaction); and whether any file had one."""
+        statements: list[Statement] = []
+        wrapped = False
+        for relative in self.script_files(kind):
+            body, had = strip_transaction_wrapper(read_statements(self.file(relative), dialect, self.display(relative)))
+            statements += body
+            wrapped = wrapped or had
+        return statements, wrapped
+
+    def migration_checksum(self) -> str:
+        """The checksum the ledger records: the file's sha256, or for several files the sha256
+        of their names and digests, so renaming, reordering or editing any one of them shows."""
+        files = self.migration_files
+        if len(files) == 1:
+            return self.checksum(files[0])
+        return hashlib.sha256("".join(f"{name}:{self.checksum(name)}\n" for name in files).encode()).hexdigest()
 
     @property
     def rollback_expectations(self) -> Expectations:
@@ -328,11 +397,15 @@ class Runbook:
 
     def sql_checksums(self) -> dict[str, str]:
         """sha256 of every SQL file the spec names."""
-        names = [self.spec.migration, self.spec.rollback] + ([self.spec.fixture] if self.spec.fixture else [])
+        names = [*self.migration_files, *self.rollback_files, *self.fixture_files]
         return {name: self.checksum(name) for name in names}
 
     def files(self) -> list[Path]:
         return sorted(p for p in self.path.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+
+
+def _as_list(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)
 
 
 def sha256_file(path: Path) -> str:
@@ -370,8 +443,17 @@ def load_runbook(ref: str | Path) -> Runbook:
         field, message = _describe(exc.errors()[0])
         more = len(exc.errors()) - 1
         raise SpecError(spec_path, message + (f" (and {more} more problem(s))" if more else ""), field) from None
-    for key in ("migration", "rollback", "fixture"):
-        relative = getattr(spec, key)
-        if relative is not None and not (folder / relative).is_file():
-            raise SpecError(spec_path, f"file not found: {folder / relative}", key)
+    declared: list[tuple[str, str | list[str] | None]] = [(k, getattr(spec, k)) for k in ("migration", "rollback")]
+    declared += [(f"review.variants.{name}.{k}", getattr(v, k)) for name, v in spec.review.variants.items()
+                 for k in ("migration", "rollback")]
+    for key, value in declared:
+        for relative in [] if value is None else _as_list(value):
+            if not (folder / relative).is_file():
+                raise SpecError(spec_path, f"file not found: {folder / relative}", key)
+        if value == []:
+            raise SpecError(spec_path, "names no file", key)
+    for key, value in (("fixture", spec.fixture), ("review.existing", spec.review.existing)):
+        for relative in [] if value is None else _as_list(value):
+            if not (folder / relative).exists():
+                raise SpecError(spec_path, f"not found: {folder / relative}", key)
     return Runbook(name=folder.name, path=folder, spec=spec)

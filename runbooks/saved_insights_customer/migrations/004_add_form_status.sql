@@ -1,0 +1,2 @@
+-- Stand-in (see 000).
+ALTER TABLE "Form" ADD COLUMN IF NOT EXISTS status VARCHAR(20) NOT NULL DEFAULT 'draft';

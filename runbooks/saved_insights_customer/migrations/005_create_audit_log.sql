@@ -1,0 +1,7 @@
+-- Stand-in (see 000).
+CREATE TABLE IF NOT EXISTS "AuditLog" (
+  id BIGSERIAL PRIMARY KEY,
+  action VARCHAR(50) NOT NULL,
+  details JSONB NOT NULL DEFAULT '{}',
+  "createdAt" TIMESTAMPTZ DEFAULT NOW()
+);
