@@ -137,8 +137,8 @@ def _statement_locks(node: Any, index_tables: dict[str, str], fk_targets: dict[s
     if isinstance(node, ast.CreateTrigStmt):
         return {_rel(node.relation): SHARE_ROW_EXCLUSIVE}
     if isinstance(node, ast.CommentStmt):
-        table = _comment_table(node)
-        return {table: SHARE_UPDATE_EXCLUSIVE} if table else {}
+        commented = _comment_table(node)
+        return {commented: SHARE_UPDATE_EXCLUSIVE} if commented else {}
     if isinstance(node, ast.DropStmt):
         objects = [[str(p.sval) for p in (o if isinstance(o, tuple) else ())] for o in node.objects or ()]
         if node.removeType == ObjectType.OBJECT_TABLE:
