@@ -21,7 +21,8 @@ _prepared: set[str] = set()
 _NOTEBOOK_ORDER = ["review.ipynb", "schema.ipynb", "code_verify.ipynb", "test.ipynb", "deploy.ipynb", "rollback.ipynb"]
 # clean_slate refuses with its default parameters (confirm must name the target, and nbval cannot
 # pass parameters); tests/test_clean_slate.py runs it through Papermill with confirm set instead.
-collect_ignore = ["notebooks/clean_slate.ipynb"]
+# backfill's default runbook (seed 000) declares no backfill; tests/test_backfill.py runs it on seed 002.
+collect_ignore = ["notebooks/clean_slate.ipynb", "notebooks/backfill.ipynb"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -107,9 +107,16 @@ class StatusReport:
     state: str
     detail: str
     events: pd.DataFrame
+    migrations: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def render(self) -> str:
         lines = [f"runbook {self.runbook} on {self.target}: {self.state}", self.detail]
+        for row in self.migrations.to_dict("records"):
+            point = row["checkpoint"] or {}
+            lines.append(f"data migration {row['name']}: phase {row['phase']}, status {row['status']}; checkpoint: "
+                         f"cursor {point.get('cursor')}, processed {point.get('processed', 0)}, succeeded "
+                         f"{point.get('succeeded', 0)}, failed {point.get('failed', 0)}, last id {point.get('last_id')}"
+                         + (f"; error: {row['error']}" if row.get("error") else ""))
         if not self.events.empty:
             shown = self.events.copy()
             shown["started_at"] = pd.to_datetime(shown["started_at"], utc=True).dt.strftime("%Y-%m-%d %H:%M:%S")
@@ -126,6 +133,10 @@ def status(runbook_ref: str, target_ref: str) -> StatusReport:
     with engine(target).connect() as conn:
         state = ledger.read_state(conn, book.name)
         events = ledger.events_frame(conn, book.name)
+        migrations = ledger.migrations_frame(conn, book.name) if book.spec.backfill else pd.DataFrame()
+    if book.spec.backfill and migrations.empty:  # declared, not started: the seed's "pending"
+        migrations = pd.DataFrame([{"name": book.spec.backfill.name, "phase": "backfill", "status": "pending",
+                                    "processed_records": 0, "checkpoint": {}, "updated_at": None, "error": None}])
     checksum, script = book.migration_checksum(), book.script_name("migration")
     if state is None:
         text, detail = "pending", f"{script} ({checksum[:12]}) has not been applied here"
@@ -144,7 +155,7 @@ def status(runbook_ref: str, target_ref: str) -> StatusReport:
     else:
         text = "rolled back"
         detail = f"rolled back {state.updated_at:%Y-%m-%d %H:%M:%S} UTC by {state.operator}, run {state.run_id}"
-    return StatusReport(book.name, target.name, text, detail, events)
+    return StatusReport(book.name, target.name, text, detail, events, migrations)
 
 
 # -- run --------------------------------------------------------------------------------------
@@ -223,8 +234,9 @@ def runbook_flow(book: Runbook) -> Flow:
     ``<name>_prod``."""
     dev, prod = f"{book.name}_dev", f"{book.name}_prod"
     spec = book.spec
-    declared = [phase for phase, section in (("clean_slate", spec.clean_slate), ("code_verify", spec.code_verify),
-                                             ("test", spec.test)) if section is not None]
+    declared = [phase for phase, section in (("clean_slate", spec.clean_slate), ("backfill", spec.backfill),
+                                             ("code_verify", spec.code_verify), ("test", spec.test))
+                if section is not None]
     dev_params: dict[str, object] = {"confirm": dev} if spec.clean_slate else {}
     review = ["review"] if spec.engine == "postgresql" else []
     return [(dev, [*review, "schema", *declared, "rollback", "schema"], dev_params),

@@ -39,7 +39,7 @@ from .online import (
 from .phase import BasePhase
 from .spec import Runbook
 from .statements import Statement
-from .targets import Target, engine, redact, resolve_target
+from .targets import Target, engine, psycopg_connect, redact, resolve_target
 
 RUN_LOCK_KEY = "dbrunbook.deploy"
 SCHEMA_DUMP = "schema_before.sql"
@@ -51,13 +51,6 @@ class RunLockBusy(GuardRefused):
 
 
 # -- the run lock -------------------------------------------------------------------------------------
-
-def _connect(target: Target, application_name: str) -> psycopg.Connection[Any]:
-    """A psycopg connection of its own, in autocommit (it never holds a transaction open)."""
-    url = engine(target).url.set(drivername="postgresql")
-    return psycopg.connect(url.render_as_string(hide_password=False), autocommit=True,
-                           application_name=application_name[:63])
-
 
 def lock_holder(conn: psycopg.Connection[Any]) -> str:
     row = conn.execute(
@@ -75,7 +68,7 @@ def acquire_run_lock(target: Target, run_id: str, operator: str, wait_s: float,
                      poll_s: float = 0.2) -> tuple[psycopg.Connection[Any], float]:
     """Take the target's run lock, waiting at most ``wait_s``; returns the connection holding
     it (autocommit, idle: it never holds a transaction open) and the seconds waited."""
-    conn = _connect(target, f"dbrunbook deploy {run_id} {operator}")
+    conn = psycopg_connect(target, f"dbrunbook deploy {run_id} {operator}")
     started = time.monotonic()
     while True:
         got = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (RUN_LOCK_KEY,)).fetchone()
@@ -266,7 +259,7 @@ class DeployRun(BasePhase):
     def _apply_steps(self) -> str:
         """The online steps on a connection of their own, each under the lock policy."""
         self.conn.commit()  # no transaction of ours stays open while the steps take their locks
-        ddl = _connect(self.target, f"dbrunbook deploy {self.run_id} ddl")
+        ddl = psycopg_connect(self.target, f"dbrunbook deploy {self.run_id} ddl")
         try:
             for number, step in enumerate(self.steps, start=1):
                 if run_step(ddl, number, len(self.steps), step, self.policy, self.log):

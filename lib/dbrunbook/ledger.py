@@ -38,6 +38,7 @@ _JSON = sa.JSON().with_variant(JSONB(), "postgresql")
 class Tables:
     events: sa.Table
     state: sa.Table
+    migrations: sa.Table
 
 
 @lru_cache(maxsize=2)
@@ -77,7 +78,24 @@ def tables(dialect: str) -> Tables:
         sa.Column("snapshot_before", _JSON),
         sa.Column("detail", _JSON),
     )
-    return Tables(events, state)
+    # Data migrations (seed 002's "migrations" table, the Stripe pattern): one row per backfill,
+    # its phase, status and checkpoint, advanced in the same transaction as each batch.
+    migrations = sa.Table(
+        prefix + "data_migrations", metadata,
+        sa.Column("runbook", sa.Text, primary_key=True),
+        sa.Column("name", sa.Text, primary_key=True),
+        sa.Column("phase", sa.Text, nullable=False),
+        sa.Column("status", sa.Text, nullable=False),
+        sa.Column("checkpoint", _JSON, nullable=False),
+        sa.Column("processed_records", sa.BigInteger, nullable=False, default=0),
+        sa.Column("run_id", sa.Text, nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True)),
+        sa.Column("completed_at", sa.DateTime(timezone=True)),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("error", sa.Text),
+        sa.Column("verification", _JSON),
+    )
+    return Tables(events, state, migrations)
 
 
 _APPEND_ONLY_SQL = [
@@ -191,6 +209,33 @@ def write_state(conn: Connection, state: State) -> None:
 def clear_state(conn: Connection, runbook: str) -> None:
     t = tables(conn.dialect.name)
     conn.execute(t.state.delete().where(t.state.c.runbook == runbook))
+    conn.execute(t.migrations.delete().where(t.migrations.c.runbook == runbook))
+
+
+def cleaned_up_migrations(conn: Connection, runbook: str) -> list[str]:
+    """The runbook's data migrations whose cleanup ran: after it, a rollback has nothing to go back to."""
+    if not ledger_exists(conn):
+        return []
+    t = tables(conn.dialect.name)
+    return list(conn.execute(sa.select(t.migrations.c.name).where(
+        t.migrations.c.runbook == runbook, t.migrations.c.phase.in_(["cleanup", "complete"]))).scalars())
+
+
+def mark_migrations_rolled_back(conn: Connection, runbook: str) -> None:
+    t = tables(conn.dialect.name)
+    conn.execute(t.migrations.update().where(t.migrations.c.runbook == runbook)
+                 .values(status="rolled-back", updated_at=now()))
+
+
+def migrations_frame(conn: Connection, runbook: str) -> pd.DataFrame:
+    """The runbook's data migrations on this target: phase, status and checkpoint."""
+    columns = ["name", "phase", "status", "processed_records", "checkpoint", "updated_at", "error"]
+    if not ledger_exists(conn):
+        return pd.DataFrame(columns=columns)
+    t = tables(conn.dialect.name)
+    rows = conn.execute(sa.select(*[t.migrations.c[c] for c in columns]).where(t.migrations.c.runbook == runbook)
+                        .order_by(t.migrations.c.name)).mappings().all()
+    return pd.DataFrame(rows, columns=columns)
 
 
 def events_frame(conn: Connection, runbook: str, limit: int = 50) -> pd.DataFrame:

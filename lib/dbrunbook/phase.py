@@ -279,6 +279,12 @@ class PhaseRun(BasePhase):
                 f"({first.summary}), so a dry run cannot rehearse it and roll it back"))
         if self.phase == "schema" and decision == APPLY:
             self._check_preconditions()
+        if self.phase == "rollback" and decision == APPLY:
+            closed = ledger.cleaned_up_migrations(self.conn, self.runbook.name)
+            if closed:
+                self._fail(GuardRefused(
+                    f"rollback refused: the cleanup of {', '.join(closed)} is done on {self.target.name}, so the data "
+                    "the rollback would need is gone (the rollback window closed with the cleanup); nothing was changed"))
         self.plan_ = Plan(decision, statements, in_transaction, reason)
         state_text = "none" if state is None else f"{state.state} (checksum {(state.checksum or '')[:12]})"
         lines = [f"**Ledger state on {self.target.name}:** {state_text}", f"**Decision:** {reason}"]
@@ -398,6 +404,8 @@ class PhaseRun(BasePhase):
             self.conn.begin()
         if plan.decision == APPLY:
             ledger.write_state(self.conn, self._new_state())
+            if self.phase == "rollback":
+                ledger.mark_migrations_rolled_back(self.conn, self.runbook.name)
         ledger.record_event(self.conn, self._event(action, ledger.PASSED if plan.decision == APPLY else ledger.NOOP))
         self.conn.commit()
         self._close()
@@ -465,6 +473,7 @@ PHASE_CLASSES = {
     "schema": "dbrunbook.phase:PhaseRun",
     "rollback": "dbrunbook.phase:PhaseRun",
     "clean_slate": "dbrunbook.cleanslate:CleanSlateRun",
+    "backfill": "dbrunbook.backfill:BackfillRun",
     "code_verify": "dbrunbook.codeverify:CodeVerifyRun",
     "test": "dbrunbook.behave:BehaviourRun",
     "deploy": "dbrunbook.deploy:DeployRun",

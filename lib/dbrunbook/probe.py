@@ -8,7 +8,6 @@ in a savepoint that is rolled back). Either way the ratio compares access paths,
 """
 from __future__ import annotations
 
-import re
 import statistics
 import time
 from collections.abc import Iterator
@@ -24,10 +23,9 @@ from psycopg import sql
 
 from . import report
 from .spec import IndexSize, ProbeData, ProbeQuery, ProbeSpec
-from .statements import split_postgresql
+from .statements import render, split_postgresql
 
 CHART_FILE = "probe_timings.png"
-_PLACEHOLDER = re.compile(r"%\((rows|value)\)s")
 
 
 def plan_indexes(plan: Any) -> list[str]:
@@ -43,12 +41,6 @@ def plan_indexes(plan: Any) -> list[str]:
         elif isinstance(node, list):
             stack.extend(node)
     return found
-
-
-def render(conn: psycopg.Connection[Any], text: str, params: dict[str, Any]) -> str:
-    """The SQL with ``%(rows)s`` / ``%(value)s`` replaced by quoted literals: the text that runs
-    is the text EXPLAIN shows and the parser splits."""
-    return _PLACEHOLDER.sub(lambda m: sql.Literal(params[m.group(1)]).as_string(conn), text)
 
 
 def generate_data(conn: psycopg.Connection[Any], data: ProbeData, rows: int) -> tuple[pd.DataFrame, float]:

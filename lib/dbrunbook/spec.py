@@ -277,6 +277,34 @@ class Precondition(_Strict):
     sql: str
 
 
+class BackfillVerify(_Strict):
+    """Seed 002's "zero data loss", as queries: ``*_count`` return one number, ``*_checksum``
+    one value; ``parity`` returns the mismatching rows among the ``%(recent)s`` most recent
+    source rows (old arrays against new rows): it must return none."""
+
+    source_count: str
+    target_count: str
+    source_checksum: str
+    target_checksum: str
+    parity: str
+
+
+class BackfillSpec(_Strict):
+    """A resumable data migration: ``batch`` (a file of statements using ``%(first)s`` and
+    ``%(last)s``, the batch's first and last key) runs over ``source`` in ``key`` order."""
+
+    name: str
+    why: str = ""
+    source: str
+    key: str = "id"
+    batch: str
+    batch_size: int = Field(default=1000, gt=0)
+    target_batch_ms: int = Field(default=250, gt=0)
+    generate: ProbeData | None = None
+    verify: BackfillVerify
+    cleanup: str | None = None
+
+
 class ReviewVariant(_Strict):
     """Another version of the migration the review phase can be pointed at (``variant=<name>``),
     such as the plan as first proposed. No ``rollback``: the variant has none (a finding)."""
@@ -316,6 +344,7 @@ class RunbookSpec(_Strict):
     test: BehaviourSpec | None = None
     preconditions: list[Precondition] = []
     review: ReviewSpec = Field(default_factory=ReviewSpec)
+    backfill: BackfillSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -452,6 +481,10 @@ def load_runbook(ref: str | Path) -> Runbook:
                 raise SpecError(spec_path, f"file not found: {folder / relative}", key)
         if value == []:
             raise SpecError(spec_path, "names no file", key)
+    if spec.backfill is not None:
+        for key, value in (("backfill.batch", spec.backfill.batch), ("backfill.cleanup", spec.backfill.cleanup)):
+            if value is not None and not (folder / value).is_file():
+                raise SpecError(spec_path, f"file not found: {folder / value}", key)
     for key, value in (("fixture", spec.fixture), ("review.existing", spec.review.existing)):
         for relative in [] if value is None else _as_list(value):
             if not (folder / relative).exists():

@@ -9,6 +9,7 @@ import re
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import SpecError
 
@@ -154,3 +155,15 @@ def strip_transaction_wrapper(statements: list[Statement]) -> tuple[list[Stateme
                 "script in one transaction of its own: remove it",
             )
     return body, wrapped
+
+
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s")
+
+
+def render(conn: Any, text: str, params: dict[str, Any]) -> str:
+    """The SQL with each ``%(name)s`` of ``params`` replaced by a quoted literal (others are left
+    as written): the text that runs is the text the parser splits, EXPLAIN shows and an error quotes."""
+    from psycopg import sql
+
+    return _PLACEHOLDER.sub(lambda m: sql.Literal(params[m.group(1)]).as_string(conn) if m.group(1) in params
+                            else m.group(0), text)

@@ -254,3 +254,13 @@ def _transactional_sqlite(eng: Engine) -> None:
     @event.listens_for(eng, "begin")
     def _begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN")
+
+
+def psycopg_connect(target: Target, application_name: str, autocommit: bool = True) -> Any:
+    """A psycopg connection of its own (PostgreSQL targets), named so that ``pg_stat_activity``
+    says whose it is; in autocommit unless asked (then it never holds a transaction open)."""
+    import psycopg
+
+    url = engine(target).url.set(drivername="postgresql")
+    return psycopg.connect(url.render_as_string(hide_password=False), autocommit=autocommit,
+                           application_name=application_name[:63])

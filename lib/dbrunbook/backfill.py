@@ -1,0 +1,525 @@
+"""The backfill phase: a resumable, checkpointed, throttled data migration (seed 002).
+
+The runbook declares the batch SQL (idempotent: running a batch twice inserts nothing twice),
+the source table and its key. Batches walk the key in order (keyset pagination, never OFFSET);
+each batch runs in one transaction that also advances the checkpoint in the ledger, so a kill at
+any instant leaves either the whole batch and its checkpoint, or neither, and the next run
+resumes where the checkpoint says. The batch size adapts to a target duration, and an optional
+pause leaves room for the application's own writes. Verification (counts, a content checksum,
+dual-write parity) is recorded in the ledger; the cleanup refuses to run without a passed one.
+The state follows the seed's phases and statuses.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+import psycopg
+from psycopg import sql
+
+from . import ledger, report
+from .errors import DbrunbookError, GuardRefused, SpecError, StatementFailed
+from .execute import describe_error
+from .phase import BasePhase
+from .spec import BackfillSpec, Runbook
+from .statements import Statement, render, split_postgresql
+from .targets import Target, psycopg_connect
+
+# The seed's phases and statuses ("Stripe 6-phase pattern").
+PHASES = ("schema", "backfill", "dual-write", "dual-read", "cleanup", "complete")
+PENDING, RUNNING, COMPLETED, FAILED, ROLLED_BACK = "pending", "running", "completed", "failed", "rolled-back"
+MIN_BATCH, MAX_BATCH = 10, 100_000
+
+
+class BackfillError(DbrunbookError):
+    """A backfill could not go on; the message says where, and that the checkpoint holds."""
+
+
+class BatchFailed(BackfillError):
+    """A batch failed: nothing of it is committed; ``key`` is the first offending row, if found."""
+
+    def __init__(self, number: int, first: Any, last: Any, key: Any, where: str, message: str) -> None:
+        self.number, self.first, self.last, self.key = number, first, last, key
+        at = f" at key {key}" if key is not None else ""
+        super().__init__(f"{where}: batch {number} (keys {first}..{last}) failed{at}: {message}; nothing of the batch "
+                         f"was committed and the checkpoint stays at {first!r} - 1; fix the row and run again to resume")
+
+
+class CleanupRefused(GuardRefused):
+    """The cleanup needs a passed verification recorded in the ledger."""
+
+
+@dataclass
+class Checkpoint:
+    """Where a backfill is: the last key committed, and what the batches did."""
+
+    cursor: Any = None
+    processed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    last_id: Any = None
+    rows_written: int = 0
+    batches: int = 0
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None) -> Checkpoint:
+        known = {k: v for k, v in (data or {}).items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass
+class Migration:
+    """One row of the ledger's data_migrations table."""
+
+    runbook: str
+    name: str
+    phase: str = "backfill"
+    status: str = PENDING
+    checkpoint: Checkpoint = field(default_factory=Checkpoint)
+    run_id: str = ""
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    error: str | None = None
+    verification: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class Batch:
+    number: int
+    first: Any
+    last: Any
+    rows: int          # source rows in the batch
+    written: int       # rows the batch SQL inserted
+    size: int          # the batch size asked for
+    ms: float
+
+
+# -- the ledger row -----------------------------------------------------------------------------------
+
+_TABLE = sql.Identifier(ledger.SCHEMA, "data_migrations")
+
+
+def read_migration(conn: psycopg.Connection[Any], runbook: str, name: str) -> Migration | None:
+    row = conn.execute(sql.SQL("SELECT phase, status, checkpoint, run_id, started_at, completed_at, error, "
+                               "verification FROM {} WHERE runbook = %s AND name = %s").format(_TABLE),
+                       (runbook, name)).fetchone()
+    if row is None:
+        return None
+    phase, status, point, run_id, started, completed, error, verification = row
+    return Migration(runbook, name, phase, status, Checkpoint.from_json(point), run_id, started, completed, error,
+                     verification)
+
+
+def write_migration(conn: psycopg.Connection[Any], m: Migration) -> None:
+    """Upsert the row (in the caller's transaction: with a batch, the two commit together)."""
+    conn.execute(sql.SQL(
+        "INSERT INTO {} (runbook, name, phase, status, checkpoint, processed_records, run_id, started_at, "
+        "completed_at, updated_at, error, verification) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now(), %s, %s) "
+        "ON CONFLICT (runbook, name) DO UPDATE SET phase = EXCLUDED.phase, status = EXCLUDED.status, "
+        "checkpoint = EXCLUDED.checkpoint, processed_records = EXCLUDED.processed_records, run_id = EXCLUDED.run_id, "
+        "started_at = EXCLUDED.started_at, completed_at = EXCLUDED.completed_at, updated_at = now(), "
+        "error = EXCLUDED.error, verification = EXCLUDED.verification").format(_TABLE),
+        (m.runbook, m.name, m.phase, m.status, psycopg.types.json.Jsonb(asdict(m.checkpoint)), m.checkpoint.processed,
+         m.run_id, m.started_at, m.completed_at, m.error,
+         psycopg.types.json.Jsonb(m.verification) if m.verification is not None else None))
+
+
+# -- batches ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Throttle:
+    """The batch size adapts so that a batch takes about ``target_ms``; ``pause_ms`` between
+    batches leaves the application room."""
+
+    target_ms: float = 250.0
+    pause_ms: float = 0.0
+    min_size: int = MIN_BATCH
+    max_size: int = MAX_BATCH
+
+    def next_size(self, size: int, rows: int, ms: float) -> int:
+        if rows < size or ms <= 0:  # a short last batch says nothing about speed
+            return size
+        # At most double or halve at once: one slow batch (a checkpoint, autovacuum) is noise.
+        factor = min(2.0, max(0.5, self.target_ms / ms))
+        return int(min(self.max_size, max(self.min_size, size * factor)))
+
+
+def batch_statements(conn: psycopg.Connection[Any], text: str, where: str, first: Any, last: Any) -> list[Statement]:
+    """The batch SQL for keys first..last, split by PostgreSQL's parser (the placeholders are
+    rendered first: the text that runs is the text that was parsed, and the text an error shows)."""
+    return split_postgresql(render(conn, text, {"first": first, "last": last}), where)
+
+
+def batch_range(conn: psycopg.Connection[Any], source: str, key: str, after: Any, size: int) -> tuple[Any, Any, int]:
+    """(first key, last key, rows) of the next batch after ``after``: keyset pagination, an
+    index range scan however far the backfill has gone."""
+    ident, table = sql.Identifier(key), sql.Identifier(source)
+    where = sql.SQL("WHERE {} > %s").format(ident) if after is not None else sql.SQL("")
+    row = conn.execute(sql.SQL("SELECT min(k), max(k), count(*) FROM (SELECT {} AS k FROM {} {} ORDER BY {} LIMIT %s) s")
+                       .format(ident, table, where, ident), ((after, size) if after is not None else (size,))).fetchone()
+    assert row is not None
+    return row[0], row[1], int(row[2])
+
+
+def run_batch(conn: psycopg.Connection[Any], text: str, where: str, first: Any, last: Any) -> int:
+    """Run the batch SQL for keys first..last in the caller's transaction; rows inserted."""
+    written = 0
+    with conn.cursor() as cursor:
+        for statement in batch_statements(conn, text, where, first, last):
+            cursor.execute(statement.text.encode())
+            written += max(cursor.rowcount, 0)
+    return written
+
+
+def find_bad_key(conn: psycopg.Connection[Any], text: str, where: str, source: str, key: str,
+                 first: Any, last: Any) -> Any:
+    """The first key in first..last whose batch fails alone, by bisection; each try runs in a
+    savepoint that is rolled back (GitLab's batched migrations split a failed batch the same way)."""
+    ident, table = sql.Identifier(key), sql.Identifier(source)
+    keys = [r[0] for r in conn.execute(sql.SQL("SELECT {} FROM {} WHERE {} BETWEEN %s AND %s ORDER BY {}")
+                                       .format(ident, table, ident, ident), (first, last)).fetchall()]
+
+    def fails(lo: int, hi: int) -> bool:
+        try:
+            with conn.transaction(force_rollback=True):
+                run_batch(conn, text, where, keys[lo], keys[hi])
+        except psycopg.Error:
+            return True
+        return False
+
+    lo, hi = 0, len(keys) - 1
+    if not keys or not fails(lo, hi):
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fails(lo, mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return keys[lo]
+
+
+# -- the phase -----------------------------------------------------------------------------------------
+
+class BackfillRun(BasePhase):
+    """Batches with checkpoints, verification, and the cleanup that verification unlocks."""
+
+    default_action = "backfill"
+
+    def __init__(self, phase: str, runbook: Runbook, target: Target, *, restart: bool = False,
+                 batch_size: int = 0, target_batch_ms: float = 0, pause_ms: float = 0, max_batches: int = 0,
+                 generate: int = 0, parity_recent: int = 100, cleanup: bool = False, **kwargs: Any) -> None:
+        super().__init__(phase, runbook, target, **kwargs)
+        if runbook.spec.backfill is None:
+            self._fail(SpecError(runbook.path / "runbook.yaml", "declares no backfill", "backfill"))
+        if target.dialect != "postgresql":
+            self._fail(GuardRefused(f"backfill runs on PostgreSQL; {target.name} is {target.dialect}"))
+        self.spec: BackfillSpec = runbook.spec.backfill
+        self.restart, self.max_batches = bool(restart), int(max_batches)
+        self.generate_rows, self.parity_recent, self.do_cleanup = int(generate), int(parity_recent), bool(cleanup)
+        self.batch_size = int(batch_size) or self.spec.batch_size
+        self.throttle = Throttle(float(target_batch_ms) or self.spec.target_batch_ms, float(pause_ms))
+        self.batch_file = runbook.display(self.spec.batch)
+        self.batch_sql = runbook.file(self.spec.batch).read_text()
+        self.checksums = {self.spec.batch: runbook.checksum(self.spec.batch)}
+        self.batches: list[Batch] = []
+        self.migration: Migration | None = None
+        self.conn.commit()
+        # A connection of its own: each batch is its own transaction, committed with its checkpoint.
+        self.db: psycopg.Connection[Any] = psycopg_connect(target, f"dbrunbook backfill {self.run_id}", autocommit=False)
+        try:  # a syntax error is reported now, with its line, not at the first batch
+            batch_statements(self.db, self.batch_sql, self.batch_file, 0, 0)
+        except SpecError as exc:
+            self._fail(exc)
+        self._take_lock()
+
+    # -- one backfill at a time --------------------------------------------------------------
+
+    def _lock_key(self) -> str:
+        return f"dbrunbook.backfill:{self.runbook.name}:{self.spec.name}"
+
+    def _take_lock(self) -> None:
+        """A session advisory lock: a second run refuses; a killed run's lock goes with its session."""
+        got = self.db.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (self._lock_key(),)).fetchone()
+        self.db.commit()
+        if not (got and got[0]):
+            self._fail(BackfillError(f"another backfill of {self.runbook.name} ({self.spec.name}) is running on "
+                                     f"{self.target.name}; nothing was done"))
+
+    # -- cells ----------------------------------------------------------------------------------
+
+    def plan(self) -> pd.DataFrame:
+        """Where the backfill stands, and what this run will do."""
+        self._guard_open()
+        if self.spec.why:
+            report.say(self.spec.why)
+        if self.generate_rows:
+            self._generate()
+        raw = self.db
+        m = read_migration(raw, self.runbook.name, self.spec.name)
+        raw.commit()
+        state = ledger.read_state(self.conn, self.runbook.name)
+        self.conn.commit()
+        if state is None or state.state != ledger.APPLIED:
+            self._fail(GuardRefused(f"the schema of {self.runbook.name} is not applied on {self.target.name} "
+                                    "(run the schema phase first); nothing was done"))
+        if m is not None and m.phase in ("cleanup", "complete") and m.status == COMPLETED:
+            decision = "nothing to do: the cleanup is done, the arrays are gone"
+        elif m is None or self.restart or m.status == ROLLED_BACK:
+            decision = "start from the beginning" if m is None else \
+                "restart from the beginning (restart=True)" if self.restart else "start again: the schema was rolled back"
+            m = Migration(self.runbook.name, self.spec.name, started_at=ledger.now())
+        else:
+            decision = f"resume after key {m.checkpoint.cursor!r} (the checkpoint)" if m.checkpoint.cursor is not None \
+                else "start from the beginning"
+            if m.status == RUNNING:
+                decision += "; the previous run stopped without finishing (killed?) and its lock is gone"
+        self.migration = m
+        total = raw.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(self.spec.source))).fetchone()
+        raw.commit()
+        self.total = int(total[0]) if total else 0
+        rows = [("data migration", self.spec.name), ("phase / status", f"{m.phase} / {m.status}"),
+                ("checkpoint", _describe(m.checkpoint)), ("source", f"{self.spec.source} ({self.total} rows), "
+                                                                    f"in {self.spec.key} order"),
+                ("batch", f"{self.batch_file}, {self.batch_size} rows to start, adapting to "
+                          f"{self.throttle.target_ms:g} ms per batch, pause {self.throttle.pause_ms:g} ms"),
+                ("decision", decision)]
+        report.say(report.table(rows))
+        self.detail.update({"name": self.spec.name, "decision": decision})
+        return pd.DataFrame(rows, columns=["what", "value"])
+
+    def run(self, progress: Callable[..., Any] | None = None) -> pd.DataFrame:
+        """The batches, each in one transaction with its checkpoint, until the source is done."""
+        self._guard_open()
+        m = self._require_plan()
+        if m.phase != "backfill" and m.status == COMPLETED:
+            report.say(f"**Backfill already done** (phase {m.phase}): {_describe(m.checkpoint)}.")
+            return self._batches_frame()
+        raw, point = self.db, m.checkpoint
+        remaining = self._remaining(point.cursor)
+        bar = _progress_bar(progress, remaining, point.processed)
+        m.status, m.error, m.run_id = RUNNING, None, self.run_id
+        write_migration(raw, m)
+        raw.commit()
+        size = self.batch_size
+        try:
+            while not self.max_batches or len(self.batches) < self.max_batches:
+                started = time.perf_counter()
+                first, last, rows = batch_range(raw, self.spec.source, self.spec.key, point.cursor, size)
+                if rows == 0:
+                    raw.rollback()
+                    break
+                number = point.batches + 1
+                try:
+                    written = run_batch(raw, self.batch_sql, self.batch_file, first, last)
+                except psycopg.Error as exc:
+                    raw.rollback()
+                    self._batch_failed(m, number, first, last, rows, exc)
+                point.cursor, point.last_id = last, last
+                point.processed += rows
+                point.succeeded += rows
+                point.rows_written += written
+                point.batches = number
+                write_migration(raw, m)
+                raw.commit()  # the batch and its checkpoint, together
+                ms = (time.perf_counter() - started) * 1000
+                self.batches.append(Batch(number, first, last, rows, written, size, ms))
+                bar.update(rows)
+                size = self.throttle.next_size(size, rows, ms)
+                if self.throttle.pause_ms:
+                    time.sleep(self.throttle.pause_ms / 1000)
+        finally:
+            bar.close()
+        done = self._remaining(point.cursor) == 0
+        # Stopped by max_batches: pending, resumable, nothing running.
+        m.status, m.completed_at = (COMPLETED, ledger.now()) if done else (PENDING, None)
+        write_migration(raw, m)
+        raw.commit()
+        frame = self._batches_frame()
+        report.say(f"**{'Backfill complete' if done else 'Stopped after max_batches'}:** {_describe(point)}.")
+        if len(frame):
+            report.show(_batch_summary(frame), caption="this run")
+        self.detail.update({"checkpoint": asdict(point), "batches_this_run": len(self.batches),
+                            "worst_batch_ms": round(max((b.ms for b in self.batches), default=0.0), 1)})
+        return frame
+
+    def verify(self) -> pd.DataFrame:
+        """Counts, content checksums and dual-write parity; the result goes to the ledger."""
+        self._guard_open()
+        m = self._require_plan()
+        if m.phase in ("cleanup", "complete") and m.verification:
+            report.say("**Verified before the cleanup** (the arrays are gone now): the recorded result is shown.")
+            return pd.DataFrame(m.verification.get("checks", []))
+        raw, v = self.db, self.spec.verify
+
+        def one(query: str, **params: Any) -> Any:
+            row = raw.execute(render(raw, query, params).encode()).fetchone()
+            return row[0] if row else None
+
+        try:
+            source_count, target_count = one(v.source_count), one(v.target_count)
+            source_sum, target_sum = one(v.source_checksum), one(v.target_checksum)
+            cursor = raw.execute(render(raw, v.parity, {"recent": self.parity_recent}).encode())
+            mismatches = pd.DataFrame(cursor.fetchall(), columns=[d.name for d in cursor.description or []])
+        except psycopg.Error as exc:
+            raw.rollback()
+            self._fail(BackfillError(f"{self.runbook.display('runbook.yaml')} backfill.verify: {describe_error(exc)[0]}"))
+        raw.rollback()
+        complete = m.status == COMPLETED
+        checks: list[dict[str, Any]] = [
+            {"check": "backfill complete", "source": m.status, "target": COMPLETED, "result": _ok(complete)},
+            {"check": "array elements = rows", "source": int(source_count or 0), "target": int(target_count or 0),
+             "result": _ok(int(source_count or 0) == int(target_count or 0))},
+            {"check": "content checksum", "source": str(source_sum), "target": str(target_sum),
+             "result": _ok(source_sum == target_sum)},
+            {"check": f"dual-write parity, latest {self.parity_recent}", "source": f"{len(mismatches)} mismatch(es)",
+             "target": "0 mismatches",
+             "result": _ok(mismatches.empty)},
+        ]
+        passed = all(c["result"] == "pass" for c in checks)
+        m.verification = {"passed": passed, "at": ledger.now().isoformat(), "run_id": self.run_id,
+                          "checks": [{k: (str(v) if k != "result" else v) for k, v in c.items()} for c in checks]}
+        if passed:
+            m.phase = "dual-write"  # the backfill is proven; the application's dual-writes are in parity
+        write_migration(raw, m)
+        raw.commit()
+        frame = pd.DataFrame(checks, columns=["check", "source", "target", "result"])
+        report.show(frame, caption="verification (zero data loss)", status_column="result")
+        if not mismatches.empty:
+            report.show(mismatches.head(20), caption=f"{len(mismatches)} message(s) whose arrays and rows differ")
+        self.failures += [f"verification: {c['check']}: {c['source']} vs {c['target']}" for c in checks
+                          if c["result"] != "pass"]
+        self.detail["verification"] = m.verification
+        return frame
+
+    def cleanup(self) -> pd.DataFrame:
+        """Drop the deprecated arrays, only with a passed verification in the ledger."""
+        self._guard_open()
+        m = self._require_plan()
+        if not self.do_cleanup:
+            report.say("**Cleanup not requested** (`cleanup = False`): the arrays stay, and the rollback window "
+                       "stays open. Run again with `cleanup = True` once the application reads the new tables.")
+            return pd.DataFrame(columns=["step", "result"])
+        if m.phase == "complete" and m.status == COMPLETED:
+            report.say("**Cleanup already done.**")
+            return pd.DataFrame(columns=["step", "result"])
+        recorded = read_migration(self.db, self.runbook.name, self.spec.name)
+        self.db.commit()
+        verification = recorded.verification if recorded else None
+        if self.spec.cleanup is None:
+            self._fail(SpecError(self.runbook.path / "runbook.yaml", "declares no cleanup script", "backfill.cleanup"))
+        if not verification or not verification.get("passed"):
+            why = "no verification is recorded" if not verification else "the last verification failed"
+            self._fail(CleanupRefused(f"cleanup refused: {why} for {self.spec.name} on {self.target.name}; "
+                                      "run the backfill phase's verification until it passes; nothing was dropped"))
+        statements = split_postgresql(self.runbook.file(self.spec.cleanup).read_text(),
+                                      self.runbook.display(self.spec.cleanup))
+        self.checksums[self.spec.cleanup] = self.runbook.checksum(self.spec.cleanup)
+        raw = self.db
+        m.phase, m.status = "cleanup", RUNNING
+        try:
+            raw.execute("SET LOCAL lock_timeout = '5s'")
+            for statement in statements:
+                raw.execute(statement.text.encode())
+        except psycopg.Error as exc:
+            raw.rollback()
+            message, sqlstate, _ = describe_error(exc)
+            self._fail(StatementFailed(statement.file, statement.line, statement.index, len(statements),
+                                       statement.text, message, sqlstate))
+        m.phase, m.status, m.completed_at = "complete", COMPLETED, ledger.now()
+        write_migration(raw, m)
+        raw.commit()
+        report.say(f"**Cleanup done:** {len(statements)} statement(s) of `{self.spec.cleanup}` committed with the "
+                   "ledger's phase `complete`. The rollback window is closed.")
+        return pd.DataFrame([{"step": s.summary, "result": "pass"} for s in statements], columns=["step", "result"])
+
+    def finish(self) -> None:
+        """Record the run; raise when verification failed."""
+        self._guard_open()
+        self._raise_for_failures()
+        self._commit("backfill")
+        report.say(f"**backfill passed** and was recorded on {self.target.name} (run {self.run_id}).")
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _require_plan(self) -> Migration:
+        if self.migration is None:
+            self.plan()
+        assert self.migration is not None
+        return self.migration
+
+    def _remaining(self, after: Any) -> int:
+        ident = sql.Identifier(self.spec.key)
+        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(self.spec.source))
+        if after is not None:
+            query = sql.SQL("{} WHERE {} > %s").format(query, ident)
+        row = self.db.execute(query, (after,) if after is not None else ()).fetchone()
+        self.db.commit()
+        return int(row[0]) if row else 0
+
+    def _batch_failed(self, m: Migration, number: int, first: Any, last: Any, rows: int, exc: psycopg.Error) -> None:
+        message, sqlstate, _ = describe_error(exc)
+        key = find_bad_key(self.db, self.batch_sql, self.batch_file, self.spec.source, self.spec.key, first, last)
+        self.db.rollback()
+        m.status, m.checkpoint.failed = FAILED, m.checkpoint.failed + rows
+        error = BatchFailed(number, first, last, key, self.batch_file, message + (f" [{sqlstate}]" if sqlstate else ""))
+        m.error = str(error)
+        write_migration(self.db, m)
+        self.db.commit()
+        self._fail(error)
+
+    def _batches_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([asdict(b) for b in self.batches],
+                            columns=["number", "first", "last", "rows", "written", "size", "ms"])
+
+    def _generate(self) -> None:
+        if self.target.production:
+            self._fail(GuardRefused(f"generate refused: {self.target.name} is a production target"))
+        if self.spec.generate is None:
+            self._fail(SpecError(self.runbook.path / "runbook.yaml", "declares no generator", "backfill.generate"))
+        started = time.perf_counter()
+        raw = self.db
+        for statement in split_postgresql(render(raw, self.spec.generate.generate, {"rows": self.generate_rows}),
+                                          "runbook.yaml backfill.generate"):
+            raw.execute(statement.text.encode())
+        raw.execute("ANALYZE")
+        raw.commit()
+        report.say(f"**Generated** {self.generate_rows} rows in {time.perf_counter() - started:.1f} s.")
+
+    def _close(self) -> None:
+        db = getattr(self, "db", None)
+        if db is not None and not db.closed:
+            db.close()  # its session-level lock goes with it
+        super()._close()
+
+
+def _ok(flag: bool) -> str:
+    return "pass" if flag else "FAIL"
+
+
+def _describe(point: Checkpoint) -> str:
+    return (f"cursor {point.cursor!r}, {point.processed} processed, {point.succeeded} succeeded, {point.failed} failed, "
+            f"{point.rows_written} rows written in {point.batches} batch(es)")
+
+
+def _batch_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    seconds = frame["ms"].sum() / 1000
+    return pd.DataFrame([{"batches": len(frame), "rows": int(frame["rows"].sum()), "written": int(frame["written"].sum()),
+                          "rows/s": round(frame["rows"].sum() / seconds) if seconds else None,
+                          "median batch ms": round(float(frame["ms"].median()), 1),
+                          "worst batch ms": round(float(frame["ms"].max()), 1),
+                          "last size": int(frame["size"].iloc[-1])}])
+
+
+def _progress_bar(factory: Callable[..., Any] | None, total: int, done: int) -> Any:
+    """tqdm's text bar (rate, ETA) on stderr: it redraws in place in JupyterLab and in a terminal,
+    and its last state is what the archived notebook keeps."""
+    from tqdm.std import tqdm
+
+    return (factory or tqdm)(total=total + done, initial=done, unit=" rows", file=sys.stderr, mininterval=0.5, ascii=True,
+                   ncols=100, desc="backfill")

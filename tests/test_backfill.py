@@ -1,0 +1,240 @@
+"""The backfill phase on seed 002: batches commit with their checkpoint, so SIGKILL at any
+instant loses and repeats nothing; a bad row fails its batch whole; verification gates the
+cleanup; the ledger's phase and status are what `dbrunbook status` shows."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from dbrunbook import backfill, commands, embedded, open_phase
+from dbrunbook.targets import psycopg_connect, resolve_target
+
+from .conftest import ROOT, add_target, apply_schema, cli, connect
+
+RUNBOOK = "normalize_attachments"
+
+
+@pytest.fixture
+def applied() -> Iterator[str]:
+    """A target with the before-state fixture and the schema phase applied."""
+    name = f"bf_{uuid.uuid4().hex[:10]}"
+    add_target(name, {"embedded": name})
+    commands.prepare(RUNBOOK, name)
+    apply_schema(name, RUNBOOK)
+    yield name
+    embedded.drop_database(name)
+
+
+def backfill_run(target: str, **options: object) -> backfill.BackfillRun:
+    run: backfill.BackfillRun = open_phase("backfill", RUNBOOK, target, **options)
+    run.plan()
+    return run
+
+
+def generate(target: str, rows: int) -> None:
+    run = backfill_run(target, generate=rows, max_batches=0)
+    run.abandon()
+
+
+def scalar(target: str, query: str) -> object:
+    with connect(target) as conn:
+        return conn.execute(sa.text(query)).scalar()
+
+
+def verify_queries(target: str) -> tuple[object, object, object, object]:
+    from dbrunbook.spec import load_runbook
+
+    v = load_runbook(RUNBOOK).spec.backfill.verify  # type: ignore[union-attr]
+    return (scalar(target, v.source_count), scalar(target, v.target_count),
+            scalar(target, v.source_checksum), scalar(target, v.target_checksum))
+
+
+def checkpoint(target: str) -> backfill.Migration | None:
+    with psycopg_connect(resolve_target(target), "test") as conn:
+        return backfill.read_migration(conn, RUNBOOK, "001_normalize_message_attachments")
+
+
+def rows_up_to(target: str, cursor: object) -> tuple[int, int, int]:
+    """(array elements of messages <= cursor, rows for them, rows for messages after the cursor)."""
+    bound = -1 if cursor is None else int(cursor)  # type: ignore[call-overload]
+    elements = scalar(target, f"""SELECT coalesce(sum(coalesce(jsonb_array_length(attachments), 0)
+        + coalesce(jsonb_array_length("toolCalls"), 0) + coalesce(jsonb_array_length("partialToolCalls"), 0)), 0)
+        FROM messages WHERE id <= {bound}""")
+    done = scalar(target, f"""SELECT (SELECT count(*) FROM attachments WHERE "messageId" <= {bound})
+        + (SELECT count(*) FROM "toolCalls" WHERE "messageId" <= {bound})""")
+    beyond = scalar(target, f"""SELECT (SELECT count(*) FROM attachments WHERE "messageId" > {bound})
+        + (SELECT count(*) FROM "toolCalls" WHERE "messageId" > {bound})""")
+    return int(elements), int(done), int(beyond)  # type: ignore[call-overload]
+
+
+WORKER = """
+import sys
+from dbrunbook import open_phase
+run = open_phase("backfill", "normalize_attachments", sys.argv[1], batch_size=50, target_batch_ms=10, pause_ms=40)
+run.plan()
+print("started", flush=True)
+run.run()
+"""
+
+
+def test_sigkill_at_random_points_then_resume_loses_and_repeats_nothing(applied: str) -> None:
+    generate(applied, 30_000)
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    cursors = []
+    for _ in range(5):
+        worker = subprocess.Popen([sys.executable, "-c", WORKER, applied], cwd=ROOT, stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, text=True, env=os.environ.copy())
+        assert worker.stdout is not None
+        while worker.stdout.readline().strip() != "started":  # the plan's report comes first
+            pass
+        time.sleep(rng.uniform(0.3, 2.5))
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+        state = checkpoint(applied)
+        assert state is not None
+        cursor = state.checkpoint.cursor
+        # The invariant: everything up to the checkpoint is in, nothing after it is.
+        elements, done, beyond = rows_up_to(applied, cursor)
+        assert (done, beyond) == (elements, 0), f"seed {seed}, cursor {cursor}"
+        assert state.status == backfill.RUNNING  # killed: nobody wrote "completed"
+        cursors.append(cursor)
+    assert cursors == sorted(cursors, key=lambda c: -1 if c is None else c), f"seed {seed}"
+    assert len({c for c in cursors if c is not None}) >= 3, f"seed {seed}: kills did not land mid-backfill {cursors}"
+    # The unattended path resumes to the end and verifies.
+    done = cli("run", RUNBOOK, "--target", applied, "--phases", "backfill")
+    assert done.returncode == 0, done.stdout + done.stderr
+    source_count, target_count, source_sum, target_sum = verify_queries(applied)
+    assert source_count == target_count and int(target_count) > 25_000  # type: ignore[call-overload]
+    assert source_sum == target_sum
+    final = checkpoint(applied)
+    assert final is not None and (final.phase, final.status) == ("dual-write", "completed")
+    assert final.verification and final.verification["passed"] is True
+    assert final.checkpoint.processed == scalar(applied, "SELECT count(*) FROM messages")
+    status = cli("status", RUNBOOK, "--target", applied)
+    assert "data migration 001_normalize_message_attachments: phase dual-write, status completed; checkpoint: " \
+           f"cursor {final.checkpoint.cursor}, processed {final.checkpoint.processed}" in status.stdout
+
+
+def test_running_a_batch_again_inserts_nothing(applied: str) -> None:
+    generate(applied, 2_000)
+    run = backfill_run(applied)
+    first = backfill.run_batch(run.db, run.batch_sql, run.batch_file, 1, 2_005)
+    run.db.commit()
+    again = backfill.run_batch(run.db, run.batch_sql, run.batch_file, 1, 2_005)
+    run.db.commit()
+    run.abandon()
+    assert first > 1_000 and again == 0
+
+
+def test_a_bad_row_fails_its_batch_whole_and_the_fix_resumes(applied: str) -> None:
+    generate(applied, 3_000)
+    bad = 1_234
+    with connect(applied) as conn:
+        conn.execute(sa.text(f"""UPDATE messages SET attachments = '{{"type": "file"}}' WHERE id = {bad}"""))
+        conn.commit()
+    run = backfill_run(applied, batch_size=100, target_batch_ms=100_000)
+    with pytest.raises(backfill.BatchFailed) as err:
+        run.run()
+    message = str(err.value)
+    assert "normalize_attachments/backfill.sql: batch " in message and f"failed at key {bad}:" in message
+    assert "cannot extract elements from an object" in message and "nothing of the batch was committed" in message
+    state = checkpoint(applied)
+    assert state is not None and state.status == backfill.FAILED and state.error == message
+    # The checkpoint stopped before the failed batch; nothing of that batch is in.
+    assert err.value.first == state.checkpoint.cursor + 1 and err.value.first <= bad <= err.value.last
+    assert rows_up_to(applied, state.checkpoint.cursor)[1:] == (rows_up_to(applied, state.checkpoint.cursor)[0], 0)
+    assert state.checkpoint.failed == err.value.last - err.value.first + 1
+    with connect(applied) as conn:
+        conn.execute(sa.text(f"UPDATE messages SET attachments = NULL WHERE id = {bad}"))
+        conn.commit()
+    run = backfill_run(applied)
+    assert "resume after key" in run.detail["decision"]
+    run.run()
+    assert list(run.verify()["result"]) == ["pass"] * 4
+    run.finish()
+
+
+def test_cleanup_needs_a_passed_verification_and_closes_the_rollback_window(applied: str) -> None:
+    generate(applied, 1_000)
+    run = backfill_run(applied, max_batches=1, batch_size=100, cleanup=True)
+    run.run()
+    verdict = run.verify()  # not complete: counts differ
+    assert "FAIL" in list(verdict["result"])
+    with pytest.raises(backfill.CleanupRefused, match="the last verification failed"):
+        run.cleanup()
+    assert scalar(applied, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'messages' "
+                           "AND column_name = 'attachments'") == 1
+    # The application writes a message the old way only (no dual-write): parity catches it.
+    run = backfill_run(applied)
+    run.run()
+    with connect(applied) as conn:
+        conn.execute(sa.text("""INSERT INTO messages ("conversationId", "userId", role, content, attachments)
+            VALUES (1, 1, 'user', 'late', '[{"type": "file", "name": "x", "storageId": "s", "mimeType": "m", "size": 1}]')"""))
+        conn.commit()
+    verdict = run.verify()
+    assert dict(zip(verdict["check"], verdict["result"], strict=True))["dual-write parity, latest 100"] == "FAIL"
+    with pytest.raises(Exception, match="verification: array elements = rows"):
+        run.finish()
+    # The application dual-writes it; the next run catches up, verifies, and cleans up.
+    run = backfill_run(applied, cleanup=True)
+    run.run()
+    assert list(run.verify()["result"]) == ["pass"] * 4
+    run.cleanup()
+    run.finish()
+    assert scalar(applied, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'messages' "
+                           "AND column_name IN ('attachments', 'toolCalls', 'partialToolCalls')") == 0
+    state = checkpoint(applied)
+    assert state is not None and (state.phase, state.status) == ("complete", "completed")
+    refused = cli("run", RUNBOOK, "--target", applied, "--phases", "rollback")
+    assert refused.returncode == 1 and "the rollback window closed with the cleanup" in refused.stderr
+
+
+def test_a_second_backfill_on_the_same_target_is_refused(applied: str) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom dbrunbook import open_phase\n"
+                               "run = open_phase('backfill', 'normalize_attachments', sys.argv[1])\n"
+                               "print('started', flush=True)\ntime.sleep(60)", applied],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert holder.stdout is not None
+        while holder.stdout.readline().strip() != "started":
+            pass
+        with pytest.raises(backfill.BackfillError, match="another backfill of normalize_attachments"):
+            open_phase("backfill", RUNBOOK, applied)
+    finally:
+        holder.kill()
+        holder.wait()
+    backfill_run(applied).abandon()  # the killed holder's lock went with its session
+
+
+def test_rollback_marks_the_data_migration_rolled_back_and_a_new_schema_starts_over(applied: str) -> None:
+    generate(applied, 500)
+    run = backfill_run(applied)
+    run.run()
+    run.abandon()
+    done = cli("run", RUNBOOK, "--target", applied, "--phases", "rollback,schema")
+    assert done.returncode == 0, done.stdout + done.stderr
+    state = checkpoint(applied)
+    assert state is not None and state.status == backfill.ROLLED_BACK
+    run = backfill_run(applied)
+    assert run.detail["decision"] == "start again: the schema was rolled back"
+    run.abandon()
+
+
+@pytest.mark.parametrize(("size", "rows", "ms", "expected"), [
+    (1000, 1000, 500.0, 500),     # twice too slow: halve
+    (1000, 1000, 50.0, 2000),     # five times too fast: at most double
+    (1000, 1000, 250.0, 1000),    # on target
+    (1000, 300, 10.0, 1000),      # a short last batch says nothing
+    (20, 20, 10_000.0, 10),       # never under the minimum
+])
+def test_throttle(size: int, rows: int, ms: float, expected: int) -> None:
+    assert backfill.Throttle(target_ms=250).next_size(size, rows, ms) == expected
