@@ -238,3 +238,17 @@ def test_rollback_marks_the_data_migration_rolled_back_and_a_new_schema_starts_o
 ])
 def test_throttle(size: int, rows: int, ms: float, expected: int) -> None:
     assert backfill.Throttle(target_ms=250).next_size(size, rows, ms) == expected
+
+
+def test_restart_walks_everything_again_and_writes_nothing_twice(applied: str) -> None:
+    generate(applied, 1_500)
+    run = backfill_run(applied)
+    run.run()
+    before = verify_queries(applied)
+    run = backfill_run(applied, restart=True)
+    assert run.detail["decision"] == "restart from the beginning (restart=True)"
+    frame = run.run()
+    assert int(frame["rows"].sum()) == scalar(applied, "SELECT count(*) FROM messages")
+    assert int(frame["written"].sum()) == 0
+    assert verify_queries(applied) == before
+    run.abandon()
