@@ -86,6 +86,18 @@ def apply_schema(target: str, runbook: str | Path = "event_message_fk") -> None:
 
 
 @contextmanager
+def prepared_target(runbook: str, prefix: str) -> Iterator[str]:
+    """A fresh database prepared from the runbook's fixture, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    add_target(name, {"embedded": name})
+    commands.prepare(runbook, name)
+    try:
+        yield name
+    finally:
+        embedded.drop_database(name)
+
+
+@contextmanager
 def prepared_pair(runbook: str, prefix: str = "") -> Iterator[tuple[str, str]]:
     """A rehearsal target and a production target, both prepared from the runbook's fixture,
     dropped afterwards."""

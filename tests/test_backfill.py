@@ -9,15 +9,14 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from dbrunbook import backfill, commands, embedded, open_phase
+from dbrunbook import backfill, open_phase
 from dbrunbook.targets import psycopg_connect, resolve_target
 
-from .conftest import ROOT, add_target, apply_schema, cli, connect
+from .conftest import ROOT, apply_schema, cli, connect, prepared_target
 
 RUNBOOK = "normalize_attachments"
 
@@ -25,12 +24,9 @@ RUNBOOK = "normalize_attachments"
 @pytest.fixture
 def applied() -> Iterator[str]:
     """A target with the before-state fixture and the schema phase applied."""
-    name = f"bf_{uuid.uuid4().hex[:10]}"
-    add_target(name, {"embedded": name})
-    commands.prepare(RUNBOOK, name)
-    apply_schema(name, RUNBOOK)
-    yield name
-    embedded.drop_database(name)
+    with prepared_target(RUNBOOK, "bf") as name:
+        apply_schema(name, RUNBOOK)
+        yield name
 
 
 def backfill_run(target: str, **options: object) -> backfill.BackfillRun:

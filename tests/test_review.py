@@ -4,15 +4,14 @@ the target (lock holders, long transactions, invalid indexes, preconditions); an
 levels it predicts are the ones PostgreSQL takes."""
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from dbrunbook import commands, embedded, ledger, open_phase, preflight
+from dbrunbook import commands, ledger, open_phase, preflight
 from dbrunbook.spec import load_runbook
 
-from .conftest import Blocker, add_target, cli, connect
+from .conftest import Blocker, cli, connect, prepared_target
 
 RUNBOOK = "saved_insights_customer"
 
@@ -20,11 +19,8 @@ RUNBOOK = "saved_insights_customer"
 @pytest.fixture
 def baseline() -> Iterator[str]:
     """A target holding migrations 000-021 and the fixture data."""
-    name = f"si_{uuid.uuid4().hex[:10]}"
-    add_target(name, {"embedded": name})
-    commands.prepare(RUNBOOK, name)
-    yield name
-    embedded.drop_database(name)
+    with prepared_target(RUNBOOK, "si") as name:
+        yield name
 
 
 def review(target: str, **options: object):  # type: ignore[no-untyped-def]

@@ -15,7 +15,7 @@ from .errors import DbrunbookError, GuardRefused, SpecError
 from .execute import run_statements
 from .phase import new_run_id
 from .project import PHASES, phase_notebook, project_root
-from .spec import Runbook, _as_list, load_runbook
+from .spec import Runbook, load_runbook
 from .targets import TARGETS_ENV, engine, resolve_target
 
 DEMO_RUNBOOK = "event_message_fk"
@@ -297,12 +297,7 @@ def lint(paths: list[str], *, target_ref: str | None = None, existing: str | Non
             files.append(path)
             continue
         book = load_runbook(ref)
-        migration, rollbacks = book.migration_files, book.rollback_files
-        if variant:
-            chosen = book.spec.review.variants.get(variant)
-            if chosen is None:
-                raise SpecError(book.path / "runbook.yaml", f"no variant {variant!r}", "review.variants")
-            migration, rollbacks = _as_list(chosen.migration), _as_list(chosen.rollback or [])
+        migration, rollbacks, _ = book.review_scripts(variant or "")
         files += [book.file(name) for name in migration]
         names.update({book.file(name): name for name in [*migration, *rollbacks]})
         back = back if back is not None else [book.file(name) for name in rollbacks]

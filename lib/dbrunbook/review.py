@@ -15,7 +15,7 @@ import pandas as pd
 from . import expect, ledger, lint, preflight, report
 from .errors import GuardRefused, ReviewRejected, SpecError
 from .phase import BasePhase
-from .spec import Runbook, _as_list, sha256_file
+from .spec import Runbook, sha256_file
 from .statements import Statement, read_statements
 from .targets import Target
 
@@ -38,23 +38,16 @@ class ReviewRun(BasePhase):
             self._fail(SpecError("fail_on parameter", f"must be one of {', '.join(lint.SEVERITIES)}, not {fail_on!r}"))
         self.variant, self.fail_on, self.use_squawk = variant, fail_on, bool(squawk)
         self.long_transaction_s = float(long_transaction_s)
-        self.files, self.rollback_files, self.why = self._scripts(variant)
+        try:
+            self.files, self.rollback_files, self.why = runbook.review_scripts(variant)
+        except SpecError as exc:
+            self._fail(exc)
         self.existing = sorted(Path(existing).glob("*.sql")) if existing else runbook.existing_migrations
         self.checksums = {name: sha256_file(runbook.file(name)) for name in [*self.files, *self.rollback_files]}
         self.findings: list[lint.Finding] = []
         self.statements: list[Statement] = []
         self.locks: list[preflight.TableLock] = []
         self.detail.update({"variant": variant or None, "files": self.files, "rollback": self.rollback_files})
-
-    def _scripts(self, variant: str) -> tuple[list[str], list[str], str]:
-        if not variant:
-            return self.runbook.migration_files, self.runbook.rollback_files, ""
-        variants = self.runbook.spec.review.variants
-        if variant not in variants:
-            known = ", ".join(variants) or "none declared"
-            self._fail(SpecError("variant parameter", f"no variant {variant!r} in {self.runbook.name} ({known})"))
-        chosen = variants[variant]
-        return _as_list(chosen.migration), _as_list(chosen.rollback or []), chosen.why
 
     def _path(self, name: str) -> Path:
         return self.runbook.file(name)

@@ -386,6 +386,17 @@ class Runbook:
         existing = self.spec.review.existing
         return sorted(self.file(existing).glob("*.sql")) if existing else []
 
+    def review_scripts(self, variant: str = "") -> tuple[list[str], list[str], str]:
+        """(migration files, rollback files, why) of the migration, or of a declared variant."""
+        if not variant:
+            return self.migration_files, self.rollback_files, ""
+        variants = self.spec.review.variants
+        if variant not in variants:
+            known = ", ".join(variants) or "none declared"
+            raise SpecError("variant", f"no variant {variant!r} in {self.name} ({known})")
+        chosen = variants[variant]
+        return _as_list(chosen.migration), _as_list(chosen.rollback or []), chosen.why
+
     def script_files(self, kind: str) -> list[str]:
         """The files of the ``migration``, the ``rollback`` or the ``fixture``, in the order
         they run."""
