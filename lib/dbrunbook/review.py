@@ -15,7 +15,7 @@ import pandas as pd
 from . import expect, ledger, lint, preflight, report
 from .errors import GuardRefused, ReviewRejected, SpecError
 from .phase import BasePhase
-from .spec import Runbook, sha256_file
+from .spec import Runbook
 from .statements import Statement, read_statements
 from .targets import Target
 
@@ -43,14 +43,11 @@ class ReviewRun(BasePhase):
         except SpecError as exc:
             self._fail(exc)
         self.existing = sorted(Path(existing).glob("*.sql")) if existing else runbook.existing_migrations
-        self.checksums = {name: sha256_file(runbook.file(name)) for name in [*self.files, *self.rollback_files]}
+        self.checksums = {name: runbook.checksum(name) for name in [*self.files, *self.rollback_files]}
         self.findings: list[lint.Finding] = []
         self.statements: list[Statement] = []
         self.locks: list[preflight.TableLock] = []
         self.detail.update({"variant": variant or None, "files": self.files, "rollback": self.rollback_files})
-
-    def _path(self, name: str) -> Path:
-        return self.runbook.file(name)
 
     # -- what the notebook calls, in order ------------------------------------------------
 
@@ -61,7 +58,7 @@ class ReviewRun(BasePhase):
             report.say(f"**Variant `{self.variant}`.** {self.why}")
         try:
             self.statements = [s for name in self.files
-                               for s in read_statements(self._path(name), "postgresql", self.runbook.display(name))]
+                               for s in read_statements(self.runbook.file(name), "postgresql", self.runbook.display(name))]
         except SpecError as exc:
             self._fail(exc)
         rows = [{"role": role, "file": self.runbook.display(name), "sha256": self.checksums[name][:12]}
@@ -78,9 +75,9 @@ class ReviewRun(BasePhase):
         self._guard_open()
         live, live_indexes = lint.live_catalog(self.conn)
         version = self.conn.dialect.server_version_info or ()
-        names = {self._path(n): self.runbook.display(n) for n in [*self.files, *self.rollback_files]}
-        result = lint.lint_files([self._path(n) for n in self.files], existing=self.existing, live=live,
-                                 live_indexes=live_indexes, rollback=[self._path(n) for n in self.rollback_files],
+        names = {self.runbook.file(n): self.runbook.display(n) for n in [*self.files, *self.rollback_files]}
+        result = lint.lint_files([self.runbook.file(n) for n in self.files], existing=self.existing, live=live,
+                                 live_indexes=live_indexes, rollback=[self.runbook.file(n) for n in self.rollback_files],
                                  pg_version=".".join(str(p) for p in version[:2]) or None, squawk=self.use_squawk,
                                  names=names)
         self.findings += result.findings
@@ -92,6 +89,8 @@ class ReviewRun(BasePhase):
     def locks_taken(self) -> pd.DataFrame:
         """The lock each statement takes on each table, when run as written."""
         self._guard_open()
+        if not self.statements:
+            self.scripts()
         self.locks = preflight.statement_locks(self.statements, preflight.index_tables(self.raw),
                                                preflight.fk_parents(self.raw))
         frame = preflight.locks_frame(self.locks)
