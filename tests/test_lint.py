@@ -171,6 +171,10 @@ def test_squawk_findings_carry_file_and_line() -> None:
     assert "CREATE INDEX" in by_rule["squawk:require-concurrent-index-creation"].statement
     assert by_rule["squawk:adding-foreign-key-constraint"].line == 11
     assert all(f.file == "migration.sql" for f in found)
+    # What the deploy phase does about it is said beside squawk's own advice.
+    assert by_rule["squawk:require-concurrent-index-creation"].fix == (
+        "Use `concurrently` to avoid blocking writes. (the deploy phase does this: an index on an existing table "
+        "is built CONCURRENTLY)")
 
 
 # -- the command line -------------------------------------------------------------------------------------

@@ -239,8 +239,10 @@ def runbook_flow(book: Runbook) -> Flow:
                 if section is not None]
     dev_params: dict[str, object] = {"confirm": dev} if spec.clean_slate else {}
     review = ["review"] if spec.engine == "postgresql" else []
+    # Production gets the data migration too, as in seed 002 ("Production deployed"); its cleanup
+    # needs cleanup=True, which the demo leaves to the operator.
     return [(dev, [*review, "schema", *declared, "rollback", "schema"], dev_params),
-            (prod, ["deploy"], {"rehearsal": dev})]
+            (prod, ["deploy", *(["backfill"] if spec.backfill else [])], {"rehearsal": dev})]
 
 
 def demo_runbooks() -> list[Runbook]:

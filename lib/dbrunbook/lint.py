@@ -103,8 +103,23 @@ def squawk_findings(files: list[Path], pg_version: str | None = None,
         out.append(Finding(ERROR if str(item.get("level", "")).lower() == "error" else WARNING,
                            f"squawk:{item['rule_name']}", (names or {}).get(path, path.name),
                            stmt.line if stmt else line, stmt.summary if stmt else "", item["message"],
-                           item.get("help") or ""))
+                           _with_deploy_note(item["rule_name"], item.get("help") or "")))
     return out
+
+
+# squawk rules whose remedy the deploy phase applies by itself (online.derive_steps and its lock
+# policy): the finding stands for the script as written, and the reviewer learns what deploy does.
+DEPLOY_HANDLES = {
+    "require-concurrent-index-creation": "an index on an existing table is built CONCURRENTLY",
+    "adding-foreign-key-constraint": "a foreign key is added NOT VALID, then validated",
+    "require-lock-timeout": "every step runs under lock_timeout, with retries",
+    "require-statement-timeout": "every step runs under statement_timeout",
+}
+
+
+def _with_deploy_note(rule: str, help_text: str) -> str:
+    note = DEPLOY_HANDLES.get(rule)
+    return f"{help_text} (the deploy phase does this: {note})".strip() if note else help_text
 
 
 def _statement_at(statements: list[Statement], line: int) -> Statement | None:
