@@ -517,9 +517,9 @@ def _batch_summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _progress_bar(factory: Callable[..., Any] | None, total: int, done: int) -> Any:
-    """tqdm's text bar (rate, ETA) on stderr: it redraws in place in JupyterLab and in a terminal,
+    """tqdm's text bar (rate, ETA) on stdout (stderr would look like an error in the archive): it redraws in place in JupyterLab and in a terminal,
     and its last state is what the archived notebook keeps."""
     from tqdm.std import tqdm
 
-    return (factory or tqdm)(total=total + done, initial=done, unit=" rows", file=sys.stderr, mininterval=0.5, ascii=True,
+    return (factory or tqdm)(total=total + done, initial=done, unit=" rows", file=sys.stdout, mininterval=0.5, ascii=True,
                    ncols=100, desc="backfill")
