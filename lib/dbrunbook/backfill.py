@@ -517,8 +517,8 @@ def _batch_summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _progress_bar(factory: Callable[..., Any] | None, total: int, done: int) -> Any:
-    """tqdm's text bar (rate, ETA) on stdout (stderr would look like an error in the archive): it redraws in place in JupyterLab and in a terminal,
-    and its last state is what the archived notebook keeps."""
+    """tqdm's text bar (rate, ETA) on stdout (on stderr the archive would show it as an error): it
+    redraws in place in JupyterLab and in a terminal, and the archived notebook keeps its states."""
     from tqdm.std import tqdm
 
     return (factory or tqdm)(total=total + done, initial=done, unit=" rows", file=sys.stdout, mininterval=0.5, ascii=True,
