@@ -176,7 +176,9 @@ def test_two_concurrent_deploys_one_applies_the_other_reports_the_lock(pair: tup
             with connect(prod) as conn:
                 holder = conn.execute(sa.text(
                     "SELECT application_name FROM pg_stat_activity a JOIN pg_locks l USING (pid) "
-                    "WHERE l.locktype = 'advisory' AND l.granted")).scalar()
+                    # Not the ledger's brief transaction-level lock, which any phase takes on start.
+                    "WHERE l.locktype = 'advisory' AND l.granted AND a.application_name LIKE 'dbrunbook deploy %'"
+                    )).scalar()
             if holder or time.monotonic() > deadline or first.poll() is not None:
                 break
             time.sleep(0.2)
