@@ -229,6 +229,7 @@ class BackfillRun(BasePhase):
         self.checksums = {self.spec.batch: runbook.checksum(self.spec.batch)}
         self.batches: list[Batch] = []
         self.migration: Migration | None = None
+        self.remaining = 0  # source rows after the checkpoint, counted once by plan()
         self.conn.commit()
         # A connection of its own: each batch is its own transaction, committed with its checkpoint.
         self.db: psycopg.Connection[Any] = psycopg_connect(target, f"dbrunbook backfill {self.run_id}", autocommit=False)
@@ -280,12 +281,10 @@ class BackfillRun(BasePhase):
             if m.status == RUNNING:
                 decision += "; the previous run stopped without finishing (killed?) and its lock is gone"
         self.migration = m
-        total = raw.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(self.spec.source))).fetchone()
-        raw.commit()
-        self.total = int(total[0]) if total else 0
+        self.remaining = self._remaining(m.checkpoint.cursor)
         rows = [("data migration", self.spec.name), ("phase / status", f"{m.phase} / {m.status}"),
-                ("checkpoint", _describe(m.checkpoint)), ("source", f"{self.spec.source} ({self.total} rows), "
-                                                                    f"in {self.spec.key} order"),
+                ("checkpoint", _describe(m.checkpoint)),
+                ("source", f"{self.spec.source}, in {self.spec.key} order: {self.remaining} rows after the checkpoint"),
                 ("batch", f"{self.batch_file}, {self.batch_size} rows to start, adapting to "
                           f"{self.throttle.target_ms:g} ms per batch, pause {self.throttle.pause_ms:g} ms"),
                 ("decision", decision)]
@@ -301,18 +300,18 @@ class BackfillRun(BasePhase):
             report.say(f"**Backfill already done** (phase {m.phase}): {_describe(m.checkpoint)}.")
             return self._batches_frame()
         raw, point = self.db, m.checkpoint
-        remaining = self._remaining(point.cursor)
-        bar = _progress_bar(progress, remaining, point.processed)
+        bar = _progress_bar(progress, self.remaining, point.processed)
         m.status, m.error, m.run_id = RUNNING, None, self.run_id
         write_migration(raw, m)
         raw.commit()
-        size = self.batch_size
+        size, done = self.batch_size, False
         try:
             while not self.max_batches or len(self.batches) < self.max_batches:
                 started = time.perf_counter()
                 first, last, rows = batch_range(raw, self.spec.source, self.spec.key, point.cursor, size)
                 if rows == 0:
                     raw.rollback()
+                    done = True
                     break
                 number = point.batches + 1
                 try:
@@ -335,7 +334,6 @@ class BackfillRun(BasePhase):
                     time.sleep(self.throttle.pause_ms / 1000)
         finally:
             bar.close()
-        done = self._remaining(point.cursor) == 0
         # Stopped by max_batches: pending, resumable, nothing running.
         m.status, m.completed_at = (COMPLETED, ledger.now()) if done else (PENDING, None)
         write_migration(raw, m)
