@@ -35,10 +35,11 @@ def test_state_round_trip(target: str) -> None:
         conn.rollback()
         with conn.begin():
             ledger.ensure_ledger(conn)
-            state = ledger.State(runbook="rb", state=ledger.APPLIED, checksum="c1", checksums={"m": "c1"},
-                                 run_id="r1", operator="o", updated_at=ledger.now(), fingerprint_before="f0",
-                                 fingerprint_after="f1", snapshot_before={"table public.t": "table"})
-            ledger.write_state(conn, state)
-            ledger.write_state(conn, state)  # replaces, never duplicates
+            fields = dict(checksum="c1", checksums={"m": "c1"}, run_id="r1", operator="o",
+                          fingerprint_after="f1", snapshot_before={"table public.t": "table"})
+            ledger.move(conn, "rb", ledger.APPLIED, **fields)
+            ledger.move(conn, "rb", ledger.APPLIED, **fields)  # replaces, never duplicates
+            rows = conn.execute(sa.text("SELECT count(*) FROM dbrunbook.state WHERE runbook = 'rb'")).scalar()
+            assert rows == 1
         got = ledger.read_state(conn, "rb")
         assert got is not None and got.checksum == "c1" and got.snapshot_before == {"table public.t": "table"}

@@ -30,10 +30,13 @@ from .spec import BackfillSpec, Runbook
 from .statements import Statement, render, split_postgresql
 from .targets import Target, psycopg_connect
 
-# The seed's phases and statuses ("Stripe 6-phase pattern").
-PHASES = ("schema", "backfill", "dual-write", "dual-read", "cleanup", "complete")
-PENDING, RUNNING, COMPLETED, FAILED, ROLLED_BACK = "pending", "running", "completed", "failed", "rolled-back"
+# The seed's phases and statuses ("Stripe 6-phase pattern"), owned by the ledger.
+PHASES = ledger.DATA_PHASES
+PENDING, RUNNING, PAUSED = ledger.DM_PENDING, ledger.DM_RUNNING, ledger.DM_PAUSED
+COMPLETED, FAILED, ROLLED_BACK = ledger.DM_COMPLETED, ledger.DM_FAILED, ledger.DM_ROLLED_BACK
 MIN_BATCH, MAX_BATCH = 10, 100_000
+Checkpoint, Migration = ledger.Checkpoint, ledger.Migration
+read_migration, write_migration = ledger.read_migration, ledger.write_migration
 
 
 class BackfillError(DbrunbookError):
@@ -54,40 +57,6 @@ class CleanupRefused(GuardRefused):
     """The cleanup needs a passed verification recorded in the ledger."""
 
 
-@dataclass
-class Checkpoint:
-    """Where a backfill is: the last key committed, and what the batches did."""
-
-    cursor: Any = None
-    processed: int = 0
-    succeeded: int = 0
-    failed: int = 0
-    last_id: Any = None
-    rows_written: int = 0
-    batches: int = 0
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any] | None) -> Checkpoint:
-        known = {k: v for k, v in (data or {}).items() if k in cls.__dataclass_fields__}
-        return cls(**known)
-
-
-@dataclass
-class Migration:
-    """One row of the ledger's data_migrations table."""
-
-    runbook: str
-    name: str
-    phase: str = "backfill"
-    status: str = PENDING
-    checkpoint: Checkpoint = field(default_factory=Checkpoint)
-    run_id: str = ""
-    started_at: datetime | None = None
-    completed_at: datetime | None = None
-    error: str | None = None
-    verification: dict[str, Any] | None = None
-
-
 @dataclass(frozen=True)
 class Batch:
     number: int
@@ -97,36 +66,6 @@ class Batch:
     written: int       # rows the batch SQL inserted
     size: int          # the batch size asked for
     ms: float
-
-
-# -- the ledger row -----------------------------------------------------------------------------------
-
-_TABLE = sql.Identifier(ledger.SCHEMA, "data_migrations")
-
-
-def read_migration(conn: psycopg.Connection[Any], runbook: str, name: str) -> Migration | None:
-    row = conn.execute(sql.SQL("SELECT phase, status, checkpoint, run_id, started_at, completed_at, error, "
-                               "verification FROM {} WHERE runbook = %s AND name = %s").format(_TABLE),
-                       (runbook, name)).fetchone()
-    if row is None:
-        return None
-    phase, status, point, run_id, started, completed, error, verification = row
-    return Migration(runbook, name, phase, status, Checkpoint.from_json(point), run_id, started, completed, error,
-                     verification)
-
-
-def write_migration(conn: psycopg.Connection[Any], m: Migration) -> None:
-    """Upsert the row (in the caller's transaction: with a batch, the two commit together)."""
-    conn.execute(sql.SQL(
-        "INSERT INTO {} (runbook, name, phase, status, checkpoint, processed_records, run_id, started_at, "
-        "completed_at, updated_at, error, verification) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, now(), %s, %s) "
-        "ON CONFLICT (runbook, name) DO UPDATE SET phase = EXCLUDED.phase, status = EXCLUDED.status, "
-        "checkpoint = EXCLUDED.checkpoint, processed_records = EXCLUDED.processed_records, run_id = EXCLUDED.run_id, "
-        "started_at = EXCLUDED.started_at, completed_at = EXCLUDED.completed_at, updated_at = now(), "
-        "error = EXCLUDED.error, verification = EXCLUDED.verification").format(_TABLE),
-        (m.runbook, m.name, m.phase, m.status, psycopg.types.json.Jsonb(asdict(m.checkpoint)), m.checkpoint.processed,
-         m.run_id, m.started_at, m.completed_at, m.error,
-         psycopg.types.json.Jsonb(m.verification) if m.verification is not None else None))
 
 
 # -- batches ---------------------------------------------------------------------------------------------
@@ -229,6 +168,7 @@ class BackfillRun(BasePhase):
         self.checksums = {self.spec.batch: runbook.checksum(self.spec.batch)}
         self.batches: list[Batch] = []
         self.migration: Migration | None = None
+        self.done = False
         self.remaining = 0  # source rows after the checkpoint, counted once by plan()
         self.conn.commit()
         # A connection of its own: each batch is its own transaction, committed with its checkpoint.
@@ -242,7 +182,7 @@ class BackfillRun(BasePhase):
     # -- one backfill at a time --------------------------------------------------------------
 
     def _lock_key(self) -> str:
-        return f"dbrunbook.backfill:{self.runbook.name}:{self.spec.name}"
+        return ledger.backfill_lock_key(self.runbook.name, self.spec.name)
 
     def _take_lock(self) -> None:
         """A session advisory lock: a second run refuses; a killed run's lock goes with its session."""
@@ -279,7 +219,9 @@ class BackfillRun(BasePhase):
             decision = f"resume after key {m.checkpoint.cursor!r} (the checkpoint)" if m.checkpoint.cursor is not None \
                 else "start from the beginning"
             if m.status == RUNNING:
-                decision += "; the previous run stopped without finishing (killed?) and its lock is gone"
+                decision += "; the previous run was interrupted (killed: it never recorded an end) and its lock is gone"
+            elif m.status == PAUSED:
+                decision += "; the previous run paused there on purpose (max_batches)"
         self.migration = m
         self.remaining = self._remaining(m.checkpoint.cursor)
         rows = [("data migration", self.spec.name), ("phase / status", f"{m.phase} / {m.status}"),
@@ -332,14 +274,27 @@ class BackfillRun(BasePhase):
                 size = self.throttle.next_size(size, rows, ms)
                 if self.throttle.pause_ms:
                     time.sleep(self.throttle.pause_ms / 1000)
+        except KeyboardInterrupt:
+            raw.rollback()  # the batch in flight, never its predecessors
+            m.status, m.error = PAUSED, "interrupted (KeyboardInterrupt)"
+            write_migration(raw, m)
+            raw.commit()
+            self.interrupted()
+            raise
         finally:
             bar.close()
-        # Stopped by max_batches: pending, resumable, nothing running.
-        m.status, m.completed_at = (COMPLETED, ledger.now()) if done else (PENDING, None)
+        # Stopped by max_batches on purpose: paused at the checkpoint, resumable, not a failure.
+        m.status, m.completed_at = (COMPLETED, ledger.now()) if done else (PAUSED, None)
         write_migration(raw, m)
         raw.commit()
+        self.done = done
         frame = self._batches_frame()
-        report.say(f"**{'Backfill complete' if done else 'Stopped after max_batches'}:** {_describe(point)}.")
+        left = 0 if done else self._remaining(point.cursor)
+        self.detail["remaining"] = left
+        report.say(f"**Backfill complete:** {_describe(point)}." if done else
+                   f"**Paused after max_batches={self.max_batches}:** {_describe(point)}; **{left} source rows "
+                   "remain**. Run the phase again to resume at the checkpoint; verification runs when the backfill "
+                   "reaches the end.")
         if len(frame):
             report.show(_batch_summary(frame), caption="this run")
         self.detail.update({"checkpoint": asdict(point), "batches_this_run": len(self.batches),
@@ -353,6 +308,10 @@ class BackfillRun(BasePhase):
         if m.phase in ("cleanup", "complete") and m.verification:
             report.say("**Verified before the cleanup** (the arrays are gone now): the recorded result is shown.")
             return pd.DataFrame(m.verification.get("checks", []))
+        if m.status != COMPLETED:
+            report.say(f"**Verification not run yet:** the backfill is {m.status} at {_describe(m.checkpoint)}; it "
+                       "runs when the keyset reaches the end (a paused slice is not a failure).")
+            return pd.DataFrame(columns=["check", "source", "target", "result"])
         raw, v = self.db, self.spec.verify
 
         def one(query: str, **params: Any) -> Any:
@@ -437,11 +396,16 @@ class BackfillRun(BasePhase):
         return pd.DataFrame([{"step": s.summary, "result": "pass"} for s in statements], columns=["step", "result"])
 
     def finish(self) -> None:
-        """Record the run; raise when verification failed."""
+        """Record the run (``paused`` when it stopped at ``max_batches``); raise when verification failed."""
         self._guard_open()
         self._raise_for_failures()
-        self._commit("backfill")
-        report.say(f"**backfill passed** and was recorded on {self.target.name} (run {self.run_id}).")
+        paused = self.migration is not None and self.migration.status == PAUSED
+        self._commit("backfill", ledger.DM_PAUSED if paused else ledger.PASSED)
+        if paused:
+            report.say(f"**backfill paused** at its checkpoint on {self.target.name} with {self.detail.get('remaining')} "
+                       f"source rows remaining; recorded (run {self.run_id}). Run it again to go on.")
+        else:
+            report.say(f"**backfill passed** and was recorded on {self.target.name} (run {self.run_id}).")
 
     # -- internals ------------------------------------------------------------------------------
 

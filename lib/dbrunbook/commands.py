@@ -89,7 +89,7 @@ def prepare(runbook_ref: str, target_ref: str, *, allow_production: bool = False
     try:
         with eng.begin() as conn:
             run_statements(conn, statements)
-            ledger.clear_state(conn, book.name)
+            ledger.reset(conn, book.name)
             ledger.record_event(conn, event(ledger.PASSED))
     except DbrunbookError as exc:
         with eng.begin() as conn:
@@ -132,29 +132,13 @@ def status(runbook_ref: str, target_ref: str) -> StatusReport:
     target = resolve_target(target_ref)
     with engine(target).connect() as conn:
         state = ledger.read_state(conn, book.name)
+        live = ledger.lock_held(conn, ledger.runbook_lock_key(book.name))
         events = ledger.events_frame(conn, book.name)
         migrations = ledger.migrations_frame(conn, book.name) if book.spec.backfill else pd.DataFrame()
     if book.spec.backfill and migrations.empty:  # declared, not started: the seed's "pending"
         migrations = pd.DataFrame([{"name": book.spec.backfill.name, "phase": "backfill", "status": "pending",
                                     "processed_records": 0, "checkpoint": {}, "updated_at": None, "error": None}])
-    checksum, script = book.migration_checksum(), book.script_name("migration")
-    if state is None:
-        text, detail = "pending", f"{script} ({checksum[:12]}) has not been applied here"
-    elif state.state == ledger.APPLIED and state.checksum == checksum:
-        text = "applied (up to date)"
-        detail = (f"{script} {checksum[:12]} applied {state.updated_at:%Y-%m-%d %H:%M:%S} UTC "
-                  f"by {state.operator}, run {state.run_id}")
-    elif state.state == ledger.PARTIAL:
-        text = "partial"
-        detail = (f"a deploy stopped part-way {state.updated_at:%Y-%m-%d %H:%M:%S} UTC (run {state.run_id}); "
-                  "deploy again to resume, or roll back")
-    elif state.state == ledger.APPLIED:
-        text = "applied (DRIFT)"
-        detail = (f"applied {state.checksum[:12] if state.checksum else '?'} but {script} "
-                  f"is now {checksum[:12]}")
-    else:
-        text = "rolled back"
-        detail = f"rolled back {state.updated_at:%Y-%m-%d %H:%M:%S} UTC by {state.operator}, run {state.run_id}"
+    text, detail = ledger.describe(state, book.migration_checksum(), live=live, script=book.script_name("migration"))
     return StatusReport(book.name, target.name, text, detail, events, migrations)
 
 

@@ -29,6 +29,7 @@ from .execute import run_statements
 from .online import (
     Attempt,
     LockPolicy,
+    LockRetriesExhausted,
     Step,
     StepLog,
     attempts_frame,
@@ -148,6 +149,8 @@ class DeployRun(BasePhase):
         self.steps: list[Step] = []
         self.log = StepLog(echo=None if report.in_notebook() else print)
         self.applied = 0
+        self.found_done = 0
+        self.recovery = False
         self.before: introspect.Snapshot | None = None
         self.verified = False
         self.detail["policy"] = {"lock_timeout_ms": self.policy.lock_timeout_ms, "attempts": self.policy.attempts,
@@ -182,24 +185,19 @@ class DeployRun(BasePhase):
         problems: list[DbrunbookError] = []
 
         state = self.state
-        if state is None or state.state == ledger.ROLLED_BACK:
-            self.decision = APPLY
-            rows.append(_row("state on " + self.target.name, "pending" if state is None else "rolled back", "apply", "pass"))
-        elif state.checksum != checksum:
-            rows.append(_row("drift on " + self.target.name, f"{state.state} {str(state.checksum)[:12]}",
-                             f"{self.runbook.script_name('migration')} is now {checksum[:12]}", "FAIL"))
-            problems.append(DriftError(
-                f"deploy refused: {self.runbook.display(self.runbook.script_name('migration'))} changed since it was "
-                f"{state.state} on {self.target.name} ({str(state.checksum)[:12]} by {state.operator}; the file is "
-                f"now {checksum[:12]}); nothing was changed"))
-        elif state.state == ledger.PARTIAL:
-            self.decision = RESUME
-            rows.append(_row("state on " + self.target.name, "partial (an earlier deploy stopped part-way)",
-                             "resume: steps already done are skipped", "pass"))
+        live = ledger.lock_held(self.conn, ledger.runbook_lock_key(self.runbook.name))
+        migration = self.runbook.display(self.runbook.script_name("migration"))
+        decision = ledger.decide(ledger.FORWARD, state, checksum, live=live, script=migration, target=self.target.name)
+        self.recovery = decision.recovery
+        seen = "pending" if state is None else f"{decision.state} {str(state.checksum)[:12]} by {state.operator}"
+        if decision.error is not None:
+            rows.append(_row("state on " + self.target.name, seen, f"{self.runbook.script_name('migration')} is now "
+                             f"{checksum[:12]}", "FAIL"))
+            problems.append(type(decision.error)(f"deploy refused: {decision.error}; nothing was changed"))
         else:
-            self.decision = NOOP
-            rows.append(_row("state on " + self.target.name, f"applied {checksum[:12]} by {state.operator}",
-                             "up to date: verify only", "pass"))
+            self.decision = {ledger.APPLY: APPLY, ledger.RESUME: RESUME, ledger.NOOP: NOOP}[decision.action]
+            todo = {APPLY: "apply", RESUME: "resume: steps already done are skipped", NOOP: "up to date: verify only"}
+            rows.append(_row("state on " + self.target.name, seen, todo[self.decision], "pass"))
 
         if not self.rehearsal:
             rows.append(_row("rehearsal", "(no rehearsal target given)", "not checked", "skip"))
@@ -220,7 +218,7 @@ class DeployRun(BasePhase):
         report.show(frame, caption="preflight", status_column="result")
         if problems:
             self._fail(problems[0])
-        if self.decision in (APPLY, RESUME):
+        if self.decision == APPLY:
             self._check_preconditions()
         self._backup()
         self.before = introspect.snapshot(self.conn)
@@ -257,16 +255,36 @@ class DeployRun(BasePhase):
         return frame
 
     def _apply_steps(self) -> str:
-        """The online steps on a connection of their own, each under the lock policy."""
+        """The online steps on a connection of their own, each under the lock policy and written
+        ahead in the ledger (intent before, outcome after)."""
         self.conn.commit()  # no transaction of ours stays open while the steps take their locks
+        self._hold_runbook_lock()
+        assert self.before is not None  # preflight took it
+        name, total = self.runbook.name, len(self.steps)
+        with self.engine.begin() as conn:
+            ledger.move(conn, name, ledger.APPLYING, checksum=self.runbook.migration_checksum(),
+                        checksums=self.checksums, run_id=self.run_id, operator=self.operator, phase=self.phase,
+                        snapshot_before=self.before.objects, step=0, steps=total, steps_done=0, step_sql=None,
+                        error=None)
+        self.in_flight = True
         ddl = psycopg_connect(self.target, f"dbrunbook deploy {self.run_id} ddl")
         try:
             for number, step in enumerate(self.steps, start=1):
-                if run_step(ddl, number, len(self.steps), step, self.policy, self.log):
+                with self.engine.begin() as conn:
+                    ledger.step_intent(conn, name, number, total, " ".join(step.sql.split()))
+                if run_step(ddl, number, total, step, self.policy, self.log, skip_done=self.recovery):
                     self.applied += 1
+                else:
+                    self.found_done += 1
+                with self.engine.begin() as conn:
+                    ledger.step_outcome(conn, name, number)
         except DbrunbookError as exc:
             self.detail["attempts"] = [asdict(a) for a in self.log.attempts]
             self._fail_part_way(exc)
+        except KeyboardInterrupt:
+            self.detail["attempts"] = [asdict(a) for a in self.log.attempts]
+            self.interrupted()
+            raise
         finally:
             ddl.close()
         self.conn.begin()
@@ -307,7 +325,11 @@ class DeployRun(BasePhase):
         if not self.verified and not self.dry_run:
             self._fail(DbrunbookError("deploy: the verification step was never run (run.verify())"))
         if self.decision in (APPLY, RESUME) and not self.dry_run:
-            ledger.write_state(self.conn, self._state_on(self.conn, ledger.APPLIED))
+            assert self.before is not None
+            ledger.move(self.conn, self.runbook.name, ledger.APPLIED, checksum=self.runbook.migration_checksum(),
+                        checksums=self.checksums, run_id=self.run_id, operator=self.operator, phase=self.phase,
+                        snapshot_before=self.before.objects,
+                        fingerprint_after=introspect.snapshot(self.conn).fingerprint)
         status = ledger.NOOP if self.decision == NOOP else ledger.PASSED
         self._commit("deploy" if self.decision != NOOP else "verify", status)
         what = {APPLY: "deployed", RESUME: "deployed (resumed)", NOOP: "already up to date, verified"}[self.decision or NOOP]
@@ -330,30 +352,26 @@ class DeployRun(BasePhase):
             return ledger.read_state(conn, self.runbook.name)
 
     def _fail_part_way(self, exc: DbrunbookError) -> NoReturn:
-        """Steps already applied stay applied (each committed on its own): say so, and record the
-        state as partial so that the next deploy resumes instead of starting over."""
-        if self.applied or self.decision == RESUME:
+        """Steps already applied stay applied (each committed on its own): say so. The ledger says
+        ``partial`` after a lock timeout and ``failed`` after an error (the next deploy resumes
+        either); an attempt that applied nothing and found nothing done goes back where it was."""
+        if self.applied or self.recovery or self.found_done:
             exc.args = (f"{exc} ({self.applied} earlier step(s) stay applied; deploy again to resume, "
                         "or run the rollback phase)",)
+        else:
             with self.engine.begin() as conn:
-                ledger.write_state(conn, self._state_on(conn, ledger.PARTIAL))
+                ledger.restore(conn, self.state, self.runbook.name)
+            self.in_flight = False
         report.show(attempts_frame(self.log.attempts), caption="attempts", status_column="outcome")
         self._fail(exc)
 
-    def _state_on(self, conn: sa.Connection, state: str) -> ledger.State:
-        """The ledger state to write, with the schema as it was before the first deploy attempt."""
-        before = self.before.objects if self.before else None
-        if self.state is not None and self.state.state == ledger.PARTIAL:
-            before = self.state.snapshot_before
-        return ledger.State(
-            runbook=self.runbook.name, state=state, checksum=self.runbook.migration_checksum(),
-            checksums=self.checksums, run_id=self.run_id, operator=self.operator, updated_at=ledger.now(),
-            fingerprint_before=introspect.Snapshot(before).fingerprint if before else None,
-            fingerprint_after=introspect.snapshot(conn).fingerprint, snapshot_before=before)
+    def _failed_state(self, exc: DbrunbookError) -> str:
+        return ledger.PARTIAL if isinstance(exc, LockRetriesExhausted) else ledger.FAILED
 
     def _indexes(self) -> pd.DataFrame:
         tables = sorted({t for step in self.steps for t in step.tables})
-        new = {step.target[1] for step in self.steps if step.target and step.kind.startswith("create index")}
+        new = {e.name.rpartition(".")[2] for step in self.steps if step.kind.startswith("create index")
+               for e in step.effects or () if e.kind == "index"}
         rows = self.conn.execute(sa.text(
             "SELECT s.relname AS table, s.indexrelname AS index, i.indisvalid AS valid, "
             "pg_relation_size(s.indexrelid) AS bytes, pg_size_pretty(pg_relation_size(s.indexrelid)) AS size, "

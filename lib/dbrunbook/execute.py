@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 from sqlalchemy.engine import Connection
@@ -52,6 +53,22 @@ def run_statement(conn: Connection, stmt: Statement, total: int) -> Executed:
     # DDL reports -1: "no row count" rather than a count of rows.
     rowcount = cursor.rowcount if cursor.rowcount is not None and cursor.rowcount >= 0 else None
     cursor.close()
+    return Executed(stmt, elapsed, rowcount)
+
+
+def run_autocommit_statement(conn: Any, stmt: Statement, total: int) -> Executed:
+    """Execute one statement on a psycopg autocommit connection: it commits on its own."""
+    started = time.perf_counter()
+    try:
+        cursor = conn.execute(stmt.text.encode())
+    except Exception as exc:
+        if not _is_database_error(exc):
+            raise
+        message, sqlstate, position = describe_error(exc)
+        raise StatementFailed(stmt.file, stmt.line_of(position), stmt.index, total, stmt.text,
+                              message, sqlstate) from None
+    elapsed = time.perf_counter() - started
+    rowcount = cursor.rowcount if cursor.rowcount is not None and cursor.rowcount >= 0 else None
     return Executed(stmt, elapsed, rowcount)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -23,14 +23,13 @@ from pglast.enums import AlterTableType, ConstrType
 from pglast.stream import RawStream
 from psycopg import sql
 
+from . import effects
+from .effects import Effect
 from .errors import DbrunbookError, StatementFailed
 from .execute import describe_error
+from .preflight import ACCESS_EXCLUSIVE, SHARE, SHARE_ROW_EXCLUSIVE, SHARE_UPDATE_EXCLUSIVE, statement_locks, stronger
 from .statements import Statement
 
-ACCESS_EXCLUSIVE = "ACCESS EXCLUSIVE"
-SHARE_ROW_EXCLUSIVE = "SHARE ROW EXCLUSIVE"
-SHARE_UPDATE_EXCLUSIVE = "SHARE UPDATE EXCLUSIVE"
-SHARE = "SHARE"
 LOCK_NOT_AVAILABLE = "55P03"
 QUERY_CANCELED = "57014"
 
@@ -65,8 +64,8 @@ class Step:
     tables: list[str]
     why: str
     transactional: bool = True
-    # (relation, object name) the step creates or validates, for its "already done?" probe.
-    target: tuple[str, str] | None = None
+    # What the step leaves in the catalog, for its "already done?" probe (None: nothing to look for).
+    effects: list[Effect] | None = None
 
     @property
     def where(self) -> str:
@@ -100,24 +99,43 @@ def _created_tables(statements: list[Statement]) -> set[str]:
     return made
 
 
-def derive_steps(statements: list[Statement]) -> list[Step]:
+def _locks(statement: Statement, text: str, context: dict[str, Any]) -> tuple[str, list[str]]:
+    """The strongest lock ``text`` takes and the tables it takes locks on, from the same lock
+    table the review's preflight checks against ``pg_locks``."""
+    taken = statement_locks([replace(statement, text=text)], context.get("index_tables"), context.get("parents"))
+    mode = "-"
+    for lock in taken:
+        mode = lock.mode if mode == "-" else stronger(mode, lock.mode)
+    return mode, list(dict.fromkeys(lock.table for lock in taken))
+
+
+def derive_steps(statements: list[Statement], index_tables: dict[str, str] | None = None) -> list[Step]:
     """The online steps for a migration (statements the rewrite does not apply to run as they are,
-    each in its own short transaction under the lock policy)."""
+    each in its own short transaction under the lock policy). Each step's lock comes from
+    :func:`dbrunbook.preflight.statement_locks`; ``index_tables`` (index -> table, from the live
+    catalog) lets it see which table a ``DROP INDEX`` locks."""
     new_tables = _created_tables(statements)
+    context: dict[str, Any] = {"index_tables": index_tables or {}}
     steps: list[Step] = []
+
+    def step(statement: Statement, text: str, kind: str, why: str, found: list[Effect] | None,
+             transactional: bool = True) -> Step:
+        lock, tables = _locks(statement, text, context)
+        return Step(statement, text, kind, lock, tables, why, transactional=transactional, effects=found)
+
     for statement in statements:
         node: Any = parse_sql(statement.text)[0].stmt
+        found = effects.effects_of(node)
         if isinstance(node, ast.IndexStmt):
             table = _relname(node.relation)
             if not node.concurrent and table not in new_tables:
                 node.concurrent = True
-                steps.append(Step(statement, _render(node), "create index concurrently", SHARE_UPDATE_EXCLUSIVE,
-                                  [table], "built CONCURRENTLY: writers go on while the index is built",
-                                  transactional=False, target=(table, str(node.idxname))))
+                steps.append(step(statement, _render(node), "create index concurrently",
+                                  "built CONCURRENTLY: writers go on while the index is built", found,
+                                  transactional=False))
                 continue
-            steps.append(Step(statement, statement.text, "create index",
-                              SHARE_UPDATE_EXCLUSIVE if node.concurrent else SHARE, [table], "as written",
-                              transactional=not node.concurrent, target=(table, str(node.idxname))))
+            steps.append(step(statement, statement.text, "create index", "as written", found,
+                              transactional=not node.concurrent))
             continue
         if isinstance(node, ast.AlterTableStmt) and len(node.cmds or ()) == 1:
             cmd: Any = (node.cmds or ())[0]
@@ -126,26 +144,23 @@ def derive_steps(statements: list[Statement]) -> list[Step]:
             if (cmd.subtype == AlterTableType.AT_AddConstraint and constraint is not None
                     and constraint.contype == ConstrType.CONSTR_FOREIGN and constraint.conname
                     and not constraint.skip_validation and table not in new_tables):
-                referenced = _relname(constraint.pktable)
                 constraint.skip_validation = True
                 constraint.initially_valid = False
-                steps.append(Step(statement, _render(node), "add foreign key NOT VALID", SHARE_ROW_EXCLUSIVE,
-                                  [table, referenced], "NOT VALID: checks new rows only, so the lock is "
-                                  "held for milliseconds instead of a full scan", target=(table, str(constraint.conname))))
+                name = str(constraint.conname)
+                steps.append(step(statement, _render(node), "add foreign key NOT VALID",
+                                  "NOT VALID: checks new rows only, so the lock is held for milliseconds instead "
+                                  "of a full scan", [Effect("constraint", name, table)]))
                 validate = sql.SQL("ALTER TABLE {} VALIDATE CONSTRAINT {}").format(
-                    _identifier(node.relation), sql.Identifier(str(constraint.conname))).as_string(None)
-                steps.append(Step(statement, validate, "validate constraint", SHARE_UPDATE_EXCLUSIVE, [table],
+                    _identifier(node.relation), sql.Identifier(name)).as_string(None)
+                steps.append(step(statement, validate, "validate constraint",
                                   "scans existing rows under a lock that lets writers go on",
-                                  target=(table, str(constraint.conname))))
+                                  [Effect("constraint", name, table, validated=True)]))
                 continue
             kind = "add column" if cmd.subtype == AlterTableType.AT_AddColumn else "alter table"
-            target = (table, str(cmd.def_.colname)) if kind == "add column" else None
-            steps.append(Step(statement, statement.text, kind, ACCESS_EXCLUSIVE, [table],
-                              "as written, under the lock policy", target=target))
+            steps.append(step(statement, statement.text, kind, "as written, under the lock policy", found))
             continue
-        tables = [_relname(node.relation)] if isinstance(getattr(node, "relation", None), ast.RangeVar) else []
-        steps.append(Step(statement, statement.text, type(node).__name__, ACCESS_EXCLUSIVE if tables else "-",
-                          tables, "as written, under the lock policy", transactional=statement.transactional))
+        steps.append(step(statement, statement.text, type(node).__name__, "as written, under the lock policy", found,
+                          transactional=statement.transactional))
     return steps
 
 
@@ -180,26 +195,9 @@ def _regclass(conn: psycopg.Connection[Any], table: str) -> int | None:
 
 
 def step_state(conn: psycopg.Connection[Any], step: Step) -> str:
-    """``done``, ``invalid`` (a CONCURRENTLY build that failed half-way), or ``todo``."""
-    if step.target is None:
-        return "todo"
-    table, name = step.target
-    oid = _regclass(conn, table)
-    if oid is None:
-        return "todo"
-    if step.kind == "add column":
-        row = conn.execute("SELECT 1 FROM pg_attribute WHERE attrelid = %s AND attname = %s AND NOT attisdropped",
-                           (oid, name)).fetchone()
-        return "done" if row else "todo"
-    if step.kind.startswith("create index"):
-        row = conn.execute("SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-                           "WHERE i.indrelid = %s AND c.relname = %s", (oid, name)).fetchone()
-        return "todo" if row is None else ("done" if row[0] else "invalid")
-    found = conn.execute("SELECT convalidated FROM pg_constraint WHERE conrelid = %s AND conname = %s",
-                         (oid, name)).fetchone()
-    if step.kind == "validate constraint":
-        return "done" if found and found[0] else "todo"
-    return "done" if found else "todo"
+    """``done``, ``invalid`` (a CONCURRENTLY build that failed half-way), ``todo``, or ``rerun``
+    (nothing in the catalog tells: the step runs again)."""
+    return effects.state_of(conn, step.effects)
 
 
 # -- running a step under the lock policy ----------------------------------------------------------------
@@ -231,26 +229,26 @@ def _execute_once(conn: psycopg.Connection[Any], step: Step, policy: LockPolicy)
 
 
 def _drop_invalid_index(conn: psycopg.Connection[Any], step: Step, policy: LockPolicy) -> None:
-    assert step.target is not None
-    table, name = step.target
-    schema, _ = _split(table)
-    ident = sql.Identifier(schema, name) if schema else sql.Identifier(name)
     conn.execute(sql.SQL("SET SESSION lock_timeout = {}").format(sql.Literal(f"{policy.lock_timeout_ms}ms")))
-    conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(ident))
+    for effect in step.effects or ():
+        if effect.kind == "index":
+            effects.drop_invalid_index(conn, effect)
 
 
 def run_step(conn: psycopg.Connection[Any], number: int, total: int, step: Step, policy: LockPolicy,
-             log: Callable[[Attempt], None], sleep: Callable[[float], None] = time.sleep) -> bool:
-    """Apply one step on an autocommit connection; returns False when it was already done.
+             log: Callable[[Attempt], None], sleep: Callable[[float], None] = time.sleep,
+             skip_done: bool = True) -> bool:
+    """Apply one step on an autocommit connection; returns False when it was already done
+    (looked for only with ``skip_done``: a resume; a first attempt runs every step as written,
+    so an object that is unexpectedly there is an error, not a silent skip).
 
     A lock timeout is retried after a backoff; any other error, or the last lock timeout, raises
     with the migration's file and line."""
-    state = step_state(conn, step)
-    if state == "done":
-        log(Attempt(number, 0, "already done", 0.0, "skipped: a previous deploy applied it"))
+    if skip_done and step_state(conn, step) == effects.DONE:
+        log(Attempt(number, 0, "already done", 0.0, "skipped: its effect is in the catalog (an earlier attempt)"))
         return False
     for attempt in range(1, policy.attempts + 1):
-        if step_state(conn, step) == "invalid":
+        if step_state(conn, step) == effects.INVALID:
             # A CONCURRENTLY build that timed out leaves an invalid index behind; it must go first.
             _drop_invalid_index(conn, step, policy)
             log(Attempt(number, attempt, "dropped invalid index", 0.0, "left by an earlier failed attempt"))
@@ -270,7 +268,7 @@ def run_step(conn: psycopg.Connection[Any], number: int, total: int, step: Step,
             if sqlstate == LOCK_NOT_AVAILABLE:
                 holders = lock_holders(conn, step.tables)
                 log(Attempt(number, attempt, "lock timeout", waited, "giving up" + (f"; {holders}" if holders else "")))
-                if step_state(conn, step) == "invalid":
+                if step_state(conn, step) == effects.INVALID:
                     _drop_invalid_index(conn, step, policy)
                 raise LockRetriesExhausted(
                     f"{step.where}: step {number} of {total} ({step.kind}) could not take its {step.lock} lock on "

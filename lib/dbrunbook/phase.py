@@ -18,7 +18,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from . import expect, introspect, ledger, report
+from . import effects, expect, introspect, ledger, report
 from .errors import (
     ChecksFailed,
     DbrunbookError,
@@ -27,7 +27,7 @@ from .errors import (
     SpecError,
     StatementFailed,
 )
-from .execute import Executed, executed_frame, run_statements, statements_frame
+from .execute import Executed, executed_frame, run_autocommit_statement, run_statement, statements_frame
 from .project import outputs_dir
 from .spec import Expectations, Runbook, load_runbook
 from .statements import Statement
@@ -76,6 +76,11 @@ class BasePhase:
         with self.engine.begin() as setup:
             ledger.ensure_ledger(setup)
         self.conn: Connection = self.engine.connect()
+        if target.dialect == "postgresql":
+            # pg_stat_activity says whose session this is; a runner that must stop the run finds it by its id.
+            self.conn.execute(sa.text("SELECT set_config('application_name', :name, false)"),
+                              {"name": f"dbrunbook {phase} {self.run_id}"[:63]})
+            self.conn.commit()
         self.conn.begin()
         self.state = ledger.read_state(self.conn, runbook.name)
         if target.dialect == "sqlite":
@@ -88,6 +93,9 @@ class BasePhase:
         self.checksums: dict[str, str] = {}
         self.detail: dict[str, object] = {}
         self.closed = False
+        # True while this run has the runbook's state in a step-by-step attempt (applying, rolling back).
+        self.in_flight = False
+        self._runbook_lock: Any = None
 
     @property
     def archive_dir(self) -> Path:
@@ -141,11 +149,56 @@ class BasePhase:
     def _failed_action(self) -> str:
         return self.default_action
 
+    def _failed_state(self, exc: DbrunbookError) -> str:
+        return ledger.FAILED
+
+    def interrupted(self, why: str = "KeyboardInterrupt") -> None:
+        """A signal stopped the phase (Stop in JupyterLab, SIGINT, SIGTERM): roll back the open
+        transaction, mark a step-by-step attempt ``interrupted``, record the event, release locks."""
+        if self.closed:
+            return
+        message = f"interrupted ({why})"
+        try:
+            self.conn.rollback()
+            self._settle(ledger.INTERRUPTED, message)
+            self._record("interrupted", ledger.INTERRUPTED, message)
+        finally:
+            self._close()
+
+    def _hold_runbook_lock(self) -> Any:
+        """A connection of its own holding the runbook's session advisory lock while this run moves
+        the runbook step by step: ``status`` tells a live attempt from a killed one by it. It never
+        holds a transaction open (CREATE INDEX CONCURRENTLY would wait on one: Flyway #1654)."""
+        from .targets import psycopg_connect
+
+        if self._runbook_lock is not None:
+            return self._runbook_lock
+        conn = psycopg_connect(self.target, f"dbrunbook {self.phase} {self.run_id} lock")
+        got = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))",
+                           (ledger.runbook_lock_key(self.runbook.name),)).fetchone()
+        if not (got and got[0]):
+            conn.close()
+            self._fail(GuardRefused(f"refused: another run is moving {self.runbook.name} on {self.target.name} "
+                                    "right now (it holds the runbook's lock); nothing was changed"))
+        self._runbook_lock = conn
+        return conn
+
+    def _settle(self, new: str, message: str) -> None:
+        """After a failure or an interrupt: move the runbook's state when this run had moved it
+        into a step-by-step attempt (the steps done stay done); a phase that only ever held one
+        transaction leaves the state as it was, which is the truth."""
+        if not self.in_flight:
+            return
+        with self.engine.begin() as conn:
+            ledger.move(conn, self.runbook.name, new, error=message, run_id=self.run_id)
+        self.in_flight = False
+
     def _fail(self, exc: DbrunbookError) -> NoReturn:
         message = redact(str(exc))
         if not self.closed:
             self.conn.rollback()
             try:
+                self._settle(self._failed_state(exc), message)
                 self._record(self._failed_action(), ledger.FAILED, message)
             except sa.exc.DBAPIError as unrecorded:
                 # The failure itself must not be masked (e.g. a locked SQLite file): say both.
@@ -208,6 +261,9 @@ class BasePhase:
         global _current
         self.closed = True
         self.conn.close()
+        if self._runbook_lock is not None:
+            self._runbook_lock.close()  # the session lock goes with its session
+            self._runbook_lock = None
         if _current is self:
             _current = None
 
@@ -229,6 +285,7 @@ class PhaseRun(BasePhase):
         self.before: introspect.Snapshot | None = None
         self.plan_: Plan | None = None
         self.executed: list[Executed] | None = None
+        self.decision: ledger.Decision | None = None
 
     # -- what the notebook calls, in order ------------------------------------------------
 
@@ -252,32 +309,23 @@ class PhaseRun(BasePhase):
         self.checksums = self.runbook.sql_checksums()
         checksum = self.runbook.migration_checksum()
         state = self.state
-        if self.phase == "schema":
-            if state is not None and state.state == ledger.APPLIED:
-                if state.checksum != checksum:
-                    self._fail(DriftError(
-                        f"{self.runbook.display(self.runbook.script_name('migration'))} changed since it was applied to "
-                        f"{self.target.name} (applied {(state.checksum or '?')[:12]} at "
-                        f"{state.updated_at:%Y-%m-%d %H:%M} by {state.operator}; the file is now "
-                        f"{checksum[:12]}): roll back first, or restore the file"))
-                decision, reason = NOOP, (f"already applied with this checksum ({checksum[:12]}) at "
-                                          f"{state.updated_at:%Y-%m-%d %H:%M} UTC by {state.operator}: "
-                                          "nothing to apply, the expectations are verified again")
-            else:
-                decision, reason = APPLY, "not applied on this target yet: apply " + self.script
-        else:
-            if state is not None and state.state in (ledger.APPLIED, ledger.PARTIAL):
-                decision, reason = APPLY, (f"{state.state} at {state.updated_at:%Y-%m-%d %H:%M} UTC by "
-                                           f"{state.operator}: run {self.script}")
-            else:
-                what = "already rolled back" if state is not None else "never applied on this target"
-                decision, reason = NOOP, f"{what}: nothing to undo, the reverse expectations are verified again"
+        live = ledger.lock_held(self.conn, ledger.runbook_lock_key(self.runbook.name))
+        self.decision = ledger.decide(
+            ledger.FORWARD if self.phase == "schema" else ledger.BACKWARD, state, checksum, live=live,
+            script=self.runbook.display(self.runbook.script_name("migration")), target=self.target.name)
+        if self.decision.error is not None:
+            self._fail(self.decision.error)
+        decision = NOOP if self.decision.action == ledger.NOOP else APPLY
+        reason = self.decision.reason + (": nothing to apply, the expectations are verified again"
+                                         if self.phase == "schema" and decision == NOOP else "")
+        if decision == APPLY and not self.decision.recovery:
+            reason += f": run {self.script}"
         if blocking and self.dry_run:
             first = blocking[0]
             self._fail(GuardRefused(
                 f"{first.file}:{first.line}: statement {first.index} cannot run inside a transaction "
                 f"({first.summary}), so a dry run cannot rehearse it and roll it back"))
-        if self.phase == "schema" and decision == APPLY:
+        if self.phase == "schema" and decision == APPLY and not self.decision.recovery:
             self._check_preconditions()
         if self.phase == "rollback" and decision == APPLY:
             closed = ledger.cleaned_up_migrations(self.conn, self.runbook.name)
@@ -286,7 +334,7 @@ class PhaseRun(BasePhase):
                     f"rollback refused: the cleanup of {', '.join(closed)} is done on {self.target.name}, so the data "
                     "the rollback would need is gone (the rollback window closed with the cleanup); nothing was changed"))
         self.plan_ = Plan(decision, statements, in_transaction, reason)
-        state_text = "none" if state is None else f"{state.state} (checksum {(state.checksum or '')[:12]})"
+        state_text = "none" if state is None else f"{self.decision.state} (checksum {(state.checksum or '')[:12]})"
         lines = [f"**Ledger state on {self.target.name}:** {state_text}", f"**Decision:** {reason}"]
         if wrapped:
             lines.append("The script's own `BEGIN` ... `COMMIT` is set aside: the phase runs the "
@@ -326,16 +374,19 @@ class PhaseRun(BasePhase):
             return executed_frame([])
         try:
             if plan.in_transaction:
-                self.executed = run_statements(self.conn, plan.statements)
+                self.executed = self._run_in_transaction(plan.statements)
             else:
                 self.executed = self._run_autocommit(plan.statements)
         except StatementFailed as exc:
             if not plan.in_transaction and exc.index > 1:
-                exc.args = (f"{exc} (autocommit: statements 1 to {exc.index - 1} stay applied; "
-                            f"run the rollback phase)",)
+                exc.args = (f"{exc} (autocommit: statements 1 to {exc.index - 1} stay applied and the ledger says "
+                            f"failed; fix and run {self.phase} again to resume, or run the rollback phase)",)
             self._fail(exc)
         except DbrunbookError as exc:
             self._fail(exc)
+        except KeyboardInterrupt:
+            self.interrupted()
+            raise
         self.detail["statements"] = len(self.executed)
         frame = executed_frame(self.executed)
         total = sum(e.seconds for e in self.executed)
@@ -403,7 +454,7 @@ class PhaseRun(BasePhase):
             self.conn.commit()
             self.conn.begin()
         if plan.decision == APPLY:
-            ledger.write_state(self.conn, self._new_state())
+            self._move(ledger.APPLIED if self.phase == "schema" else ledger.ROLLED_BACK, self.conn)
             if self.phase == "rollback":
                 ledger.mark_migrations_rolled_back(self.conn, self.runbook.name)
         ledger.record_event(self.conn, self._event(action, ledger.PASSED if plan.decision == APPLY else ledger.NOOP))
@@ -421,27 +472,43 @@ class PhaseRun(BasePhase):
             return "verify"
         return "apply" if self.phase == "schema" else "rollback"
 
-    def _new_state(self) -> ledger.State:
+    def _move(self, new: str, conn: sa.Connection, **fields: object) -> ledger.State:
+        """Move the runbook's state; the schema as it was before this attempt goes along, and the
+        ledger keeps it only when this is the first attempt of the cycle."""
         assert self.before is not None  # apply() always takes it
-        snapshot_before: dict[str, str] | None
-        if self.phase == "schema":
-            state, snapshot_before = ledger.APPLIED, self.before.objects
-        else:
-            # Keep what the forward run recorded, so a later no-op rollback can still compare.
-            state = ledger.ROLLED_BACK
-            snapshot_before = self.state.snapshot_before if self.state else None
-        return ledger.State(
-            runbook=self.runbook.name,
-            state=state,
-            checksum=self.runbook.migration_checksum(),
-            checksums=self.checksums,
-            run_id=self.run_id,
-            operator=self.operator,
-            updated_at=ledger.now(),
-            fingerprint_before=introspect.Snapshot(snapshot_before).fingerprint if snapshot_before else None,
-            fingerprint_after=introspect.snapshot(self.conn).fingerprint,
-            snapshot_before=snapshot_before,
-        )
+        moved = ledger.move(
+            conn, self.runbook.name, new, checksum=self.runbook.migration_checksum(), checksums=self.checksums,
+            run_id=self.run_id, operator=self.operator, phase=self.phase, snapshot_before=self.before.objects,
+            fingerprint_after=introspect.snapshot(conn).fingerprint, **fields)
+        self.in_flight = new in ledger.IN_FLIGHT
+        return moved
+
+    def _skip_done(self, raw: Any, stmt: Statement) -> bool:
+        """In recovery (the target is part-way), whether this statement's effect is in place; an
+        invalid index a killed CONCURRENTLY build left is dropped so that it is built again."""
+        if self.decision is None or not self.decision.recovery:
+            return False
+        found = effects.statement_effects(stmt.text)
+        state = effects.state_of(raw, found)
+        if state == effects.INVALID:
+            for effect in found or ():
+                if effect.kind == "index":
+                    effects.drop_invalid_index(raw, effect, concurrently=not stmt.transactional)
+            return False
+        return state == effects.DONE
+
+    def _run_in_transaction(self, statements: list[Statement]) -> list[Executed]:
+        done: list[Executed] = []
+        skipped = []
+        for stmt in statements:
+            if self._skip_done(self.raw, stmt):
+                skipped.append(stmt.index)
+                continue
+            done.append(run_statement(self.conn, stmt, len(statements)))
+        if skipped:
+            report.say(f"**Already done, skipped:** statement(s) {', '.join(map(str, skipped))} (their effect is in "
+                       "the catalog: an earlier attempt committed them).")
+        return done
 
     def _checksums(self) -> dict[str, str]:
         """The SQL files this phase used (empty if it failed before reading them)."""
@@ -449,9 +516,24 @@ class PhaseRun(BasePhase):
         return {name: digest for name, digest in self.checksums.items() if name in names}
 
     def _run_autocommit(self, statements: list[Statement]) -> list[Executed]:
+        """One statement at a time, each committing on its own, written ahead in the ledger: the
+        intent before each statement, the outcome after it, so a kill at any instant leaves a
+        ledger naming the statement that may be half done."""
         self.conn.commit()  # nothing written yet; leaves no transaction holding locks
-        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as auto:
-            done = run_statements(auto, statements)
+        auto = self._hold_runbook_lock()
+        with self.engine.begin() as conn:
+            self._move(ledger.APPLYING if self.phase == "schema" else ledger.ROLLING_BACK, conn,
+                       step=0, steps=len(statements), steps_done=0, step_sql=None, error=None)
+        done: list[Executed] = []
+        for stmt in statements:
+            with self.engine.begin() as conn:
+                ledger.step_intent(conn, self.runbook.name, stmt.index, len(statements), stmt.summary)
+            if self._skip_done(auto, stmt):
+                report.say(f"**Already done, skipped:** statement {stmt.index} ({stmt.summary}).")
+            else:
+                done.append(run_autocommit_statement(auto, stmt, len(statements)))
+            with self.engine.begin() as conn:
+                ledger.step_outcome(conn, self.runbook.name, stmt.index)
         self.conn.begin()
         return done
 
