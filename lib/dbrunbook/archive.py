@@ -15,7 +15,7 @@ import platform
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -61,9 +61,12 @@ class RunResult:
     def ok(self) -> bool:
         return self.error is None and all(p.status == ledger.PASSED for p in self.phases)
 
+    @staticmethod
+    def render_phase(p: PhaseResult) -> str:
+        return f"  {p.phase:<12} {p.status:<7} {p.duration_s:7.1f}s  {p.output}" + (f"\n      {p.error}" if p.error else "")
+
     def render(self) -> str:
-        lines = [f"  {p.phase:<12} {p.status:<7} {p.duration_s:7.1f}s  {p.output}"
-                 + (f"\n      {p.error}" if p.error else "") for p in self.phases]
+        lines = [self.render_phase(p) for p in self.phases]
         if self.error:
             lines.append(f"  error: {self.error}")
         lines.append(f"  archive: {self.folder}")
@@ -169,8 +172,77 @@ def _error_line(exc: BaseException) -> str:
     return redact(" ".join(text.split()))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where SIGINT raises KeyboardInterrupt, so both stop a run the same way."""
+
+
+SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
+
+
+def install_sigterm() -> None:
+    """Make SIGTERM stop a run as SIGINT does (cron, systemd and CI send SIGTERM)."""
+    import signal
+
+    def _raise(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, _raise)
+
+
+def stop_kernel(target: Target, run_id: str) -> None:
+    """After a signal: kill the kernel (and anything it started), then end the run's database
+    sessions, so that no statement goes on and no late write lands after the ledger is settled.
+    Open transactions roll back with their sessions; session locks go with them."""
+    import psutil
+
+    for child in psutil.Process().children(recursive=True):
+        try:
+            child.kill()
+        except psutil.Error:
+            continue
+    if target.dialect != "postgresql":
+        return
+    from .targets import engine
+
+    import sqlalchemy as sa
+
+    with engine(target).connect() as conn:
+        pattern = f"dbrunbook % {run_id}%"
+        conn.execute(sa.text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             "WHERE application_name LIKE :p AND pid <> pg_backend_pid()"), {"p": pattern})
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and conn.execute(sa.text(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE :p AND pid <> pg_backend_pid()"),
+                {"p": pattern}).scalar():
+            time.sleep(0.05)
+        conn.commit()
+
+
+def settle_interrupted(book: Runbook, target: Target, run_id: str, phase: str, why: str, started: datetime) -> str:
+    """The ledger's record of a run stopped from outside; returns the runbook's state now."""
+    from .targets import engine
+
+    with engine(target).begin() as conn:
+        ledger.ensure_ledger(conn)
+        return ledger.settle_interrupt(conn, runbook=book.name, run_id=run_id, phase=phase, target=target.name,
+                                       why=why, started_at=started)
+
+
+class RunInterrupted(Exception):
+    """A run stopped by SIGINT or SIGTERM, after the runner settled the ledger and the manifest."""
+
+    def __init__(self, signal_name: str, line: str, result: RunResult) -> None:
+        self.signal_name, self.result = signal_name, result
+        self.exit_code = SIGNAL_EXIT[signal_name]
+        super().__init__(line)
+
+
 def run_phases(book: Runbook, target: Target, target_ref: str, phases: list[str],
-               parameters: dict[str, object], *, dry_run: bool = False) -> RunResult:
+               parameters: dict[str, object], *, dry_run: bool = False,
+               echo: Callable[[str], None] | None = None) -> RunResult:
+    """Execute the phases in order into a new archive folder. The manifest is written first
+    (marked incomplete) and again after each phase, so a killed run still leaves one; a signal
+    stops the kernel, settles the ledger and raises :class:`RunInterrupted`."""
     root = project_root()
     run_id = new_run_id()
     folder = new_run_folder(book.name, run_id)
@@ -178,6 +250,9 @@ def run_phases(book: Runbook, target: Target, target_ref: str, phases: list[str]
     base = {"runbook": _relative(book.path, root), "target": target_parameter(target, target_ref),
             "run_id": run_id, "archive_dir": _relative(folder, root), "dry_run": dry_run}
     started = datetime.now(UTC)
+    write_manifest(folder, book, target, result, started, dry_run, parameters, status="running")
+    if echo is not None:
+        echo(f"{book.name} on {target.name} (run {run_id}):\n  archive: {folder}")
     for number, phase in enumerate(phases, start=1):
         notebook = phase_notebook(phase, root)
         output = folder / f"{number:02d}_{phase}.ipynb"
@@ -189,6 +264,8 @@ def run_phases(book: Runbook, target: Target, target_ref: str, phases: list[str]
         try:
             execute_phase(notebook, output, {**base, **{k: v for k, v in parameters.items() if k in own}}, root)
             status = ledger.PASSED
+        except KeyboardInterrupt as stop:
+            _interrupted(stop, book, target, result, phase, number, at, began, started, dry_run, parameters)
         except Exception as exc:  # papermill raises its own error for a failed cell
             status, error = ledger.FAILED, _error_line(exc)
         duration = time.perf_counter() - began
@@ -201,6 +278,9 @@ def run_phases(book: Runbook, target: Target, target_ref: str, phases: list[str]
                 status = ledger.FAILED
         result.phases.append(PhaseResult(phase, notebook.name, status, at, round(duration, 3),
                                          output.name, html, error))
+        write_manifest(folder, book, target, result, started, dry_run, parameters, status="running")
+        if echo is not None:
+            echo(result.render_phase(result.phases[-1]))
         if status != ledger.PASSED:
             break
     scrubbed = scrub_secrets(folder)
@@ -209,6 +289,22 @@ def run_phases(book: Runbook, target: Target, target_ref: str, phases: list[str]
                         + ", ".join(p.name for p in scrubbed))
     write_manifest(folder, book, target, result, started, dry_run, parameters)
     return result
+
+
+def _interrupted(stop: KeyboardInterrupt, book: Runbook, target: Target, result: RunResult, phase: str, number: int,
+                 at: str, began: float, started: datetime, dry_run: bool, parameters: dict[str, object]) -> None:
+    signal_name = "SIGTERM" if isinstance(stop, Terminated) else "SIGINT"
+    why = f"interrupted by {signal_name} during {phase}"
+    stop_kernel(target, result.run_id)
+    state = settle_interrupted(book, target, result.run_id, phase, why, started)
+    result.phases.append(PhaseResult(phase, f"{phase}.ipynb", ledger.INTERRUPTED, at,
+                                     round(time.perf_counter() - began, 3), f"{number:02d}_{phase}.ipynb", None, why))
+    result.error = why
+    scrub_secrets(result.folder)
+    write_manifest(result.folder, book, target, result, started, dry_run, parameters, status=ledger.INTERRUPTED)
+    line = (f"{why} of {book.name} on {target.name} (run {result.run_id}); the ledger says {state}; "
+            f"archive {result.folder} (incomplete)")
+    raise RunInterrupted(signal_name, line, result) from None
 
 
 def scrub_secrets(folder: Path) -> list[Path]:
@@ -252,7 +348,9 @@ def git_commit(root: Path) -> dict[str, object] | None:
 
 
 def write_manifest(folder: Path, book: Runbook, target: Target, result: RunResult, started: datetime,
-                   dry_run: bool, parameters: dict[str, object]) -> Path:
+                   dry_run: bool, parameters: dict[str, object], status: str | None = None) -> Path:
+    """The run's manifest; ``status`` "running" (or "interrupted") marks it incomplete: it is
+    written when the run starts and after each phase, so a killed run leaves one that says so."""
     root = project_root()
     manifest = {
         "runbook": book.name,
@@ -265,18 +363,21 @@ def write_manifest(folder: Path, book: Runbook, target: Target, result: RunResul
         "operator": ledger.operator(),
         "started_at": started.isoformat(timespec="seconds"),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "status": ledger.PASSED if result.ok else ledger.FAILED,
-        "error": result.error,
+        "status": status or (ledger.PASSED if result.ok else ledger.FAILED),
+        "complete": status is None,
+        "error": result.error or next((p.error for p in result.phases if p.error), None),
         "parameters": {k: redact(str(v)) for k, v in parameters.items()},
         "tools": tool_versions(),
         "git": git_commit(root),
         "phases": [asdict(p) for p in result.phases],
         "runbook_files": {str(p.relative_to(book.path)): sha256_file(p) for p in book.files()},
         "output_files": {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*"))
-                         if p.is_file() and p.name != MANIFEST},
+                         if p.is_file() and p.name not in (MANIFEST, MANIFEST + ".tmp")},
     }
     path = folder / MANIFEST
-    path.write_text(redact(json.dumps(manifest, indent=2, default=str)) + "\n")
+    partial = path.with_name(MANIFEST + ".tmp")  # a kill mid-write must not leave half a manifest
+    partial.write_text(redact(json.dumps(manifest, indent=2, default=str)) + "\n")
+    partial.replace(path)
     return path
 
 

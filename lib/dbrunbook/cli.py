@@ -74,9 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DbrunbookError as exc:
         print(f"dbrunbook: error: {redact(str(exc))}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         print("dbrunbook: interrupted", file=sys.stderr)
-        return 130
+        return 143 if isinstance(stop, archive.Terminated) else 130
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -101,10 +101,16 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "run":
         phases = commands.parse_phases(args.phases)
-        result = commands.run(args.runbook, args.target, phases, parameters=dict(args.parameter),
-                              dry_run=args.dry_run)
-        print(f"{result.runbook} on {result.target} (run {result.run_id}):")
-        print(result.render())
+        archive.install_sigterm()
+        try:
+            # The run id and archive first, then each phase as it ends, flushed: a piped log shows progress.
+            result = commands.run(args.runbook, args.target, phases, parameters=dict(args.parameter),
+                                  dry_run=args.dry_run, echo=lambda line: print(line, flush=True))
+        except archive.RunInterrupted as stopped:
+            print(f"dbrunbook: {redact(str(stopped))}", file=sys.stderr, flush=True)
+            return stopped.exit_code
+        if result.error:
+            print(f"  error: {result.error}")
         archive.raise_for_failure(result)
         return 0
     if args.command == "status":

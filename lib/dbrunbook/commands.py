@@ -154,7 +154,8 @@ def parse_phases(text: str) -> list[str]:
 
 
 def run(runbook_ref: str, target_ref: str, phases: list[str], *,
-        parameters: dict[str, object] | None = None, dry_run: bool = False) -> archive.RunResult:
+        parameters: dict[str, object] | None = None, dry_run: bool = False,
+        echo: Callable[[str], None] | None = None) -> archive.RunResult:
     """Execute phase notebooks with Papermill into a new archive folder; stops at the first
     failed phase. The result's ``ok`` is True only when every phase passed."""
     book = load_runbook(runbook_ref)
@@ -162,7 +163,7 @@ def run(runbook_ref: str, target_ref: str, phases: list[str], *,
     for phase in phases:
         phase_notebook(phase)
     archive.check_parameters(phases, parameters or {}, project_root())
-    return archive.run_phases(book, target, target_ref, phases, parameters or {}, dry_run=dry_run)
+    return archive.run_phases(book, target, target_ref, phases, parameters or {}, dry_run=dry_run, echo=echo)
 
 
 # -- demo ---------------------------------------------------------------------------------------

@@ -434,6 +434,25 @@ def reset(conn: Connection, runbook: str) -> None:
     conn.execute(t.migrations.delete().where(t.migrations.c.runbook == runbook))
 
 
+def settle_interrupt(conn: Connection, *, runbook: str, run_id: str, phase: str, target: str, why: str,
+                     started_at: datetime) -> str:
+    """What a runner records after it stopped a run from outside (its kernel is gone): an attempt
+    this run had in flight becomes ``interrupted`` (the steps done stay done), a backfill it was
+    running is ``paused`` at its checkpoint, and the event says so. Returns the state now."""
+    state = read_state(conn, runbook)
+    if state is not None and state.state in IN_FLIGHT and state.run_id == run_id:
+        state = move(conn, runbook, INTERRUPTED, error=why)
+    t = tables(conn.dialect.name)
+    if conn.dialect.name == "postgresql":
+        conn.execute(t.migrations.update().where(t.migrations.c.runbook == runbook, t.migrations.c.run_id == run_id,
+                                                 t.migrations.c.status == DM_RUNNING)
+                     .values(status=DM_PAUSED, error=why, updated_at=now()))
+    record_event(conn, Event(run_id=run_id, runbook=runbook, phase=phase, action="interrupted", status=INTERRUPTED,
+                             target=target, operator=operator(), started_at=started_at, finished_at=now(),
+                             error=why, detail={"in_flight": in_flight_text(state) if state else ""}))
+    return effective_state(state, live=False)
+
+
 # -- who is running: liveness through session advisory locks ---------------------------------------
 
 def runbook_lock_key(runbook: str) -> str:

@@ -1,0 +1,177 @@
+"""Kills at random points: the ledger tells the truth, a re-run completes, a rollback restores.
+
+Each scenario kills the real ``dbrunbook run`` (SIGKILL and SIGINT, alternating, at a random
+instant once its steps are under way), then checks the ledger against the catalog, re-runs to
+completion, rolls back and compares the schema with the fingerprint taken before the first try.
+The seed is in every assertion message.
+"""
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlalchemy as sa
+from dbrunbook import commands, effects, introspect, ledger, open_phase
+from dbrunbook.online import derive_steps
+from dbrunbook.spec import load_runbook
+from dbrunbook.statements import split_postgresql
+from dbrunbook.targets import psycopg_connect, resolve_target
+
+from .conftest import ROOT, SEED_000, apply_schema, cli, connect, prepared_pair, prepared_target
+
+SIGNALS = (signal.SIGKILL, signal.SIGINT)
+SLEEP = "SELECT pg_sleep({s});\n"
+
+
+def slow_copy(tmp_path: Path, name: str, statements: list[str]) -> Path:
+    """Seed 000's runbook with its migration replaced by ``statements`` (pauses between steps)."""
+    folder = tmp_path / name
+    shutil.copytree(SEED_000, folder)
+    (folder / "migration.sql").write_text("\n".join(statements) + "\n")
+    return folder
+
+
+def fingerprint(target: str) -> str:
+    with connect(target) as conn:
+        return introspect.snapshot(conn).fingerprint
+
+
+def state(target: str, runbook: str) -> ledger.State | None:
+    with connect(target) as conn:
+        return ledger.read_state(conn, runbook)
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def sessions_of(target: str, run_id: str) -> int:
+    with connect(target) as conn:
+        return int(conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE :p"),
+                                {"p": f"dbrunbook % {run_id}%"}).scalar() or 0)
+
+
+def kill_run(args: list[str], target: str, started: Callable[[], bool], sig: int, delay: float,
+             ) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Start ``dbrunbook run``, wait until ``started()``, wait ``delay`` s, send ``sig``; returns the
+    finished process and its run id, once no session of the run is left on the server."""
+    proc = subprocess.Popen([sys.executable, "-m", "dbrunbook", "run", *args], cwd=ROOT, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
+    assert proc.stdout is not None
+    # The run id and archive come first, flushed (read both lines here: communicate() reads the
+    # pipe itself, past what readline() buffered).
+    first = proc.stdout.readline() + proc.stdout.readline()
+    run_id = first.split("(run ", 1)[1].split(")", 1)[0]
+    wait_for(lambda: started() or proc.poll() is not None, "the run's steps to start")
+    time.sleep(delay)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    # A SIGKILLed runner's kernel notices its parent is gone within a second, and its sessions
+    # end with it (the server checks for a vanished client during a statement).
+    wait_for(lambda: sessions_of(target, run_id) == 0, f"the sessions of run {run_id} to end", timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, first + out, err), run_id
+
+
+def check_signal_outcome(done: subprocess.CompletedProcess[str], sig: int, context: str) -> None:
+    if sig == signal.SIGKILL:
+        assert done.returncode == -signal.SIGKILL, context
+        return
+    if done.returncode == 0:  # the signal landed after the last phase ended
+        return
+    assert done.returncode == 130, context + done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dbrunbook: interrupted by SIGINT"), context + done.stderr
+    for noise in ("Traceback", "DeadKernelError", "KeyboardInterrupt"):
+        assert noise not in done.stderr, context + done.stderr
+
+
+def check_manifest(stdout: str, sig: int, context: str) -> None:
+    folder = Path(stdout.splitlines()[1].split("archive:", 1)[1].strip())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    if manifest["complete"]:
+        assert manifest["status"] == "passed", context
+        return
+    assert manifest["status"] == ("running" if sig == signal.SIGKILL else "interrupted"), context
+
+
+def check_truth(target: str, runbook: str, step_effects: list[list[effects.Effect] | None], context: str) -> str:
+    """The ledger's word against the catalog: the steps it calls done are done, the steps after
+    the one in flight are not; returns the state ``status`` shows."""
+    got = state(target, Path(runbook).name)
+    report = commands.status(runbook, target)
+    with psycopg_connect(resolve_target(target), "truth") as raw:
+        done = [effects.state_of(raw, found) for found in step_effects]
+    if got is None:
+        assert all(s != effects.DONE for s in done), context
+        return ledger.PENDING
+    if got.state == ledger.APPLIED:
+        assert all(s in (effects.DONE, effects.RERUN) for s in done), f"{context}: {done}"
+        return got.state
+    assert got.state in (ledger.INTERRUPTED, ledger.APPLYING), context
+    assert got.step is not None and got.steps_done is not None, context
+    for number, found in enumerate(done, start=1):
+        if number <= got.steps_done:
+            assert found in (effects.DONE, effects.RERUN), f"{context}: step {number} is {found}"
+        elif number > got.step:
+            assert found != effects.DONE, f"{context}: step {number} is done but the ledger says {got.step_sql}"
+    assert report.state.startswith("interrupted"), f"{context}: {report.state}"
+    if got.steps_done < got.step:
+        assert f"at step {got.step} of {got.steps}" in report.state, f"{context}: {report.state}"
+    return ledger.INTERRUPTED
+
+
+def test_deploy_killed_at_random_points(tmp_path: Path) -> None:
+    book = slow_copy(tmp_path, "slow_deploy", [
+        'ALTER TABLE "Event" ADD COLUMN "messageId" TEXT;', SLEEP.format(s=0.4),
+        'CREATE INDEX "Event_messageId_idx" ON "Event"("messageId");', SLEEP.format(s=0.4),
+        'ALTER TABLE "Event" ADD CONSTRAINT "Event_messageId_fkey" FOREIGN KEY ("messageId") REFERENCES '
+        '"Message"("id") ON DELETE CASCADE ON UPDATE CASCADE;'])
+    statements = load_runbook(book).read_script("migration", "postgresql")[0]
+    steps = [s.effects for s in derive_steps(statements)]
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    with prepared_pair("event_message_fk", "k") as (rehearsal, prod):
+        apply_schema(rehearsal, book)
+        original = fingerprint(prod)
+        args = [str(book), "--target", prod, "--phases", "deploy", "-p", f"rehearsal={rehearsal}"]
+        outcomes = []
+        for attempt in range(5):
+            sig = SIGNALS[attempt % 2]
+            context = f"seed {seed}, attempt {attempt}, {sig.name}"
+            done, _ = kill_run(args, prod, lambda: _in_flight(prod, book.name), sig, rng.uniform(0, 1.2))
+            check_signal_outcome(done, sig, context)
+            check_manifest(done.stdout, sig, context)
+            outcomes.append(check_truth(prod, str(book), steps, context))
+            again = cli("run", *args)
+            assert again.returncode == 0, context + again.stdout + again.stderr
+            assert commands.status(str(book), prod).state == "applied (up to date)", context
+            recorded = state(prod, book.name)
+            assert recorded is not None and recorded.fingerprint_before == original, context
+            _rollback(prod, book)  # its last cell proves the recorded fingerprint is back
+            assert fingerprint(prod) == original, context
+        assert outcomes.count(ledger.INTERRUPTED) >= 3, f"seed {seed}: the kills missed the steps: {outcomes}"
+
+
+def _in_flight(target: str, runbook: str) -> bool:
+    got = state(target, runbook)
+    return got is not None and got.state in ledger.IN_FLIGHT
+
+
+def _rollback(target: str, book: Path) -> None:
+    run = open_phase("rollback", book, target)
+    run.plan()
+    run.apply()
+    run.check_expectations()
+    run.verify_restored()
+    run.finish()
