@@ -175,3 +175,152 @@ def _rollback(target: str, book: Path) -> None:
     run.check_expectations()
     run.verify_restored()
     run.finish()
+
+
+def test_autocommit_schema_killed_at_random_points(tmp_path: Path) -> None:
+    book = slow_copy(tmp_path, "slow_schema", [
+        'ALTER TABLE "Event" ADD COLUMN "messageId" TEXT;', SLEEP.format(s=0.3),
+        'CREATE INDEX CONCURRENTLY "Event_messageId_idx" ON "Event"("messageId");', SLEEP.format(s=0.3),
+        'ALTER TABLE "Event" ADD CONSTRAINT "Event_messageId_fkey" FOREIGN KEY ("messageId") REFERENCES '
+        '"Message"("id") ON DELETE CASCADE ON UPDATE CASCADE;'])
+    statements = load_runbook(book).read_script("migration", "postgresql")[0]
+    steps = [effects.statement_effects(s.text) for s in statements]
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    with prepared_target("event_message_fk", "ks") as target:
+        original = fingerprint(target)
+        args = [str(book), "--target", target, "--phases", "schema"]
+        outcomes = []
+        for attempt in range(5):
+            sig = SIGNALS[attempt % 2]
+            context = f"seed {seed}, attempt {attempt}, {sig.name}"
+            done, _ = kill_run(args, target, lambda: _in_flight(target, book.name), sig, rng.uniform(0, 0.9))
+            check_signal_outcome(done, sig, context)
+            check_manifest(done.stdout, sig, context)
+            outcomes.append(check_truth(target, str(book), steps, context))
+            again = cli("run", *args)
+            assert again.returncode == 0, context + again.stdout + again.stderr
+            assert commands.status(str(book), target).state == "applied (up to date)", context
+            _rollback(target, book)
+            assert fingerprint(target) == original, context
+        assert outcomes.count(ledger.INTERRUPTED) >= 3, f"seed {seed}: the kills missed the steps: {outcomes}"
+
+
+def test_backfill_killed_at_random_points_pauses_and_resumes() -> None:
+    runbook = "normalize_attachments"
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    with prepared_target(runbook, "kb") as target:
+        original = fingerprint(target)
+        name = load_runbook(runbook).spec.backfill.name  # type: ignore[union-attr]
+        args = [runbook, "--target", target, "--phases", "backfill", "-p", "batch_size=50",
+                "-p", "target_batch_ms=10", "-p", "pause_ms=40"]
+
+        def migration() -> ledger.Migration | None:
+            with psycopg_connect(resolve_target(target), "test") as raw:
+                return ledger.read_migration(raw, runbook, name)
+
+        for attempt in range(5):
+            sig = SIGNALS[attempt % 2]
+            context = f"seed {seed}, attempt {attempt}, {sig.name}"
+            apply_schema(target, runbook)
+            gen = open_phase("backfill", runbook, target, generate=6000, max_batches=0)
+            gen.plan()
+            gen.abandon()
+
+            def running() -> bool:
+                m = migration()
+                return m is not None and m.status == ledger.DM_RUNNING and m.checkpoint.batches > 0
+
+            done, _ = kill_run(args, target, running, sig, rng.uniform(0, 1.5))
+            check_signal_outcome(done, sig, context)
+            check_manifest(done.stdout, sig, context)
+            m = migration()
+            assert m is not None, context
+            report = commands.status(runbook, target)
+            shown = report.migrations.iloc[0]["status"]
+            if m.status == ledger.DM_COMPLETED:
+                assert shown == ledger.DM_COMPLETED, context
+            elif sig == signal.SIGKILL:
+                assert (m.status, shown) == (ledger.DM_RUNNING, "interrupted"), context
+            else:
+                assert (m.status, shown) == (ledger.DM_PAUSED, ledger.DM_PAUSED), context
+            again = cli("run", *args)
+            assert again.returncode == 0, context + again.stdout + again.stderr
+            m = migration()
+            assert m is not None and m.status == ledger.DM_COMPLETED and m.verification \
+                and m.verification["passed"], context
+            _rollback(target, load_runbook(runbook).path)
+            assert fingerprint(target) == original, context
+
+
+def test_deploy_killed_in_a_long_statement_resumes_with_the_first_fingerprint(tmp_path: Path) -> None:
+    """The issue's first reproduction: `SELECT pg_sleep(20)` as statement 2, a deploy killed in it."""
+    book = slow_copy(tmp_path, "sleepy", [
+        'ALTER TABLE "Event" ADD COLUMN "messageId" TEXT;', SLEEP.format(s=20),
+        'CREATE INDEX "Event_messageId_idx" ON "Event"("messageId");',
+        'ALTER TABLE "Event" ADD CONSTRAINT "Event_messageId_fkey" FOREIGN KEY ("messageId") REFERENCES '
+        '"Message"("id") ON DELETE CASCADE ON UPDATE CASCADE;'])
+    with prepared_pair("event_message_fk", "r1") as (rehearsal, prod):
+        original = fingerprint(prod)
+        # Rehearsed with the sleep shortened would be another checksum: rehearse it as it is.
+        apply_schema(rehearsal, book)
+        args = [str(book), "--target", prod, "--phases", "deploy", "-p", f"rehearsal={rehearsal}"]
+
+        def sleeping() -> bool:
+            got = state(prod, "sleepy")
+            return got is not None and got.step == 2
+
+        started = time.monotonic()
+        done, _ = kill_run(args, prod, sleeping, signal.SIGKILL, 0.5)
+        assert time.monotonic() - started < 19, "the killed statement must not run on for its 20 s"
+        assert done.returncode == -signal.SIGKILL
+        report = commands.status(str(book), prod)
+        assert report.state == "interrupted at step 2 of 5 (1 done; it may be half done): SELECT pg_sleep(20)", \
+            report.state
+        assert "killed" in report.detail
+        with connect(prod) as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM information_schema.columns WHERE "
+                                        "table_name = 'Event' AND column_name = 'messageId'")).scalar() == 1
+        again = cli("run", *args)
+        assert again.returncode == 0, again.stdout + again.stderr
+        recorded = state(prod, "sleepy")
+        assert recorded is not None and recorded.fingerprint_before == original
+        _rollback(prod, book)
+        assert fingerprint(prod) == original
+
+
+def test_autocommit_failure_half_way_is_failed_then_resumes_or_rolls_back(tmp_path: Path) -> None:
+    """The issue's second reproduction: ADD COLUMN, CREATE INDEX CONCURRENTLY, a failing ADD CONSTRAINT."""
+    statements = ['ALTER TABLE "Event" ADD COLUMN "messageId" TEXT;',
+                  'CREATE INDEX CONCURRENTLY "Event_messageId_idx" ON "Event"("messageId");',
+                  'ALTER TABLE "Event" ADD CONSTRAINT "Event_messageId_fkey" FOREIGN KEY ("messageId") '
+                  'REFERENCES "Message"("id") ON DELETE CASCADE;']
+    book = slow_copy(tmp_path, "half_way", statements)
+    with prepared_target("event_message_fk", "hw") as target:
+        original = fingerprint(target)
+        # A row whose messageId names no message: the constraint cannot be added yet.
+        with connect(target) as conn, conn.begin():
+            conn.execute(sa.text('ALTER TABLE "Event" ADD COLUMN "messageId" TEXT'))
+            conn.execute(sa.text('UPDATE "Event" SET "messageId" = \'no-such-message\''))
+            conn.execute(sa.text('ALTER TABLE "Event" DROP COLUMN "messageId"'))
+        bad = book / "migration.sql"
+        bad.write_text("\n".join([statements[0], "UPDATE \"Event\" SET \"messageId\" = 'no-such-message';",
+                                  *statements[1:]]) + "\n")
+        failed = cli("run", str(book), "--target", target, "--phases", "schema")
+        assert failed.returncode == 1
+        err = failed.stderr.strip().splitlines()
+        assert len(err) == 1 and "statement 4 of 4 failed [23503]" in err[0] and "statements 1 to 3 stay applied" in \
+            err[0], failed.stderr
+        report = commands.status(str(book), target)
+        assert report.state.startswith('failed at step 4 of 4 (3 done): ALTER TABLE "Event" ADD CONSTRAINT'), \
+            report.state
+        assert "23503" in report.detail
+        # Run again as it is: it resumes (steps 1-3 found done or re-run) and fails at the same place.
+        again = cli("run", str(book), "--target", target, "--phases", "schema")
+        assert again.returncode == 1 and "already exists" not in again.stderr, again.stderr
+        # The rollback phase is allowed from failed and undoes what was done.
+        undo = cli("run", str(book), "--target", target, "--phases", "rollback")
+        assert undo.returncode == 0, undo.stdout + undo.stderr
+        assert fingerprint(target) == original
+        assert commands.status(str(book), target).state == "rolled back"

@@ -501,7 +501,9 @@ def in_flight_text(state: State) -> str:
     done = state.steps_done or 0
     if done >= state.step:
         return f"after step {state.step} of {state.steps} ({done} done)"
-    return f"at step {state.step} of {state.steps} ({done} done; it may be half done): {state.step_sql or '?'}"
+    # A step that failed or hit its lock timeout rolled back whole; only a killed one may be half done.
+    maybe = "" if state.state in (FAILED, PARTIAL) else "; it may be half done"
+    return f"at step {state.step} of {state.steps} ({done} done{maybe}): {state.step_sql or '?'}"
 
 
 def decide(direction: str, state: State | None, checksum: str, *, live: bool = False,
