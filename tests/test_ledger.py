@@ -1,11 +1,14 @@
 """The ledger: created on demand, append-only events, state per runbook."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import sqlalchemy as sa
-from dbrunbook import ledger
+from dbrunbook import introspect, ledger, open_phase
+from dbrunbook.errors import DriftError
 
-from .conftest import connect
+from .conftest import ROOT, connect
 
 
 def test_events_are_append_only(target: str) -> None:
@@ -43,3 +46,112 @@ def test_state_round_trip(target: str) -> None:
             assert rows == 1
         got = ledger.read_state(conn, "rb")
         assert got is not None and got.checksum == "c1" and got.snapshot_before == {"table public.t": "table"}
+
+
+def test_truncate_is_refused_too(target: str) -> None:
+    with connect(target) as conn:
+        with conn.begin():
+            ledger.ensure_ledger(conn)
+        with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+            with conn.begin():
+                conn.execute(sa.text("TRUNCATE dbrunbook.events"))
+
+
+def test_a_version_1_ledger_is_upgraded_and_keeps_its_history(target: str) -> None:
+    """tests/fixtures/ledger_v1.sql: a target as the code before ledger versions left it."""
+    from dbrunbook import commands
+    from dbrunbook.targets import psycopg_connect, resolve_target
+
+    dump = (ROOT / "tests" / "fixtures" / "ledger_v1.sql").read_text()
+    with psycopg_connect(resolve_target(target), "load") as raw:
+        raw.execute(dump.encode())
+    with connect(target) as conn:
+        assert ledger.ledger_version(conn) == 1
+        old = ledger.read_state(conn, "event_message_fk")  # readable before any upgrade
+        assert old is not None and old.state == ledger.APPLIED and old.step is None
+    assert commands.status("event_message_fk", target).state == "applied (up to date)"
+    with connect(target) as conn:
+        with conn.begin():
+            ledger.ensure_ledger(conn)
+        assert ledger.ledger_version(conn) == ledger.VERSION == 2
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("state", schema="dbrunbook")}
+        assert {"phase", "step", "steps", "steps_done", "step_sql", "error"} <= columns
+        assert list(ledger.events_frame(conn, "event_message_fk")["run_id"]) == ["v1run000001"]
+        conn.rollback()
+        with pytest.raises(sa.exc.DBAPIError, match="append-only"):
+            with conn.begin():
+                conn.execute(sa.text("TRUNCATE dbrunbook.events"))
+    # The state the old code recorded drives the new code: the rollback restores its fingerprint.
+    run = open_phase("rollback", "event_message_fk", target)
+    run.plan()
+    run.apply()
+    run.verify_restored()
+    run.finish()
+    with connect(target) as conn:
+        got = ledger.read_state(conn, "event_message_fk")
+        assert got is not None and got.state == ledger.ROLLED_BACK
+        assert introspect.snapshot(conn).fingerprint == old.fingerprint_before
+
+
+def test_a_newer_ledger_is_refused(target: str) -> None:
+    with connect(target) as conn:
+        with conn.begin():
+            ledger.ensure_ledger(conn)
+            conn.execute(sa.text("INSERT INTO dbrunbook.version VALUES (99, now(), 'future')"))
+        with pytest.raises(ledger.LedgerTooNew, match="version 99"):
+            with conn.begin():
+                ledger.ensure_ledger(conn)
+
+
+def test_transitions_are_checked(target: str) -> None:
+    with connect(target) as conn:
+        with conn.begin():
+            ledger.ensure_ledger(conn)
+            with pytest.raises(ledger.IllegalTransition, match="cannot go from pending to rolled_back"):
+                ledger.move(conn, "rb", ledger.ROLLED_BACK, run_id="r", operator="o")
+            ledger.move(conn, "rb", ledger.APPLYING, run_id="r1", operator="o", checksum="c", checksums={},
+                        snapshot_before={"table public.t": "table"}, steps=3, step=0, steps_done=0)
+            first = ledger.read_state(conn, "rb")
+            ledger.step_intent(conn, "rb", 1, 3, "ALTER TABLE t ADD COLUMN c int")
+            ledger.step_outcome(conn, "rb", 1)
+            ledger.step_intent(conn, "rb", 2, 3, "CREATE INDEX CONCURRENTLY i ON t (c)")
+            ledger.move(conn, "rb", ledger.INTERRUPTED, error="SIGINT")
+            with pytest.raises(ledger.IllegalTransition, match="a step in flight"):
+                ledger.step_intent(conn, "rb", 3, 3, "x")
+            # A resume never overwrites the fingerprint before.
+            ledger.move(conn, "rb", ledger.APPLYING, run_id="r2", snapshot_before={"table public.u": "table"})
+            ledger.move(conn, "rb", ledger.APPLIED, run_id="r2", snapshot_before={"table public.u": "table"})
+            got = ledger.read_state(conn, "rb")
+    assert first is not None and got is not None
+    assert got.snapshot_before == {"table public.t": "table"} and got.fingerprint_before == first.fingerprint_before
+    assert got.step is None and got.run_id == "r2"
+
+
+def test_every_state_has_its_transitions_and_the_decision_covers_it() -> None:
+    assert set(ledger.TRANSITIONS) == set(ledger.STATES)
+    assert all(targets <= set(ledger.STATES) for targets in ledger.TRANSITIONS.values())
+    base = ledger.State(runbook="rb", state="", checksum="c", checksums={}, run_id="r", operator="o",
+                        updated_at=ledger.now(), fingerprint_before=None, fingerprint_after=None,
+                        snapshot_before=None, step=2, steps=4, steps_done=1, step_sql="CREATE INDEX ...")
+    expected = {  # state -> (forward, backward) with a live run holding the lock, then without
+        ledger.APPLIED: (("noop", "apply"), ("noop", "apply")),
+        ledger.PARTIAL: (("resume", "apply"), ("resume", "apply")),
+        ledger.FAILED: (("resume", "apply"), ("resume", "apply")),
+        ledger.INTERRUPTED: (("resume", "apply"), ("resume", "apply")),
+        ledger.APPLYING: (("refuse", "refuse"), ("resume", "apply")),
+        ledger.ROLLING_BACK: (("refuse", "refuse"), ("resume", "apply")),
+        ledger.ROLLED_BACK: (("apply", "noop"), ("apply", "noop")),
+    }
+    for name, (live, dead) in expected.items():
+        state = replace(base, state=name)
+        for is_live, want in ((True, live), (False, dead)):
+            got = (ledger.decide(ledger.FORWARD, state, "c", live=is_live).action,
+                   ledger.decide(ledger.BACKWARD, state, "c", live=is_live).action)
+            assert got == want, (name, is_live)
+    assert ledger.decide(ledger.FORWARD, None, "c").action == "apply"
+    assert ledger.decide(ledger.BACKWARD, None, "c").action == "noop"
+    drift = ledger.decide(ledger.FORWARD, replace(base, state=ledger.INTERRUPTED), "other")
+    assert drift.action == "refuse" and isinstance(drift.error, DriftError)
+    text, detail = ledger.describe(replace(base, state=ledger.APPLYING), "c", live=False)
+    assert text == "interrupted at step 2 of 4 (1 done; it may be half done): CREATE INDEX ..."
+    assert "killed" in detail
