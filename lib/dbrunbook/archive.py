@@ -23,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import ledger
+from . import ledger, registry
 from .errors import PhaseFailed, SpecError
 from .phase import new_run_id
 from .project import outputs_dir, phase_notebook, project_root
@@ -89,22 +89,6 @@ def target_parameter(target: Target, target_ref: str) -> str:
         os.environ[URL_ENV] = target_ref
         return ENV_PREFIX + URL_ENV
     return target_ref
-
-
-def notebook_parameters(notebook: Path) -> set[str]:
-    """The names a phase notebook's parameters cell declares."""
-    import papermill
-
-    return set(papermill.inspect_notebook(str(notebook)))
-
-
-def check_parameters(phases: list[str], parameters: dict[str, object], root: Path) -> None:
-    """Refuse a parameter that none of the phases takes: a typo must not be silently ignored."""
-    declared = set().union(*(notebook_parameters(phase_notebook(p, root)) for p in phases))
-    unknown = sorted(set(parameters) - declared)
-    if unknown:
-        raise SpecError("-p", f"unknown parameter(s) {', '.join(unknown)} for phase(s) {', '.join(phases)}; "
-                              f"they take: {', '.join(sorted(declared))}")
 
 
 KERNEL_LOG = "kernel_stderr.log"
@@ -260,7 +244,7 @@ def run_phases(book: Runbook, target: Target, target_ref: str, phases: list[str]
         at = datetime.now(UTC).isoformat(timespec="seconds")
         error = None
         # Each notebook gets only the parameters it declares (papermill would warn about the rest).
-        own = notebook_parameters(notebook)
+        own = set(registry.phase_info(phase).all_params())
         try:
             execute_phase(notebook, output, {**base, **{k: v for k, v in parameters.items() if k in own}}, root)
             status = ledger.PASSED

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import archive, embedded, ledger
+from . import archive, embedded, ledger, registry
 from . import lint as lint_
 from .errors import DbrunbookError, GuardRefused, SpecError
 from .execute import run_statements
@@ -162,8 +162,8 @@ def run(runbook_ref: str, target_ref: str, phases: list[str], *,
     target = resolve_target(target_ref)
     for phase in phases:
         phase_notebook(phase)
-    archive.check_parameters(phases, parameters or {}, project_root())
-    return archive.run_phases(book, target, target_ref, phases, parameters or {}, dry_run=dry_run, echo=echo)
+    checked = registry.check_parameters(phases, parameters or {})
+    return archive.run_phases(book, target, target_ref, phases, checked, dry_run=dry_run, echo=echo)
 
 
 # -- demo ---------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from . import effects, expect, introspect, ledger, report
+from . import effects, expect, introspect, ledger, registry, report
 from .errors import (
     ChecksFailed,
     DbrunbookError,
@@ -549,26 +549,10 @@ class PhaseRun(BasePhase):
         return self.plan_
 
 
-# Phase name -> "module:Class"; imported on demand so that phase modules can build on this one.
-PHASE_CLASSES = {
-    "review": "dbrunbook.review:ReviewRun",
-    "schema": "dbrunbook.phase:PhaseRun",
-    "rollback": "dbrunbook.phase:PhaseRun",
-    "clean_slate": "dbrunbook.cleanslate:CleanSlateRun",
-    "backfill": "dbrunbook.backfill:BackfillRun",
-    "code_verify": "dbrunbook.codeverify:CodeVerifyRun",
-    "test": "dbrunbook.behave:BehaviourRun",
-    "deploy": "dbrunbook.deploy:DeployRun",
-    "deploy@sqlite": "dbrunbook.deploy:SqliteDeployRun",
-}
-
-
 def phase_class(phase: str, dialect: str = "postgresql") -> type[BasePhase]:
-    """The class that runs a phase; a ``phase@dialect`` entry wins for that dialect."""
-    key = f"{phase}@{dialect}" if f"{phase}@{dialect}" in PHASE_CLASSES else phase
-    if key not in PHASE_CLASSES:
-        raise SpecError(phase, f"no phase class; phases with one: {', '.join(sorted({k.split('@')[0] for k in PHASE_CLASSES}))}")
-    module, _, name = PHASE_CLASSES[key].partition(":")
+    """The class that runs a phase on a dialect, from the phase registry (imported on demand, so
+    that phase modules can build on this one)."""
+    module, _, name = registry.phase_info(phase).class_path(dialect).partition(":")
     cls: type[BasePhase] = getattr(importlib.import_module(module), name)
     return cls
 

@@ -5,17 +5,9 @@ import os
 from pathlib import Path
 
 from .errors import SpecError
+from .registry import PHASE_NAMES
 
-PHASES: tuple[str, ...] = (
-    "review",
-    "schema",
-    "clean_slate",
-    "backfill",
-    "code_verify",
-    "test",
-    "deploy",
-    "rollback",
-)
+PHASES: tuple[str, ...] = PHASE_NAMES  # the fixed phase names, in order (see dbrunbook.registry)
 
 
 def project_root(start: Path | None = None) -> Path:
