@@ -324,3 +324,49 @@ def test_autocommit_failure_half_way_is_failed_then_resumes_or_rolls_back(tmp_pa
         assert undo.returncode == 0, undo.stdout + undo.stderr
         assert fingerprint(target) == original
         assert commands.status(str(book), target).state == "rolled back"
+
+
+WORKER = """
+import sys
+from dbrunbook import open_phase
+run = open_phase("schema", sys.argv[1], sys.argv[2])
+run.plan()
+print("started", flush=True)
+try:
+    run.apply()
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+
+def test_stop_in_jupyterlab_marks_the_attempt_interrupted_and_releases_everything(tmp_path: Path) -> None:
+    """The lib's own handling, as when an engineer presses Stop in JupyterLab (KeyboardInterrupt in
+    the cell): the statement in flight is cancelled, the ledger says interrupted (written, not
+    inferred), the event is recorded, and the runbook's lock is released."""
+    book = slow_copy(tmp_path, "stopped", [
+        'ALTER TABLE "Event" ADD COLUMN "messageId" TEXT;', SLEEP.format(s=30),
+        'CREATE INDEX CONCURRENTLY "Event_messageId_idx" ON "Event"("messageId");'])
+    with prepared_target("event_message_fk", "st") as target:
+        original = fingerprint(target)
+        worker = subprocess.Popen([sys.executable, "-c", WORKER, str(book), target], cwd=ROOT, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
+        assert worker.stdout is not None
+        while worker.stdout.readline().strip() != "started":
+            pass
+        wait_for(lambda: (state(target, "stopped") or ledger.State("", "", None, {}, "", "", ledger.now(), None, None,
+                                                                    None)).step == 2, "step 2")
+        started = time.monotonic()
+        worker.send_signal(signal.SIGINT)
+        out, err = worker.communicate(timeout=60)
+        assert time.monotonic() - started < 10, "the 30 s statement was not cancelled"
+        assert "interrupted" in out, out + err
+        got = state(target, "stopped")
+        assert got is not None and got.state == ledger.INTERRUPTED and (got.step, got.steps_done) == (2, 1)
+        with connect(target) as conn:
+            assert not ledger.lock_held(conn, ledger.runbook_lock_key("stopped"))
+            last = ledger.events_frame(conn, "stopped").iloc[0]
+        assert (last["action"], last["status"]) == ("interrupted", "interrupted")
+        assert commands.status(str(book), target).state.startswith("interrupted at step 2 of 3")
+        again = cli("run", str(book), "--target", target, "--phases", "rollback")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert fingerprint(target) == original
