@@ -169,7 +169,7 @@ def _in_flight(target: str, runbook: str) -> bool:
 
 
 def _rollback(target: str, book: Path) -> None:
-    run = open_phase("rollback", book, target)
+    run = open_phase("rollback", book, target, confirm=target)
     run.plan()
     run.apply()
     run.check_expectations()

@@ -31,7 +31,7 @@ from .execute import Executed, executed_frame, run_autocommit_statement, run_sta
 from .project import outputs_dir
 from .spec import Expectations, Runbook, load_runbook
 from .statements import Statement
-from .targets import Target, check_parameter_safe, engine, redact, resolve_target
+from .targets import Target, engine, redact, refuse_password, resolve_target
 
 APPLY = "apply"
 NOOP = "noop"
@@ -52,6 +52,19 @@ def new_run_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
+def guard_production(phase: str, target: Target, confirm: str) -> dict[str, str] | None:
+    """Refuse a phase that changes a production target, unless the operator named the target in
+    ``confirm``; the consent goes into the ledger event. Enforced here, so JupyterLab is guarded
+    as much as ``dbrunbook run``."""
+    info = registry.phase_info(phase)
+    if not target.production or info.production != "consent":
+        return None
+    if confirm != target.name:
+        raise GuardRefused(f"{phase} refused: target {target.name} is marked production and {info.on_production}; "
+                           f"to run {phase} there anyway, consent with -p confirm={target.name}; nothing was changed")
+    return {"confirm": confirm, "by": ledger.operator(), "at": ledger.now().isoformat(timespec="seconds")}
+
+
 class BasePhase:
     """What every phase run shares: runbook, target, ledger, banner, archive folder, and how a
     failure is recorded (a ``failed`` event on a separate connection, then one readable line)."""
@@ -60,10 +73,11 @@ class BasePhase:
     default_action = "run"
 
     def __init__(self, phase: str, runbook: Runbook, target: Target, *, dry_run: bool = False,
-                 run_id: str = "", archive_dir: str | Path = "") -> None:
+                 run_id: str = "", archive_dir: str | Path = "", confirm: str = "") -> None:
         if runbook.spec.engine != target.dialect:
             raise GuardRefused(f"runbook {runbook.name} is written for {runbook.spec.engine}, "
                                f"but target {target.name} is {target.dialect}")
+        consent = guard_production(phase, target, confirm)
         self.phase = phase
         self.runbook = runbook
         self.target = target
@@ -92,6 +106,8 @@ class BasePhase:
         # Hashed once, when the files are read, so the ledger records what actually ran.
         self.checksums: dict[str, str] = {}
         self.detail: dict[str, object] = {}
+        if consent:
+            self.detail["consent"] = consent
         self.closed = False
         # True while this run has the runbook's state in a step-by-step attempt (applying, rolling back).
         self.in_flight = False
@@ -278,10 +294,11 @@ class PhaseRun(BasePhase):
     """schema or rollback: apply a script in the phase's transaction and prove the result."""
 
     def __init__(self, phase: str, runbook: Runbook, target: Target, *, dry_run: bool = False,
-                 run_id: str = "", archive_dir: str | Path = "") -> None:
+                 run_id: str = "", archive_dir: str | Path = "", confirm: str = "") -> None:
         if phase not in SCRIPT_PHASES:
             raise SpecError(phase, f"PhaseRun handles {', '.join(SCRIPT_PHASES)}")
-        super().__init__(phase, runbook, target, dry_run=dry_run, run_id=run_id, archive_dir=archive_dir)
+        super().__init__(phase, runbook, target, dry_run=dry_run, run_id=run_id, archive_dir=archive_dir,
+                         confirm=confirm)
         self.before: introspect.Snapshot | None = None
         self.plan_: Plan | None = None
         self.executed: list[Executed] | None = None
@@ -566,7 +583,8 @@ def open_phase(phase: str, runbook: str | Path, target: str, *, dry_run: bool = 
     notebook from the top in JupyterLab never leaves a transaction holding locks."""
     global _current
     report.install_error_display()
-    check_parameter_safe(target)
+    for name, value in {"target": target, "runbook": str(runbook), **options}.items():
+        refuse_password(name, value)
     if _current is not None:
         _current.abandon()
     resolved = resolve_target(target)

@@ -54,6 +54,11 @@ class PhaseInfo:
     by_dialect: dict[str, str] = field(default_factory=dict)
     target_default: str = "dev"
     dry_run_help: str = ""
+    #: On a production target: "made for it" (deploy, backfill), "read-only" (review, code_verify),
+    #: "consent" (refused unless ``confirm`` names the target), or "own guard" (clean_slate).
+    production: str = "consent"
+    #: Why the phase needs consent there, and what to use instead.
+    on_production: str = ""
 
     @property
     def notebook(self) -> str:
@@ -79,15 +84,19 @@ PHASES: dict[str, PhaseInfo] = {info.name: info for info in (
                   Param("fail_on", str, "error", "the severity that makes the verdict no-go: error, warning or info"),
                   Param("squawk", bool, True, "False: our own rules only"),
                   Param("long_transaction_s", float, 60.0,
-                        "a transaction open longer than this on the target is a finding"))),
+                        "a transaction open longer than this on the target is a finding")), production="read-only"),
     PhaseInfo("schema", "dbrunbook.phase:PhaseRun",
               "applies `migration.sql` in one transaction with its checks (one statement at a time, written ahead in "
-              "the ledger, when a statement cannot run in a transaction); proves the expectations", "expect"),
+              "the ledger, when a statement cannot run in a transaction); proves the expectations", "expect",
+              (Param("confirm", str, "", "on a production target: must equal its name (consent, recorded in the ledger)"),),
+              on_production="production changes go through the deploy phase (run lock, rehearsal check, lock policy): "
+                            "--phases deploy"),
     PhaseInfo("clean_slate", "dbrunbook.cleanslate:CleanSlateRun",
               "deletes the rows the runbook declares disposable; backs every deleted row up first", "clean_slate", (
                   Param("confirm", str, "", "must equal the target's name, or nothing is deleted"),
                   Param("allow_production", bool, False, "also required when the target is marked production"),
-                  Param("reset", bool, False, "also run the optional reset the runbook declares"))),
+                  Param("reset", bool, False, "also run the optional reset the runbook declares")),
+              production="own guard"),
     PhaseInfo("backfill", "dbrunbook.backfill:BackfillRun",
               "checkpointed, resumable batches; a `max_batches` slice pauses; verification (counts, checksum, "
               "dual-write parity) at the end; cleanup only after a passed verification", "backfill", (
@@ -98,13 +107,17 @@ PHASES: dict[str, PhaseInfo] = {info.name: info for info in (
                   Param("max_batches", int, 0, "stop after this many batches (paused, resumable); 0: run to the end"),
                   Param("generate", int, 0, "first add this many generated rows (never on a production target)"),
                   Param("parity_recent", int, 100, "the dual-write parity check looks at this many latest rows"),
-                  Param("cleanup", bool, False, "True: drop the deprecated columns, if the verification passed"))),
+                  Param("cleanup", bool, False, "True: drop the deprecated columns, if the verification passed")),
+              production="made for it"),
     PhaseInfo("code_verify", "dbrunbook.codeverify:CodeVerifyRun",
               "checks an application tree against the plan's BEFORE/AFTER code and the Prisma schema", "code_verify", (
-                  Param("app", str, "", "the application tree to verify; empty: the runbook's sample app"),)),
+                  Param("app", str, "", "the application tree to verify; empty: the runbook's sample app"),),
+              production="read-only"),
     PhaseInfo("test", "dbrunbook.behave:BehaviourRun",
               "behaviour cases in rolled-back savepoints; a performance probe with timings, chart and EXPLAIN", "test", (
-                  Param("rows", int, 100000, "rows the performance probe generates (rolled back afterwards)"),)),
+                  Param("rows", int, 100000, "rows the performance probe generates (rolled back afterwards)"),
+                  Param("confirm", str, "", "on a production target: must equal its name (consent, recorded in the ledger)")),
+              on_production="it generates rows and takes locks on live tables (all rolled back, but the load is real)"),
     PhaseInfo("deploy", "dbrunbook.deploy:DeployRun",
               "run lock, preflight (drift, rehearsal, `pg_dump --schema-only`), online steps under a lock policy, "
               "each written ahead in the ledger, verification", "expect", (
@@ -116,11 +129,13 @@ PHASES: dict[str, PhaseInfo] = {info.name: info for info in (
                   Param("statement_timeout_s", float, 900, "the longest any one step may run"),
                   Param("run_lock_wait_s", float, 30, "how long to wait for another deploy of this target to finish")),
               by_dialect={"sqlite": "dbrunbook.deploy:SqliteDeployRun"}, target_default="prod",
-              dry_run_help="True: run lock, preflight and plan only; nothing is applied"),
+              dry_run_help="True: run lock, preflight and plan only; nothing is applied", production="made for it"),
     PhaseInfo("rollback", "dbrunbook.phase:PhaseRun",
               "applies `rollback.sql` (from applied, or from a part-way state: what is already gone is skipped); "
               "proves the schema fingerprint is back to the one recorded before the first attempt",
-              "expect_after_rollback"),
+              "expect_after_rollback",
+              (Param("confirm", str, "", "on a production target: must equal its name (consent, recorded in the ledger)"),),
+              on_production="it drops what the migration made"),
 )}
 PHASE_NAMES: tuple[str, ...] = tuple(PHASES)
 
@@ -134,9 +149,12 @@ def phase_info(phase: str) -> PhaseInfo:
 def check_parameters(phases: list[str], parameters: dict[str, object]) -> dict[str, object]:
     """The ``-p`` values checked against the phases that take them and coerced to their types;
     a parameter no phase takes, or a value of the wrong type, is refused naming the parameter."""
+    from .targets import refuse_password
+
     infos = [phase_info(p) for p in phases]
     out: dict[str, object] = {}
     for name, value in parameters.items():
+        refuse_password(name, value)
         owners = [(info, info.all_params()[name]) for info in infos
                   if name in info.all_params() and name not in COMMON_NAMES]
         if not owners:
@@ -155,3 +173,7 @@ def phase_table_markdown() -> str:
         params = ", ".join(f"`{p.name}`" for p in info.params) or "-"
         rows.append(f"| `{info.name}` | {info.summary} | {params} |")
     return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python -m dbrunbook.registry: the README's phase table, regenerated
+    print(phase_table_markdown())

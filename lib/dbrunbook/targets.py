@@ -208,13 +208,22 @@ def resolve_target(ref: str, root: Path | None = None) -> Target:
     raise TargetError(f"unknown target {ref!r}; known targets: {', '.join(known)} (or env:VAR, or a URL)")
 
 
-def check_parameter_safe(ref: str) -> None:
-    """Refuse a notebook parameter that carries a password: Papermill stores parameters in clear."""
-    if "://" in ref and sa.make_url(ref.replace("postgres://", "postgresql://", 1)).password:
+def carries_password(value: object) -> bool:
+    """Whether a value holds a URL with a password (``scheme://user:password@...``)."""
+    return isinstance(value, str) and _URL_PASSWORD.search(value) is not None
+
+
+def refuse_password(name: str, value: object) -> None:
+    """Refuse a notebook parameter that carries a password: Papermill stores parameters in clear
+    in the output notebook (and so in its HTML). Checked before anything is written."""
+    if carries_password(value):
         raise TargetError(
-            "the target parameter carries a password, and notebook parameters are stored in clear "
-            "in the output; pass a target name or env:VAR instead"
-        )
+            f"parameter {name} carries a password, and notebook parameters are stored in clear in the archive; "
+            "pass a target name (dbrunbook.yaml) or env:VAR (the URL in an environment variable) instead")
+
+
+def check_parameter_safe(ref: str) -> None:
+    refuse_password("target", ref)
 
 
 def engine(target: Target) -> Engine:
