@@ -255,9 +255,10 @@ def test_backfill_killed_at_random_points_pauses_and_resumes() -> None:
 
 
 def test_deploy_killed_in_a_long_statement_resumes_with_the_first_fingerprint(tmp_path: Path) -> None:
-    """The issue's first reproduction: `SELECT pg_sleep(20)` as statement 2, a deploy killed in it."""
+    """The issue's first reproduction: `SELECT pg_sleep(20)` as statement 2, a deploy killed in it
+    (8 s here: the rehearsal and the re-run sleep it in full)."""
     book = slow_copy(tmp_path, "sleepy", [
-        'ALTER TABLE "Event" ADD COLUMN "messageId" TEXT;', SLEEP.format(s=20),
+        'ALTER TABLE "Event" ADD COLUMN "messageId" TEXT;', SLEEP.format(s=8),
         'CREATE INDEX "Event_messageId_idx" ON "Event"("messageId");',
         'ALTER TABLE "Event" ADD CONSTRAINT "Event_messageId_fkey" FOREIGN KEY ("messageId") REFERENCES '
         '"Message"("id") ON DELETE CASCADE ON UPDATE CASCADE;'])
@@ -273,10 +274,10 @@ def test_deploy_killed_in_a_long_statement_resumes_with_the_first_fingerprint(tm
 
         started = time.monotonic()
         done, _ = kill_run(args, prod, sleeping, signal.SIGKILL, 0.5)
-        assert time.monotonic() - started < 19, "the killed statement must not run on for its 20 s"
+        assert time.monotonic() - started < 7, "the killed statement must not run on for its 8 s"
         assert done.returncode == -signal.SIGKILL
         report = commands.status(str(book), prod)
-        assert report.state == "interrupted at step 2 of 5 (1 done; it may be half done): SELECT pg_sleep(20)", \
+        assert report.state == "interrupted at step 2 of 5 (1 done; it may be half done): SELECT pg_sleep(8)", \
             report.state
         assert "killed" in report.detail
         with connect(prod) as conn:

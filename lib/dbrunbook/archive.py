@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import ledger, registry
-from .errors import PhaseFailed, SpecError
+from .errors import ArchiveError, ArchiveNotWritten, PhaseFailed, SpecError
 from .phase import new_run_id
 from .project import outputs_dir, phase_notebook, project_root
 from .spec import Runbook, sha256_file
@@ -229,14 +229,19 @@ def run_phases(book: Runbook, target: Target, target_ref: str, phases: list[str]
     stops the kernel, settles the ledger and raises :class:`RunInterrupted`."""
     root = project_root()
     run_id = new_run_id()
-    folder = new_run_folder(book.name, run_id)
-    result = RunResult(book.name, target.name, run_id, folder)
+    try:
+        folder = new_run_folder(book.name, run_id)
+        result = RunResult(book.name, target.name, run_id, folder)
+        started = datetime.now(UTC)
+        write_manifest(folder, book, target, result, started, dry_run, parameters, status="running")
+    except OSError as exc:
+        raise ArchiveError(f"cannot write the archive under {outputs_dir()}: {exc.strerror or exc}; nothing was run") \
+            from None
     base = {"runbook": _relative(book.path, root), "target": target_parameter(target, target_ref),
             "run_id": run_id, "archive_dir": _relative(folder, root), "dry_run": dry_run}
-    started = datetime.now(UTC)
-    write_manifest(folder, book, target, result, started, dry_run, parameters, status="running")
     if echo is not None:
         echo(f"{book.name} on {target.name} (run {run_id}):\n  archive: {folder}")
+    unwritten: str | None = None  # the archive failed after what the phases applied was recorded
     for number, phase in enumerate(phases, start=1):
         notebook = phase_notebook(phase, root)
         output = folder / f"{number:02d}_{phase}.ipynb"
@@ -252,27 +257,53 @@ def run_phases(book: Runbook, target: Target, target_ref: str, phases: list[str]
             _interrupted(stop, book, target, result, phase, number, at, began, started, dry_run, parameters)
         except Exception as exc:  # papermill raises its own error for a failed cell
             status, error = ledger.FAILED, _error_line(exc)
+            if type(exc).__name__ != "PapermillExecutionError" and recorded_outcome(target, run_id, phase):
+                # The phase ran to its end and the ledger has it; it was the saving that failed.
+                status, error, unwritten = ledger.PASSED, None, f"{output.name}: {_error_line(exc)}"
         duration = time.perf_counter() - began
         html = None
         if output.exists():
             try:
                 html = render_html(output).name
+            except OSError as exc:
+                unwritten = f"{output.with_suffix('.html').name}: {exc.strerror or exc}"
             except Exception as exc:
                 error = (error + "; " if error else "") + f"HTML rendering failed: {_error_line(exc)}"
                 status = ledger.FAILED
         result.phases.append(PhaseResult(phase, notebook.name, status, at, round(duration, 3),
                                          output.name, html, error))
-        write_manifest(folder, book, target, result, started, dry_run, parameters, status="running")
+        try:
+            write_manifest(folder, book, target, result, started, dry_run, parameters, status="running")
+        except OSError as exc:
+            unwritten = f"{MANIFEST}: {exc.strerror or exc}"
         if echo is not None:
             echo(result.render_phase(result.phases[-1]))
-        if status != ledger.PASSED:
+        if status != ledger.PASSED or unwritten:
             break
-    scrubbed = scrub_secrets(folder)
-    if scrubbed:
-        result.error = ("a password was found in the archive and scrubbed from: "
-                        + ", ".join(p.name for p in scrubbed))
-    write_manifest(folder, book, target, result, started, dry_run, parameters)
+    try:
+        scrubbed = scrub_secrets(folder)
+        if scrubbed:
+            result.error = ("a password was found in the archive and scrubbed from: "
+                            + ", ".join(p.name for p in scrubbed))
+        write_manifest(folder, book, target, result, started, dry_run, parameters)
+    except OSError as exc:
+        unwritten = unwritten or f"{MANIFEST}: {exc.strerror or exc}"
+    if unwritten:
+        raise ArchiveNotWritten(f"{unwritten} (run {run_id}, {folder})")
     return result
+
+
+def recorded_outcome(target: Target, run_id: str, phase: str) -> str | None:
+    """What the target's ledger recorded for this run's phase (passed, noop, paused), if anything."""
+    from .targets import engine
+
+    try:
+        with engine(target).connect() as conn:
+            events = ledger.run_events(conn, run_id)
+    except Exception:
+        return None
+    done = [e["status"] for e in events if e["phase"] == phase and e["status"] != ledger.FAILED]
+    return done[-1] if done else None
 
 
 def _interrupted(stop: KeyboardInterrupt, book: Runbook, target: Target, result: RunResult, phase: str, number: int,

@@ -27,7 +27,7 @@ from .errors import DbrunbookError, GuardRefused, SpecError, StatementFailed
 from .execute import describe_error
 from .phase import BasePhase
 from .spec import BackfillSpec, Runbook
-from .statements import Statement, render, split_postgresql
+from .statements import Statement, read_sql_text, render, split_postgresql
 from .targets import Target, psycopg_connect
 
 # The seed's phases and statuses ("Stripe 6-phase pattern"), owned by the ledger.
@@ -164,7 +164,7 @@ class BackfillRun(BasePhase):
         self.batch_size = int(batch_size) or self.spec.batch_size
         self.throttle = Throttle(float(target_batch_ms) or self.spec.target_batch_ms, float(pause_ms))
         self.batch_file = runbook.display(self.spec.batch)
-        self.batch_sql = runbook.file(self.spec.batch).read_text()
+        self.batch_sql = read_sql_text(runbook.file(self.spec.batch), self.batch_file)
         self.checksums = {self.spec.batch: runbook.checksum(self.spec.batch)}
         self.batches: list[Batch] = []
         self.migration: Migration | None = None
@@ -374,7 +374,7 @@ class BackfillRun(BasePhase):
             why = "no verification is recorded" if not verification else "the last verification failed"
             self._fail(CleanupRefused(f"cleanup refused: {why} for {self.spec.name} on {self.target.name}; "
                                       "run the backfill phase's verification until it passes; nothing was dropped"))
-        statements = split_postgresql(self.runbook.file(self.spec.cleanup).read_text(),
+        statements = split_postgresql(read_sql_text(self.runbook.file(self.spec.cleanup)),
                                       self.runbook.display(self.spec.cleanup))
         self.checksums[self.spec.cleanup] = self.runbook.checksum(self.spec.cleanup)
         raw = self.db

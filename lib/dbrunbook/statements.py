@@ -125,10 +125,21 @@ def split_sqlite(text: str, file: str) -> list[Statement]:
     return out
 
 
+def read_sql_text(path: Path, name: str | None = None) -> str:
+    """A SQL file's text: UTF-8, a byte-order mark set aside (editors on Windows write one, and
+    the parser would see it as a stray character); anything else is one clear error."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpecError(name or path, f"not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except OSError as exc:
+        raise SpecError(name or path, f"cannot be read: {exc.strerror or exc}") from None
+
+
 def read_statements(path: Path, dialect: str, file: str | None = None) -> list[Statement]:
     """Split a SQL file into statements for ``dialect`` ("postgresql" or "sqlite")."""
     name = file or path.name
-    text = path.read_text()
+    text = read_sql_text(path, name)
     statements = split_sqlite(text, name) if dialect == "sqlite" else split_postgresql(text, name)
     if not statements:
         raise SpecError(name, "holds no SQL statement")

@@ -31,6 +31,7 @@ CONFIG_NAME = "dbrunbook.yaml"
 ENV_PREFIX = "env:"
 DEFAULT_EMBEDDED = {"dev": "app_dev", "prod": "app_prod"}
 LOCAL_HOSTS = {"", "localhost", "127.0.0.1", "::1"}
+SUPPORTED = ("postgresql", "sqlite")
 
 _SECRETS: set[str] = set()
 
@@ -43,14 +44,16 @@ class TargetConfig(BaseModel):
     url: str | None = None
     url_env: str | None = None
     embedded: str | None = None
+    # A SQLite file beside the embedded server's data (the project's local state): <name>.db.
+    sqlite_file: str | None = None
     production: bool = False
     description: str = ""
 
     @model_validator(mode="after")
     def _one_source(self) -> TargetConfig:
-        given = [k for k in ("url", "url_env", "embedded") if getattr(self, k)]
+        given = [k for k in ("url", "url_env", "embedded", "sqlite_file") if getattr(self, k)]
         if len(given) != 1:
-            raise ValueError("give exactly one of url, url_env, embedded")
+            raise ValueError("give exactly one of url, url_env, embedded, sqlite_file")
         return self
 
 
@@ -141,6 +144,9 @@ def parse_url(raw: str) -> sa.URL:
         url = sa.make_url(raw)
     except Exception:
         raise TargetError(f"not a database URL: {redact(raw)}") from None
+    if url.get_backend_name() not in SUPPORTED:
+        raise TargetError(f"{redact(raw)}: {url.get_backend_name()} is not supported; dbrunbook runs on "
+                          f"{' and '.join(SUPPORTED)}")
     if url.drivername == "postgresql":
         url = url.set(drivername="postgresql+psycopg")
     if url.password:
@@ -162,6 +168,13 @@ def _embedded_target(name: str, database: str, production: bool) -> Target:
         {"host": str(socket_dir)}
     )
     return Target(name=name, url=url, production=production, embedded_db=database)
+
+
+def sqlite_dir() -> Path:
+    """Where ``sqlite_file`` targets live: beside the embedded server's data folder."""
+    folder = embedded.pgdata_dir().parent / "sqlite"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def resolve_target(ref: str, root: Path | None = None) -> Target:
@@ -189,6 +202,9 @@ def resolve_target(ref: str, root: Path | None = None) -> Target:
     if entry is not None:
         if entry.embedded:
             return _embedded_target(ref, entry.embedded, entry.production)
+        if entry.sqlite_file:
+            return Target(name=ref, url=sa.make_url(f"sqlite:///{sqlite_dir() / entry.sqlite_file}.db"),
+                          production=entry.production)
         if entry.url_env:
             value = os.environ.get(entry.url_env)
             if not value:
@@ -248,7 +264,22 @@ def _engine(url: sa.URL) -> Engine:
         _transactional_sqlite(eng)
     else:
         event.listen(eng, "connect", lambda dbapi_connection, _record: _watch_and_commit(dbapi_connection))
+    shown = url.set(drivername=url.get_backend_name()).render_as_string(hide_password=True)
+
+    @event.listens_for(eng, "handle_error")
+    def _unreachable(ctx: Any) -> None:
+        # A failed connect (closed port, wrong password, no such database) is the user's to fix:
+        # one line naming the server, not a driver traceback.
+        if ctx.connection is None and isinstance(ctx.sqlalchemy_exception, sa.exc.OperationalError):
+            raise TargetError(f"cannot connect to {shown}: {_first_line(ctx.original_exception)}") from None
+
     return eng
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return redact(lines[0] if lines else type(exc).__name__)
 
 
 def _watch_and_commit(dbapi_connection: Any) -> None:
@@ -279,8 +310,11 @@ def psycopg_connect(target: Target, application_name: str, autocommit: bool = Tr
     import psycopg
 
     url = engine(target).url.set(drivername="postgresql")
-    conn = psycopg.connect(url.render_as_string(hide_password=False), autocommit=autocommit,
-                           application_name=application_name[:63])
+    try:
+        conn = psycopg.connect(url.render_as_string(hide_password=False), autocommit=autocommit,
+                               application_name=application_name[:63])
+    except psycopg.OperationalError as exc:
+        raise TargetError(f"cannot connect to {target.display_url}: {_first_line(exc)}") from None
     watch_client(conn)
     if not autocommit:
         conn.commit()
