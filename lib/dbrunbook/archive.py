@@ -109,8 +109,25 @@ def stderr_to(path: Path) -> Iterator[None]:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
-    if path.exists() and path.stat().st_size == 0:
+    tidy_kernel_log(path)
+
+
+#: Lines a kernel writes that say nothing about the run: the transport notice ipykernel 7 logs on
+#: plain TCP over loopback, and the KeyboardInterrupt it logs when the runner shuts it down.
+KERNEL_NOISE = ("Kernel is running over TCP without encryption", "KeyboardInterrupt caught in kernel")
+
+
+def tidy_kernel_log(path: Path) -> None:
+    """Drop the kernel's known noise from its log, and the log when nothing else is left: a
+    reviewer should find a kernel_stderr.log only when it holds something worth reading."""
+    if not path.exists():
+        return
+    lines = path.read_text(errors="replace").splitlines(keepends=True)
+    kept = [line for line in lines if not any(noise in line for noise in KERNEL_NOISE)]
+    if not "".join(kept).strip():
         path.unlink()
+    elif len(kept) != len(lines):
+        path.write_text("".join(kept))
 
 
 def execute_phase(notebook: Path, output: Path, parameters: dict[str, object], cwd: Path) -> None:
@@ -386,14 +403,28 @@ def write_manifest(folder: Path, book: Runbook, target: Target, result: RunResul
         "git": git_commit(root),
         "phases": [asdict(p) for p in result.phases],
         "runbook_files": {str(p.relative_to(book.path)): sha256_file(p) for p in book.files()},
+        # The SQL the phases read (every path is inside the runbook folder: see spec._inside).
+        "sql_files": run_sql_files(book),
         "output_files": {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*"))
                          if p.is_file() and p.name not in (MANIFEST, MANIFEST + ".tmp")},
     }
+    if any(p.phase == "code_verify" for p in result.phases) and (parameters.get("app") or book.spec.code_verify):
+        # The application tree may live anywhere: the manifest says which one was verified.
+        app = parameters.get("app") or (book.path / book.spec.code_verify.app if book.spec.code_verify else "")
+        manifest["code_verify_app"] = str(Path(str(app)).resolve())
     path = folder / MANIFEST
     partial = path.with_name(MANIFEST + ".tmp")  # a kill mid-write must not leave half a manifest
     partial.write_text(redact(json.dumps(manifest, indent=2, default=str)) + "\n")
     partial.replace(path)
     return path
+
+
+def run_sql_files(book: Runbook) -> dict[str, str]:
+    """sha256 of the SQL files the runbook's phases run: migration, rollback, fixture, backfill."""
+    names = [*book.migration_files, *book.rollback_files, *book.fixture_files]
+    if book.spec.backfill is not None:
+        names += [n for n in (book.spec.backfill.batch, book.spec.backfill.cleanup) if n]
+    return {name: book.checksum(name) for name in dict.fromkeys(names)}
 
 
 def raise_for_failure(result: RunResult) -> None:

@@ -15,6 +15,7 @@ import yaml
 from . import archive, commands
 from . import lint as lint_
 from .errors import DbrunbookError
+from .project import project_root
 from .targets import redact
 
 
@@ -104,6 +105,9 @@ def _fail(line: str, code: int) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    # Every command works in a project, found as git finds its repository; outside one it refuses
+    # here, before any server is started or anything written.
+    project_root()
     if args.command == "db":
         if args.action == "start":
             state = commands.db_start()
