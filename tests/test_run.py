@@ -171,7 +171,8 @@ def test_db_verbs_and_on_demand_start(target: str) -> None:
     assert down.returncode == 3 and down.stdout.startswith("not running")
     # Any use of a target on the embedded server starts it again: here, printing its URL.
     url = cli("db", "url", "--target", target)
-    assert url.returncode == 0 and url.stdout.strip().startswith(f"postgresql+psycopg://postgres@/{target}?host=")
+    # psql takes it as it is (issue 12): no SQLAlchemy driver suffix.
+    assert url.returncode == 0 and url.stdout.strip().startswith(f"postgresql://postgres@/{target}?host=")
     up = cli("db", "status")
     assert up.returncode == 0 and up.stdout.startswith("running (pid ")
     assert cli("db", "start").returncode == 0
