@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("action", choices=["start", "stop", "status", "url", "psql"])
     db.add_argument("name", nargs="?", help="for url and psql: the target (default dev)")
     db.add_argument("--target", help="for url and psql: the target (default dev)")
-    db.add_argument("psql_args", nargs=argparse.REMAINDER, help="for psql: arguments after -- go to psql")
+    db.epilog = "for psql: arguments after -- go to psql (dbrunbook db psql dev -- -c 'SELECT 1')"
 
     prepare = sub.add_parser("prepare", help="load a runbook's 'before' fixture into a target")
     prepare.add_argument("runbook")
@@ -72,7 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # Everything after a bare "--" belongs to psql (dbrunbook db psql dev -- -c 'SELECT 1').
+    extra = words[words.index("--") + 1:] if "--" in words else []
+    args = build_parser().parse_args(words[:words.index("--")] if "--" in words else words)
+    args.psql_args = extra
     try:
         return _dispatch(args)
     except DbrunbookError as exc:
@@ -122,8 +126,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         elif args.action == "url":
             print(commands.db_url(args.name or args.target or "dev"))
         else:
-            extra = [a for a in args.psql_args if a != "--"]
-            return commands.db_psql(args.name or args.target or "dev", extra)
+            return commands.db_psql(args.name or args.target or "dev", args.psql_args)
         return 0
     if args.command == "prepare":
         prepared = commands.prepare(args.runbook, args.target)
