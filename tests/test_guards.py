@@ -260,3 +260,36 @@ def test_db_url_is_what_psql_takes_and_db_psql_opens_the_bundled_one(target: str
     assert direct.stdout.strip() == target, direct.stderr
     opened = cli("db", "psql", target, "--", "-Atc", "SELECT 40 + 2")
     assert opened.returncode == 0 and opened.stdout.strip() == "42", opened.stderr
+
+
+# -- unattended output -------------------------------------------------------------------------------
+
+def test_a_piped_run_shows_its_id_and_each_phase_as_it_ends(target: str) -> None:
+    from .conftest import ROOT
+
+    commands.prepare("event_message_fk", target)
+    proc = subprocess.Popen([sys.executable, "-m", "dbrunbook", "run", "event_message_fk", "--target", target,
+                             "--phases", "schema,rollback"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    head = proc.stdout.readline()
+    assert head.startswith(f"event_message_fk on {target} (run ") and proc.poll() is None
+    assert proc.stdout.readline().strip().startswith("archive: ")
+    schema = proc.stdout.readline()
+    assert schema.split()[:2] == ["schema", "passed"] and proc.poll() is None  # the rollback is still to come
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out + err
+    assert out.split()[:2] == ["rollback", "passed"] and err == ""
+
+
+def test_kernel_noise_is_dropped_from_its_log(tmp_path: Path) -> None:
+    from dbrunbook.archive import tidy_kernel_log
+
+    log = tmp_path / "kernel_stderr.log"
+    log.write_text("[IPKernelApp] WARNING | Kernel is running over TCP without encryption. All communication...\n"
+                   "[IPKernelApp] ERROR | KeyboardInterrupt caught in kernel.\n")
+    tidy_kernel_log(log)
+    assert not log.exists()
+    log.write_text("KeyboardInterrupt caught in kernel\nAssertion failed: something real (src/mailbox.cpp:99)\n")
+    tidy_kernel_log(log)
+    assert log.read_text() == "Assertion failed: something real (src/mailbox.cpp:99)\n"
