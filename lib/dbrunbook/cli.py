@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--target", required=True)
 
     lint = sub.add_parser("lint", help="review migration files or a runbook before anything runs")
-    lint.add_argument("paths", nargs="+", help="SQL files, or a runbook (its migration and rollback)")
+    lint.add_argument("paths", nargs="+",
+                      help="SQL files, a runbook (its migration and rollback), or a migration folder (one chain)")
     lint.add_argument("--format", choices=["text", "json"], default="text")
     lint.add_argument("--fail-on", choices=["error", "warning", "info"], default="error",
                       help="exit 1 when a finding is at least this severe (default: error)")
@@ -64,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     lint.add_argument("--pg-version", help="the server version squawk assumes (default: the target's)")
     lint.add_argument("--no-squawk", action="store_true", help="only dbrunbook's own rules")
     lint.add_argument("--variant", help="a runbook's review variant instead of its migration (e.g. proposed)")
+    lint.add_argument("--layout", choices=["prisma", "updown", "flyway", "numbered"],
+                      help="a migration folder's layout (default: detected from its files)")
+    lint.add_argument("--assume-in-transaction", dest="in_transaction", action="store_true", default=None,
+                      help="tell squawk every file runs in one transaction (default: each file that can, as the "
+                           "schema phase runs it)")
+    lint.add_argument("--no-assume-in-transaction", dest="in_transaction", action="store_false",
+                      help="tell squawk no file runs in a transaction")
+    lint.add_argument("--squawk-exclude", default="", help="squawk rules to leave out, comma-separated")
+    lint.add_argument("--squawk-include", default="", help="squawk's opt-in rules to add, comma-separated")
 
     demo = sub.add_parser("demo", help="play the seed-000 runbook on the embedded dev and prod databases")
     demo.add_argument("--all", action="store_true", dest="all_runbooks",
@@ -151,8 +161,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(commands.status(args.runbook, args.target).render())
         return 0
     if args.command == "lint":
+        options = lint_.SquawkOptions(tuple(r for r in args.squawk_exclude.split(",") if r.strip()),
+                                      tuple(r for r in args.squawk_include.split(",") if r.strip()),
+                                      args.in_transaction)
         linted = commands.lint(args.paths, target_ref=args.target, existing=args.existing, rollback=args.rollback,
-                               pg_version=args.pg_version, squawk=not args.no_squawk, variant=args.variant)
+                               pg_version=args.pg_version, squawk=not args.no_squawk, variant=args.variant,
+                               layout=args.layout, squawk_options=options)
         print(linted.to_json() if args.format == "json" else linted.render())
         return 1 if lint_.reaches(linted.findings, args.fail_on) else 0
     if args.command == "demo" and args.all_runbooks:

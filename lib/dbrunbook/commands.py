@@ -298,18 +298,24 @@ def demo_table(rows: list[DemoRow]) -> str:
 
 def lint(paths: list[str], *, target_ref: str | None = None, existing: str | None = None,
          rollback: str | None = None, pg_version: str | None = None, squawk: bool = True,
-         variant: str | None = None) -> lint_.LintResult:
-    """Lint migration files, or a runbook (its migration and rollback, or a declared
-    ``variant``, numbered after its ``review.existing`` migrations). With a target, the rules
-    also see its live catalog (column types, indexes) and squawk its server version."""
+         variant: str | None = None, layout: str | None = None,
+         squawk_options: lint_.SquawkOptions | None = None) -> lint_.LintResult:
+    """Lint migration files, a runbook (its migration and rollback, or a declared ``variant``,
+    numbered after its ``review.existing`` migrations), or a team's migration folder in any layout
+    :mod:`dbrunbook.layout` reads, as one chain. With a target, the rules also see its live catalog
+    (column types, indexes) and squawk its server version."""
     files: list[Path] = []
     back: list[Path] | None = [Path(rollback)] if rollback else None
     earlier = sorted(Path(existing).glob("*.sql")) if existing else None
     names: dict[Path, str] = {}
+    folders: list[Path] = []
     for ref in paths:
         path = Path(ref)
         if path.is_file():
             files.append(path)
+            continue
+        if path.is_dir() and not (path / "runbook.yaml").is_file():
+            folders.append(path)
             continue
         book = load_runbook(ref)
         migration, rollbacks, _ = book.review_scripts(variant or "")
@@ -317,8 +323,10 @@ def lint(paths: list[str], *, target_ref: str | None = None, existing: str | Non
         names.update({book.file(name): name for name in [*migration, *rollbacks]})
         back = back if back is not None else [book.file(name) for name in rollbacks]
         earlier = earlier if earlier is not None else book.existing_migrations
-    if not files:
-        raise SpecError("lint", "no files or runbook given")
+    if not files and not folders:
+        raise SpecError("lint", "no files, runbook or migration folder given")
+    if folders and files:
+        raise SpecError("lint", "give a migration folder alone, or files and runbooks, not both")
     live, live_indexes = None, None
     if target_ref:
         target = resolve_target(target_ref)
@@ -326,5 +334,9 @@ def lint(paths: list[str], *, target_ref: str | None = None, existing: str | Non
             live, live_indexes = lint_.live_catalog(conn)
             if pg_version is None and conn.dialect.server_version_info:
                 pg_version = ".".join(str(p) for p in conn.dialect.server_version_info[:2])
+    if folders:
+        results = [lint_.lint_chain(folder, layout, live=live, live_indexes=live_indexes, pg_version=pg_version,
+                                    squawk=squawk, squawk_options=squawk_options) for folder in folders]
+        return lint_.LintResult([f for r in results for f in r.findings], [n for r in results for n in r.files])
     return lint_.lint_files(files, existing=earlier or [], live=live, live_indexes=live_indexes, rollback=back,
-                            pg_version=pg_version, squawk=squawk, names=names)
+                            pg_version=pg_version, squawk=squawk, names=names, squawk_options=squawk_options)

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 from pglast import ast, parse_sql
-from pglast.enums import AlterTableType, ConstrType, ObjectType
+from pglast.enums import AlterTableType, ConstrType, DropBehavior, ObjectType
 
 from .errors import DbrunbookError, SpecError
 from .statements import Statement, read_statements
@@ -40,6 +40,9 @@ _FAMILIES = {
 _TYPE_NAMES = {"int2": "smallint", "int4": "integer", "int8": "bigint", "int": "integer", "varchar": "character varying",
                "bpchar": "character", "char": "character", "bool": "boolean", "timestamptz": "timestamp with time zone",
                "serial4": "serial", "serial8": "bigserial"}
+
+
+LiveColumns = dict[str, dict[str, tuple[str, int | None]]]  # table -> column -> (type, length)
 
 
 @dataclass(frozen=True)
@@ -81,25 +84,66 @@ def squawk_binary() -> Path:
     return found
 
 
+@dataclass(frozen=True)
+class SquawkOptions:
+    """How squawk is run: its rule selection, and whether it is told the script runs in one
+    transaction (``None``: tell it so for every file whose statements can, as the schema phase
+    runs them)."""
+
+    exclude: tuple[str, ...] = ()
+    include: tuple[str, ...] = ()
+    assume_in_transaction: bool | None = None
+
+
 def squawk_findings(files: list[Path], pg_version: str | None = None,
-                    names: dict[Path, str] | None = None) -> list[Finding]:
+                    names: dict[Path, str] | None = None, options: SquawkOptions | None = None) -> list[Finding]:
     """squawk's findings for these files, with the line of the statement they are about."""
+    options = options or SquawkOptions()
+    statements = {f: _statements_or_none(f, (names or {}).get(f, f.name)) for f in files}
+    groups: dict[bool, list[Path]] = {}
+    for f in files:
+        found = statements[f]
+        # A file that runs in the phase's transaction is linted as such: no "can't be rerun"
+        # for what the transaction makes atomic, and the in-transaction rules where they apply.
+        in_transaction = options.assume_in_transaction if options.assume_in_transaction is not None else \
+            bool(found) and all(s.transactional for s in found)
+        groups.setdefault(in_transaction, []).append(f)
+    out = []
+    for in_transaction, group in groups.items():
+        out += _run_squawk(group, pg_version, names, options, in_transaction, statements)
+    return out
+
+
+def _statements_or_none(path: Path, name: str) -> list[Statement] | None:
+    try:
+        return read_statements(path, "postgresql", name)
+    except SpecError:
+        return None
+
+
+def _run_squawk(files: list[Path], pg_version: str | None, names: dict[Path, str] | None, options: SquawkOptions,
+                in_transaction: bool, statements: dict[Path, list[Statement] | None]) -> list[Finding]:
     if not files:
         return []
     args = [str(squawk_binary()), "--reporter", "json"]
     if pg_version:
         args.append(f"--pg-version={pg_version}")
-    done = subprocess.run(args + [str(f) for f in files], capture_output=True, text=True, timeout=120)
+    if options.exclude:
+        args.append(f"--exclude={','.join(options.exclude)}")
+    if options.include:
+        args.append(f"--include={','.join(options.include)}")
+    if in_transaction:
+        args.append("--assume-in-transaction")
+    done = subprocess.run(args + [str(f) for f in files], capture_output=True, text=True, timeout=300)
     try:
         raw = json.loads(done.stdout or "[]")
     except json.JSONDecodeError:
         raise DbrunbookError(f"squawk failed: {(done.stderr or done.stdout).strip()[:300]}") from None
-    statements = {f: read_statements(f, "postgresql", (names or {}).get(f, f.name)) for f in files}
     out = []
     for item in raw:
         path = Path(item["file"])
         line = int(item.get("line") or 0) + 1
-        stmt = _statement_at(statements.get(path, []), line)
+        stmt = _statement_at(statements.get(path) or [], line)
         out.append(Finding(ERROR if str(item.get("level", "")).lower() == "error" else WARNING,
                            f"squawk:{item['rule_name']}", (names or {}).get(path, path.name),
                            stmt.line if stmt else line, stmt.summary if stmt else "", item["message"],
@@ -141,10 +185,16 @@ class Column:
 
 @dataclass
 class Model:
-    """What the statements create, by name, with the statement that does it."""
+    """What the statements create, by name, with the statement that does it. Built over a chain
+    (``build_model(statements, base)``), it follows renames and drops, so a table created as
+    ``x_temp`` and renamed to ``x`` is ``x`` for every later file."""
 
     columns: list[Column] = field(default_factory=list)
+    # (table, columns, referenced table, referenced columns, statement, constraint name)
     foreign_keys: list[tuple[str, list[str], str, list[str], Statement]] = field(default_factory=list)
+    fk_names: dict[int, str] = field(default_factory=dict)  # id of a foreign_keys entry -> its name
+    primary_keys: dict[str, list[str]] = field(default_factory=dict)
+    partitions: dict[str, str] = field(default_factory=dict)  # partition -> partitioned table
     indexes: list[tuple[str, list[str], Statement]] = field(default_factory=list)
     checks: list[tuple[str, Any, Statement]] = field(default_factory=list)
     created: list[tuple[str, str, str, Statement]] = field(default_factory=list)  # (kind, name, table, stmt)
@@ -181,35 +231,49 @@ def _add_column(model: Model, table: str, coldef: Any, stmt: Statement) -> None:
         if constraint.contype == ConstrType.CONSTR_FOREIGN:
             ref_cols = _strs(constraint.pk_attrs) or ["id"]
             column.references = (_rel(constraint.pktable), ref_cols[0])
-            model.foreign_keys.append((table, [column.name], _rel(constraint.pktable), ref_cols, stmt))
+            _add_fk(model, (table, [column.name], _rel(constraint.pktable), ref_cols, stmt),
+                    str(constraint.conname or f"{table}_{column.name}_fkey"))
         elif constraint.contype == ConstrType.CONSTR_CHECK:
             model.checks.append((table, constraint.raw_expr, stmt))
         elif constraint.contype in (ConstrType.CONSTR_PRIMARY, ConstrType.CONSTR_UNIQUE):
             model.indexes.append((table, [column.name], stmt))  # backed by an index
+            if constraint.contype == ConstrType.CONSTR_PRIMARY:
+                model.primary_keys[table] = [column.name]
     model.columns.append(column)
     model.tables.setdefault(table, {})[column.name] = column
 
 
+def _add_fk(model: Model, fk: tuple[str, list[str], str, list[str], Statement], name: str) -> None:
+    model.foreign_keys.append(fk)
+    model.fk_names[id(fk)] = name
+
+
 def _table_constraint(model: Model, table: str, constraint: Any, stmt: Statement) -> None:
     if constraint.contype == ConstrType.CONSTR_FOREIGN:
-        model.foreign_keys.append((table, _strs(constraint.fk_attrs), _rel(constraint.pktable),
-                                   _strs(constraint.pk_attrs) or ["id"], stmt))
+        columns = _strs(constraint.fk_attrs)
+        _add_fk(model, (table, columns, _rel(constraint.pktable), _strs(constraint.pk_attrs) or ["id"], stmt),
+                str(constraint.conname or f"{table}_{'_'.join(columns)}_fkey"))
     elif constraint.contype == ConstrType.CONSTR_CHECK:
         model.checks.append((table, constraint.raw_expr, stmt))
     elif constraint.contype in (ConstrType.CONSTR_PRIMARY, ConstrType.CONSTR_UNIQUE):
         model.indexes.append((table, _strs(constraint.keys), stmt))  # backed by an index
+        if constraint.contype == ConstrType.CONSTR_PRIMARY:
+            model.primary_keys[table] = _strs(constraint.keys)
     if constraint.conname:
         model.created.append(("constraint", str(constraint.conname), table, stmt))
 
 
-def build_model(statements: list[Statement]) -> Model:
-    model = Model()
+def build_model(statements: list[Statement], base: Model | None = None) -> Model:
+    """What the statements make; over ``base`` (changed in place) for a chain of files."""
+    model = base if base is not None else Model()
     for stmt in statements:
         node: Any = parse_sql(stmt.text)[0].stmt
         if isinstance(node, ast.CreateStmt):
             table = _rel(node.relation)
             model.tables.setdefault(table, {})
             model.created.append(("table", table, table, stmt))
+            if node.partbound is not None and node.inhRelations:
+                model.partitions[table] = _rel(node.inhRelations[0])
             for element in node.tableElts or ():
                 if isinstance(element, ast.ColumnDef):
                     _add_column(model, table, element, stmt)
@@ -223,6 +287,23 @@ def build_model(statements: list[Statement]) -> Model:
                     model.created.append(("column", str(cmd.def_.colname), table, stmt))
                 elif cmd.subtype == AlterTableType.AT_AddConstraint:
                     _table_constraint(model, table, cmd.def_, stmt)
+                elif cmd.subtype == AlterTableType.AT_DropColumn and cmd.name:
+                    model.tables.get(table, {}).pop(str(cmd.name), None)
+                elif cmd.subtype == AlterTableType.AT_DropConstraint and cmd.name:
+                    _drop_fk(model, table, str(cmd.name))
+                elif cmd.subtype == AlterTableType.AT_AlterColumnType and cmd.name and isinstance(cmd.def_, ast.ColumnDef):
+                    found = model.column(table, str(cmd.name))
+                    if found is not None:
+                        found.type, found.length = _type(cmd.def_.typeName)
+                elif cmd.subtype == AlterTableType.AT_AttachPartition and isinstance(cmd.def_, ast.PartitionCmd):
+                    model.partitions[_rel(cmd.def_.name)] = table
+        elif isinstance(node, ast.RenameStmt) and node.relation is not None:
+            _rename(model, node)
+        elif isinstance(node, ast.DropStmt) and node.removeType == ObjectType.OBJECT_TABLE:
+            for obj in node.objects or ():
+                name = _strs(obj)[-1]
+                model.tables.pop(name, None)
+                model.foreign_keys = [fk for fk in model.foreign_keys if fk[0] != name]
         elif isinstance(node, ast.IndexStmt):
             columns = [str(p.name) for p in node.indexParams or () if p.name]
             model.indexes.append((_rel(node.relation), columns, stmt))
@@ -235,6 +316,45 @@ def build_model(statements: list[Statement]) -> Model:
         elif isinstance(node, ast.CreateFunctionStmt):
             model.created.append(("function", _strs(node.funcname)[-1], "", stmt))
     return model
+
+
+def _drop_fk(model: Model, table: str, name: str) -> None:
+    model.foreign_keys = [fk for fk in model.foreign_keys if not (fk[0] == table and model.fk_names.get(id(fk)) == name)]
+
+
+def _rename(model: Model, node: Any) -> None:
+    """``ALTER TABLE a RENAME TO b`` and ``RENAME COLUMN``: later files see the new names."""
+    table = _rel(node.relation)
+    if node.renameType == ObjectType.OBJECT_TABLE and node.newname:
+        new = str(node.newname)
+        if table in model.tables:
+            model.tables[new] = model.tables.pop(table)
+            for column in model.tables[new].values():
+                column.table = new
+        model.foreign_keys = [(new if t == table else t, c, new if r == table else r, rc, st)
+                              for t, c, r, rc, st in model.foreign_keys]
+        if table in model.primary_keys:
+            model.primary_keys[new] = model.primary_keys.pop(table)
+        model.indexes = [(new if t == table else t, c, st) for t, c, st in model.indexes]
+        model.partitions = {(new if k == table else k): (new if v == table else v) for k, v in model.partitions.items()}
+    elif node.renameType == ObjectType.OBJECT_COLUMN and node.subname and node.newname:
+        columns = model.tables.get(table, {})
+        if str(node.subname) in columns:
+            column = columns.pop(str(node.subname))
+            column.name = str(node.newname)
+            columns[column.name] = column
+
+
+def model_columns(model: Model) -> LiveColumns:
+    """The model's tables as a catalog the rules read (the schema a chain has built so far)."""
+    return {table: {name: (col.type, col.length) for name, col in cols.items()} for table, cols in model.tables.items()}
+
+
+def model_indexes(model: Model) -> dict[str, list[list[str]]]:
+    out: dict[str, list[list[str]]] = {}
+    for table, cols, _ in model.indexes:
+        out.setdefault(table, []).append(cols)
+    return out
 
 
 # -- our rules -------------------------------------------------------------------------------------------
@@ -265,9 +385,6 @@ def check_numbering(proposed: list[Path], existing: list[Path], names: dict[Path
     return out
 
 
-LiveColumns = dict[str, dict[str, tuple[str, int | None]]]  # table -> column -> (type, length)
-
-
 def _lookup(model: Model, live: LiveColumns, table: str, column: str) -> tuple[str, int | None] | None:
     found = model.column(table, column)
     if found is not None:
@@ -288,24 +405,64 @@ def _referenced_table(name: str, tables: Iterable[str]) -> str | None:
     return next((t for t in sorted(tables) if t.lower() in candidates), None)
 
 
-def check_references(model: Model, live: LiveColumns) -> list[Finding]:
-    """Foreign keys whose column types differ from what they reference, and columns that look
-    like references (``customerId``) but have no foreign key."""
+_WIDTH = {"smallint": 16, "smallserial": 16, "integer": 32, "serial": 32, "bigint": 64, "bigserial": 64}
+_PLAIN = {"serial": "integer", "bigserial": "bigint", "smallserial": "smallint"}
+
+
+def _mismatch(table: str, column: str, mine: tuple[str, int | None], ref_table: str, ref_column: str,
+              theirs: tuple[str, int | None], stmt: Statement) -> Finding | None:
+    """A reference whose type differs from its key: another family (an error), or the same family
+    at another width (a narrower child cannot hold the parent's keys: an error; a wider child means
+    the parent overflows first, and widening it later rewrites both: a warning)."""
+    family_mine, family_theirs = _FAMILIES.get(mine[0], mine[0]), _FAMILIES.get(theirs[0], theirs[0])
+    where = f'{table}."{column}" is {_describe(mine)} but references {ref_table}.{ref_column}, which is {_describe(theirs)}'
+    if family_mine != family_theirs:
+        return _finding(ERROR, "fk-type-mismatch", stmt, where, f"declare {column} as {_PLAIN.get(theirs[0], theirs[0])}")
+    if mine[0] in _WIDTH and theirs[0] in _WIDTH and _WIDTH[mine[0]] != _WIDTH[theirs[0]]:
+        wide = max(mine[0], theirs[0], key=lambda t: _WIDTH[t])
+        wide = _PLAIN.get(wide, wide)
+        if _WIDTH[mine[0]] < _WIDTH[theirs[0]]:
+            return _finding(ERROR, "fk-width-mismatch", stmt, where + f": keys above {_describe(mine)}'s range cannot "
+                            "be referenced", f"declare {column} as {wide}")
+        return _finding(WARNING, "fk-width-mismatch", stmt, where + f": {ref_table}.{ref_column} overflows long before "
+                        f"{column} does, and widening it later rewrites {ref_table} and every table referencing it",
+                        f"make {ref_table}.{ref_column} {wide} too (or {column} {_PLAIN.get(theirs[0], theirs[0])})")
+    if family_mine == "text" and mine[1] and (theirs[1] is None or mine[1] < theirs[1]):
+        return _finding(WARNING, "fk-width-mismatch", stmt, where + ": longer keys cannot be referenced",
+                        f"declare {column} as {_describe(theirs)}")
+    return None
+
+
+def _own_key(model: Model, table: str, column: str, target: str) -> bool:
+    """A column that is its table's own key, not a reference: part of the table's primary key, or
+    a partition's copy of its parent's key (``payment_p2022_01.payment_id``)."""
+    if column in model.primary_keys.get(table, []):
+        return True
+    parent = model.partitions.get(table)
+    return parent is not None and (parent == target or column in model.primary_keys.get(parent, []))
+
+
+def check_references(model: Model, live: LiveColumns, history: Model | None = None) -> list[Finding]:
+    """Foreign keys whose column types differ from what they reference (family or width), and
+    columns that look like references (``customerId``) but have no foreign key. ``history``: the
+    model the earlier migrations built (primary keys, partitions), when linting a chain."""
     out = []
     tables = set(model.tables) | set(live)
+    known = Model(primary_keys={**(history.primary_keys if history else {}), **model.primary_keys},
+                  partitions={**(history.partitions if history else {}), **model.partitions})
     fk_columns = {(t, c) for t, cols, _, _, _ in model.foreign_keys for c in cols}
     for table, columns, ref_table, ref_columns, stmt in model.foreign_keys:
         for column, ref_column in zip(columns, ref_columns, strict=False):
             mine, theirs = _lookup(model, live, table, column), _lookup(model, live, ref_table, ref_column)
-            if mine and theirs and _FAMILIES.get(mine[0], mine[0]) != _FAMILIES.get(theirs[0], theirs[0]):
-                out.append(_finding(ERROR, "fk-type-mismatch", stmt,
-                                    f'{table}."{column}" is {_describe(mine)} but references {ref_table}.{ref_column}, '
-                                    f"which is {_describe(theirs)}", f"declare {column} as {theirs[0]}"))
+            if mine and theirs:
+                found = _mismatch(table, column, mine, ref_table, ref_column, theirs, stmt)
+                if found is not None:
+                    out.append(found)
     for col in model.columns:
         if col.name.lower() == "id" or (col.table, col.name) in fk_columns:
             continue
         target = _referenced_table(col.name, tables - {col.table})
-        if target is None:
+        if target is None or _own_key(known, col.table, col.name, target):
             continue
         theirs = _lookup(model, live, target, "id")
         mine = (col.type, col.length)
@@ -428,6 +585,52 @@ def check_rollback(forward: list[Statement], rollback: list[Statement] | None, r
     return out
 
 
+def read_for_lint(path: Path, name: str, role: str = "migration") -> tuple[list[Statement], list[Finding]]:
+    """A file's statements, or the finding that says why there are none: an empty or comment-only
+    file, or one PostgreSQL's parser rejects (a down written for another database, ``DROP INDEX x
+    ON t``), is a finding with its file and line, never a crash of the whole lint."""
+    try:
+        return read_statements(path, "postgresql", name), []
+    except SpecError as exc:
+        if exc.message == "holds no SQL statement":
+            if role == "rollback":
+                return [], [Finding(WARNING, "irreversible", name, None, "", "the down file is empty (or comments "
+                                    "only): this step cannot be undone", "write the statements that undo it, or "
+                                    "declare the step irreversible")]
+            return [], [Finding(WARNING, "empty-migration", name, None, "", "the file holds no SQL statement "
+                                "(comments only?): applying it changes nothing", "remove it, or write what it should do")]
+        where, _, line = exc.path.rpartition(":")
+        foreign = " (written for another database?)" if role == "rollback" else ""
+        return [], [Finding(ERROR, "syntax-error", where or exc.path, int(line) if line.isdigit() else None, "",
+                            f"PostgreSQL cannot parse it{foreign}: {exc.message}", "write it in PostgreSQL's SQL")]
+
+
+def check_drop_order(after: Model, rollback: list[Statement]) -> list[Finding]:
+    """Drops that PostgreSQL refuses because a foreign key still points at the table: a down that
+    drops a parent before its children (seen without a database, as the rehearsal would see it)."""
+    fks = [(t, r, after.fk_names.get(id(fk), "")) for fk in after.foreign_keys for t, _, r, _, _ in [fk]]
+    out = []
+    for stmt in rollback:
+        node: Any = parse_sql(stmt.text)[0].stmt
+        if isinstance(node, ast.DropStmt) and node.removeType == ObjectType.OBJECT_TABLE:
+            dropped = {_strs(obj)[-1] for obj in node.objects or ()}
+            if node.behavior != DropBehavior.DROP_CASCADE:
+                for name in sorted(dropped):
+                    children = sorted({t for t, r, _ in fks if r == name and t not in dropped})
+                    if children:
+                        out.append(_finding(ERROR, "rollback-drop-order", stmt,
+                                            f"drops {name} while {', '.join(children)} still reference(s) it: "
+                                            "PostgreSQL refuses the DROP",
+                                            f"drop {', '.join(children)} (or their foreign keys) first"))
+            fks = [fk for fk in fks if fk[0] not in dropped]
+        elif isinstance(node, ast.AlterTableStmt):
+            table = _rel(node.relation)
+            for cmd in node.cmds or ():
+                if cmd.subtype == AlterTableType.AT_DropConstraint and cmd.name:
+                    fks = [fk for fk in fks if not (fk[0] == table and fk[2] == str(cmd.name))]
+    return out
+
+
 # -- putting it together -------------------------------------------------------------------------------
 
 @dataclass
@@ -451,20 +654,24 @@ class LintResult:
         return "\n".join(lines + [", ".join(f"{n} {s}(s)" for s, n in counts.items() if n)])
 
 
-def _read_rollbacks(paths: list[Path], name: Any) -> list[Statement] | None:
-    """The rollback's statements; None when a file is missing (or none is declared), [] when
-    they hold none."""
+def _read_rollbacks(paths: list[Path], name: Any) -> tuple[list[Statement] | None, list[Finding]]:
+    """The rollback's statements (None when a file is missing or none is declared, [] when they
+    hold none) and the files that cannot be parsed, as findings."""
     if not paths or not all(p.is_file() for p in paths):
-        return None
+        return None, []
     out: list[Statement] = []
+    problems: list[Finding] = []
     for path in paths:
-        if not path.read_text().strip():
-            continue
-        try:
-            out += read_statements(path, "postgresql", name(path))
-        except SpecError as exc:
-            if exc.message != "holds no SQL statement":
-                raise
+        found, issues = read_for_lint(path, name(path), "rollback")
+        out += found
+        problems += [f for f in issues if f.rule == "syntax-error"]  # an empty one is rollback-missing
+    return out, problems
+
+
+def _history_statements(existing: list[Path]) -> list[Statement]:
+    out: list[Statement] = []
+    for path in existing:
+        out += _statements_or_none(path, path.name) or []
     return out
 
 
@@ -495,7 +702,7 @@ def _merge(history: dict[str, Any], live: dict[str, Any] | None) -> dict[str, An
 def lint_files(files: list[Path], *, existing: list[Path] | None = None, live: LiveColumns | None = None,
                live_indexes: dict[str, list[list[str]]] | None = None, rollback: list[Path] | None = None,
                pg_version: str | None = None, squawk: bool = True,
-               names: dict[Path, str] | None = None) -> LintResult:
+               names: dict[Path, str] | None = None, squawk_options: SquawkOptions | None = None) -> LintResult:
     """Every rule over the migration files (read as one migration, in order). ``existing``: the
     project's migrations, for numbering and as the schema the migration builds on (a live
     catalog, when given, wins). ``rollback``: its files in the order they run; None skips the
@@ -503,19 +710,27 @@ def lint_files(files: list[Path], *, existing: list[Path] | None = None, live: L
     def name(path: Path) -> str:
         return (names or {}).get(path, path.name)
 
-    statements = [s for f in files for s in read_statements(f, "postgresql", name(f))]
+    statements: list[Statement] = []
+    unreadable: list[Finding] = []
+    for f in files:
+        found, problems = read_for_lint(f, name(f))
+        statements += found
+        unreadable += problems
     model = build_model(statements)
     history, history_indexes = history_catalog(existing or [])
     columns, indexes = _merge(history, live), _merge(history_indexes, live_indexes)
-    findings = check_numbering(files, existing or [], names)
+    findings = unreadable + check_numbering(files, existing or [], names)
     findings += check_references(model, columns)
     findings += check_check_literals(model, columns)
     findings += check_fk_indexes(model, indexes)
     if rollback is not None:
         label = " + ".join(name(f) for f in rollback) or "(no rollback declared)"
-        findings += check_rollback(statements, _read_rollbacks(rollback, name), label)
+        back, problems = _read_rollbacks(rollback, name)
+        findings += problems + ([] if problems and not back else check_rollback(statements, back, label))
+        if back:
+            findings += check_drop_order(build_model(_history_statements(existing or []) + statements), back)
     if squawk:
-        findings += squawk_findings(files, pg_version, names)
+        findings += squawk_findings(files, pg_version, names, squawk_options)
     return LintResult(findings, [name(f) for f in files])
 
 
@@ -542,3 +757,50 @@ def live_catalog(conn: Any) -> tuple[LiveColumns, dict[str, list[list[str]]]]:
     for table, cols in rows:
         indexes.setdefault(table, []).append(list(cols))
     return columns, indexes
+
+
+# -- a migration folder, as one chain ---------------------------------------------------------------
+
+def lint_chain(folder: Path, layout: str | None = None, *, live: LiveColumns | None = None,
+               live_indexes: dict[str, list[list[str]]] | None = None, pg_version: str | None = None,
+               squawk: bool = True, squawk_options: SquawkOptions | None = None) -> LintResult:
+    """A team's migration folder in any layout :mod:`dbrunbook.layout` reads, linted as one chain
+    in order: each file against the schema the files before it built (renames followed, drops
+    applied), its down against what it created and against the foreign keys it would break, and
+    the numbering of the whole folder. An empty or unparsable file is a finding; the rest of the
+    chain is still linted."""
+    from . import layout as layout_
+
+    folder = Path(folder)
+    members, issues = layout_.read_folder(folder, layout)
+    findings = [Finding(ERROR, "migration-numbering", issue.file, None, "", issue.message, issue.fix)
+                for issue in issues]
+    acc = Model()
+    names: dict[Path, str] = {}
+    ups: list[Path] = []
+    for member in members:
+        up_name = str(member.up.relative_to(folder))
+        names[member.up] = up_name
+        ups.append(member.up)
+        statements, problems = read_for_lint(member.up, up_name)
+        findings += problems
+        if statements:
+            own = build_model(statements)
+            columns = _merge(model_columns(acc), live)
+            indexes = _merge(model_indexes(acc), live_indexes)
+            for index_table, cols, _ in own.indexes:  # an index later in the same file still counts
+                indexes.setdefault(index_table, []).append(cols)
+            findings += check_references(own, columns, history=acc)
+            findings += check_check_literals(own, columns)
+            findings += check_fk_indexes(own, indexes)
+        build_model(statements, base=acc)
+        if member.down is not None:
+            down_name = str(member.down.relative_to(folder))
+            down, problems = read_for_lint(member.down, down_name, "rollback")
+            findings += problems
+            if down and statements:
+                findings += check_rollback(statements, down, down_name)
+                findings += check_drop_order(acc, down)
+    if squawk and ups:
+        findings += squawk_findings(ups, pg_version, names, squawk_options)
+    return LintResult(findings, [names[p] for p in ups])

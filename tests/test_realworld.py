@@ -1,0 +1,204 @@
+"""Lint, fingerprint and deploy on migrations shaped like real folders: long chains with renames and
+comment-only files, up/down pairs in several layouts, width mismatches, partitioned tables.
+
+The folders are written here, in the shapes real ORMs and teams produce; the rules are general.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from dbrunbook import commands, layout, lint
+
+from .conftest import cli
+
+
+def write(folder: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return folder
+
+
+def rules(result: lint.LintResult, *names: str) -> list[lint.Finding]:
+    return [f for f in result.findings if f.rule in names]
+
+
+# -- 1. widths ------------------------------------------------------------------------------------
+
+def test_foreign_keys_of_another_width_are_findings(tmp_path: Path) -> None:
+    folder = write(tmp_path / "m", {
+        "001_accounts.sql": "CREATE TABLE accounts (id serial PRIMARY KEY, name text);\n",
+        "002_events.sql": "CREATE TABLE events (id bigserial PRIMARY KEY,\n"
+                          "  account_id bigint NOT NULL REFERENCES accounts(id));\n",
+        "003_big.sql": "CREATE TABLE big (id bigint PRIMARY KEY);\n",
+        "004_small.sql": "CREATE TABLE small (id serial PRIMARY KEY, big_id integer REFERENCES big(id));\n",
+    })
+    found = rules(lint.lint_chain(folder, squawk=False), "fk-width-mismatch", "fk-type-mismatch")
+    by_file = {f.file: f for f in found}
+    assert set(by_file) == {"002_events.sql", "004_small.sql"}
+    wider = by_file["002_events.sql"]
+    assert wider.severity == lint.WARNING and wider.line == 1
+    assert 'events."account_id" is bigint but references accounts.id, which is serial' in wider.message
+    assert "make accounts.id bigint" in wider.fix
+    narrower = by_file["004_small.sql"]
+    assert narrower.severity == lint.ERROR and "declare big_id as bigint" in narrower.fix
+
+
+# -- 2. empty and unparsable files ------------------------------------------------------------------
+
+def test_comment_only_and_foreign_syntax_files_are_findings_and_the_chain_goes_on(tmp_path: Path) -> None:
+    folder = write(tmp_path / "m", {
+        "0001_users.up.sql": "CREATE TABLE users (id uuid PRIMARY KEY);\n",
+        "0001_users.down.sql": "DROP TABLE users;\n",
+        "0002_backfill.up.sql": "-- data is migrated in code.\n",
+        "0002_backfill.down.sql": "",
+        "0003_idx.up.sql": "CREATE INDEX users_idx ON users (id);\n",
+        "0003_idx.down.sql": "\n\nDROP INDEX users_idx ON users;\n",
+        "0004_orders.up.sql": "CREATE TABLE orders (id bigserial PRIMARY KEY, user_id text REFERENCES users(id));\n",
+        "0004_orders.down.sql": "DROP TABLE orders;\n",
+    })
+    result = lint.lint_chain(folder, squawk=False)
+    empty = rules(result, "empty-migration")
+    assert [(f.file, f.severity) for f in empty] == [("0002_backfill.up.sql", lint.WARNING)]
+    assert [f.file for f in rules(result, "irreversible")] == ["0002_backfill.down.sql"]
+    syntax = rules(result, "syntax-error")
+    assert [(f.file, f.line, f.severity) for f in syntax] == [("0003_idx.down.sql", 3, lint.ERROR)]
+    assert "another database" in syntax[0].message
+    # ...and the rest of the chain is still linted: 0004's FK type against 0001's users.id.
+    assert [f.file for f in rules(result, "fk-type-mismatch")] == ["0004_orders.up.sql"]
+    done = cli("lint", str(folder), "--format", "json", "--no-squawk")
+    assert done.returncode == 1  # the syntax error and the FK type are errors
+    payload = json.loads(done.stdout)
+    assert {f["rule"] for f in payload["findings"]} >= {"empty-migration", "syntax-error", "fk-type-mismatch"}
+
+
+# -- 3. chains in every layout, renames followed ------------------------------------------------------
+
+CHAIN = ["CREATE TABLE users_temp (id uuid PRIMARY KEY, email text);",
+         "ALTER TABLE users_temp RENAME TO users;",
+         *[f"CREATE TABLE t{n} (id bigserial PRIMARY KEY);" for n in range(3, 43)],
+         "CREATE TABLE sessions (id bigserial PRIMARY KEY, user_ref text);",
+         "ALTER TABLE sessions ADD CONSTRAINT sessions_user_fkey FOREIGN KEY (user_ref) REFERENCES users(id);"]
+
+
+def _layouts(root: Path) -> dict[str, Path]:
+    out = {}
+    out["numbered"] = write(root / "numbered", {f"{n:03d}_step{n}.sql": sql + "\n" for n, sql in enumerate(CHAIN, 1)})
+    out["updown"] = write(root / "updown", {
+        **{f"{n:04d}_step{n}.up.sql": sql + "\n" for n, sql in enumerate(CHAIN, 1)},
+        **{f"{n:04d}_step{n}.down.sql": "SELECT 1;\n" for n in range(1, len(CHAIN) + 1)}})
+    out["updown-V"] = write(root / "updown_v", {f"V{n}.Step{n}.up.sql": sql + "\n" for n, sql in enumerate(CHAIN, 1)})
+    out["prisma"] = write(root / "prisma", {f"2024010112{n:04d}_step{n}/migration.sql": sql + "\n"
+                                            for n, sql in enumerate(CHAIN, 1)})
+    out["flyway"] = write(root / "flyway", {f"V{n}__step{n}.sql": sql + "\n" for n, sql in enumerate(CHAIN, 1)})
+    return out
+
+
+@pytest.mark.parametrize("kind", ["numbered", "updown", "updown-V", "prisma", "flyway"])
+def test_a_chain_is_linted_in_order_following_renames_in_every_layout(kind: str, tmp_path: Path) -> None:
+    folder = _layouts(tmp_path)[kind]
+    members, issues = layout.read_folder(folder)
+    assert len(members) == len(CHAIN) and not issues
+    assert [m.key for m in members] == sorted(m.key for m in members)  # 10 after 9, not after 1
+    result = lint.lint_chain(folder, squawk=False)
+    mismatch = rules(result, "fk-type-mismatch")
+    # 44 files on, the foreign key meets users (created as users_temp, renamed): text against uuid.
+    assert len(mismatch) == 1 and 'sessions."user_ref" is text but references users.id, which is uuid' in \
+        mismatch[0].message, [str(f) for f in result.findings]
+
+
+def test_numbering_understands_the_layouts(tmp_path: Path) -> None:
+    folder = write(tmp_path / "m", {
+        "0001_init.up.sql": "CREATE TABLE a (id int);\n", "0001_init.down.sql": "DROP TABLE a;\n",
+        "0002_b.up.sql": "CREATE TABLE b (id int);\n", "0002_add_b.down.sql": "DROP TABLE b;\n",
+        "0003_c_up.sql": "CREATE TABLE c (id int);\n", "0003_c_down.sql": "DROP TABLE c;\n",
+        "0003_d.up.sql": "CREATE TABLE d (id int);\n",
+        "0009_orphan.down.sql": "DROP TABLE z;\n",
+    })
+    members, issues = layout.read_folder(folder)
+    assert [(m.version, m.up.name, m.down.name if m.down else None) for m in members] == [
+        ("0001", "0001_init.up.sql", "0001_init.down.sql"), ("0002", "0002_b.up.sql", "0002_add_b.down.sql"),
+        ("0003", "0003_c_up.sql", "0003_c_down.sql"), ("0003", "0003_d.up.sql", None)]
+    messages = " | ".join(i.message for i in issues)
+    assert "0002_add_b.down.sql is the down of 0002_b.up.sql" in messages
+    assert "version 0003 is used twice" in messages
+    assert "0009_orphan.down.sql has no up file" in messages
+    # An up and its own down are a pair, not a conflict.
+    assert "0001" not in messages
+
+
+# -- 4. drop order of a down ----------------------------------------------------------------------------
+
+def test_a_down_dropping_a_parent_before_its_child_is_a_finding(tmp_path: Path) -> None:
+    folder = write(tmp_path / "m", {
+        "0001_shop.up.sql": "CREATE TABLE customers (id bigint PRIMARY KEY);\n"
+                            "CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint REFERENCES customers(id));\n"
+                            "CREATE INDEX orders_customer ON orders (customer_id);\n",
+        "0001_shop.down.sql": "DROP TABLE customers;\nDROP TABLE orders;\n",
+        "0002_ok.up.sql": "CREATE TABLE a (id bigint PRIMARY KEY);\n"
+                          "CREATE TABLE b (id bigint PRIMARY KEY, a_id bigint REFERENCES a(id));\n"
+                          "CREATE INDEX b_a ON b (a_id);\n",
+        "0002_ok.down.sql": "DROP TABLE b;\nDROP TABLE a;\n",
+        "0003_cascade.up.sql": "CREATE TABLE p (id bigint PRIMARY KEY);\n"
+                               "CREATE TABLE c (id bigint PRIMARY KEY, p_id bigint REFERENCES p(id));\n"
+                               "CREATE INDEX c_p ON c (p_id);\n",
+        "0003_cascade.down.sql": "DROP TABLE p CASCADE;\nDROP TABLE c;\n",
+    })
+    found = rules(lint.lint_chain(folder, squawk=False), "rollback-drop-order")
+    assert [(f.file, f.line) for f in found] == [("0001_shop.down.sql", 1)]
+    assert "drops customers while orders still reference(s) it" in found[0].message
+
+
+# -- 5. squawk's view of transactions ---------------------------------------------------------------------
+
+def test_squawk_is_told_the_script_runs_in_a_transaction(tmp_path: Path) -> None:
+    path = tmp_path / "001_add.sql"
+    path.write_text("CREATE TABLE t (id bigint PRIMARY KEY);\nALTER TABLE t ADD COLUMN c bigint;\n")
+    auto = {f.rule for f in lint.lint_files([path]).findings}
+    assert "squawk:prefer-robust-stmts" not in auto  # "can't be rerun": the transaction makes it atomic
+    told_not = {f.rule for f in lint.lint_files([path], squawk_options=lint.SquawkOptions(
+        assume_in_transaction=False)).findings}
+    assert "squawk:prefer-robust-stmts" in told_not
+    excluded = {f.rule for f in lint.lint_files([path], squawk_options=lint.SquawkOptions(
+        exclude=("require-lock-timeout",), assume_in_transaction=False)).findings}
+    assert "squawk:require-lock-timeout" not in excluded and "squawk:prefer-robust-stmts" in excluded
+    # A script that cannot run in a transaction is linted as the phase runs it: statement by statement.
+    concurrent = tmp_path / "002_idx.sql"
+    concurrent.write_text("CREATE INDEX CONCURRENTLY t_c ON t (c);\n")
+    assert "squawk:prefer-robust-stmts" in {f.rule for f in lint.lint_files([concurrent]).findings}
+    done = cli("lint", str(path), "--no-assume-in-transaction", "--squawk-exclude", "require-lock-timeout",
+               "--format", "json")
+    assert {f["rule"] for f in json.loads(done.stdout)["findings"]} >= {"squawk:prefer-robust-stmts"}
+
+
+# -- 6. reference-without-fk false positives ---------------------------------------------------------------
+
+def test_a_partitions_own_key_and_a_renamed_tables_own_key_are_not_references(tmp_path: Path) -> None:
+    folder = write(tmp_path / "m", {
+        "001_payment.sql": "CREATE TABLE payment (payment_id bigint NOT NULL, amount numeric,\n"
+                           "  paid_at timestamptz NOT NULL) PARTITION BY RANGE (paid_at);\n",
+        "002_p2022.sql": "CREATE TABLE payment_p2022_01 (payment_id bigint NOT NULL, amount numeric,\n"
+                         "  paid_at timestamptz NOT NULL);\n"
+                         "ALTER TABLE payment ATTACH PARTITION payment_p2022_01\n"
+                         "  FOR VALUES FROM ('2022-01-01') TO ('2022-02-01');\n",
+        "003_of.sql": "CREATE TABLE payment_p2022_02 PARTITION OF payment\n"
+                      "  FOR VALUES FROM ('2022-02-01') TO ('2022-03-01');\n",
+        "004_film.sql": "CREATE TABLE film (film_id bigint PRIMARY KEY);\n",
+        "005_film_temp.sql": "CREATE TABLE film_temp (film_id bigint PRIMARY KEY, title text);\n",
+        "006_actor.sql": "CREATE TABLE film_actor (actor_id bigint, film_id bigint);\n",
+    })
+    result = lint.lint_chain(folder, squawk=False)
+    flagged = {(f.statement.split()[2], f.message.split('"')[1]) for f in rules(result, "reference-without-fk")}
+    # film_actor.film_id is a real reference without a foreign key; the others are own keys.
+    assert flagged == {("film_actor", "film_id")}, flagged
+
+
+def test_lint_of_a_folder_from_the_cli(tmp_path: Path) -> None:
+    folder = _layouts(tmp_path)["prisma"]
+    done = cli("lint", str(folder), "--no-squawk")
+    assert done.returncode == 1 and "fk-type-mismatch" in done.stdout
+    files = commands.lint([str(folder)], squawk=False).files
+    assert files[0] == "20240101120001_step1/migration.sql" and len(files) == len(CHAIN)
