@@ -9,9 +9,10 @@ import json
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from dbrunbook import commands, layout, lint
 
-from .conftest import cli
+from .conftest import cli, target  # noqa: F401 - a fixture
 
 
 def write(folder: Path, files: dict[str, str]) -> Path:
@@ -202,3 +203,126 @@ def test_lint_of_a_folder_from_the_cli(tmp_path: Path) -> None:
     assert done.returncode == 1 and "fk-type-mismatch" in done.stdout
     files = commands.lint([str(folder)], squawk=False).files
     assert files[0] == "20240101120001_step1/migration.sql" and len(files) == len(CHAIN)
+
+
+# -- 7. a column dropped from the middle can be rolled back -------------------------------------------
+
+def test_a_column_dropped_from_the_middle_rolls_back_and_its_order_is_information(tmp_path: Path, target: str) -> None:
+    from dbrunbook import introspect, open_phase
+
+    from .conftest import connect
+
+    book = write(tmp_path / "drop_middle", {
+        "runbook.yaml": "title: Drop a column from the middle of a table\nfixture: before.sql\n"
+                        "expect:\n  columns: [{table: t, column: b, present: false}]\n",
+        "before.sql": "DROP TABLE IF EXISTS t;\nCREATE TABLE t (a bigint PRIMARY KEY, b text, c bigint);\n",
+        "migration.sql": "ALTER TABLE t DROP COLUMN b;\n",
+        "rollback.sql": "ALTER TABLE t ADD COLUMN b text;\n",
+    })
+    commands.prepare(str(book), target)
+    with connect(target) as conn:
+        before = introspect.snapshot(conn)
+    for phase in ("schema", "rollback"):
+        run = open_phase(phase, book, target)
+        run.plan()
+        run.apply()
+        run.check_expectations()
+        if phase == "rollback":
+            changes = run.verify_restored()
+            assert list(changes["change"]) == ["column order"], changes
+        run.finish()  # the rollback passes: the fingerprint compares columns as a set
+    with connect(target) as conn:
+        after = introspect.snapshot(conn)
+    assert after.fingerprint == before.fingerprint
+    assert after.objects["columns public.t"] == "a, c, b" and before.objects["columns public.t"] == "a, b, c"
+
+
+# -- 8. deploy on a partitioned table -----------------------------------------------------------------
+
+PARTITIONED = {
+    "runbook.yaml": "title: Index a partitioned table\nfixture: before.sql\n"
+                    "expect:\n  indexes: [{table: payment, name: payment_paid_at_idx, columns: [paid_at]}]\n",
+    "before.sql": "DROP TABLE IF EXISTS payment;\n"
+                  "CREATE TABLE payment (payment_id bigint NOT NULL, amount numeric, paid_at timestamptz NOT NULL)\n"
+                  "  PARTITION BY RANGE (paid_at);\n"
+                  "CREATE TABLE payment_p2022_01 PARTITION OF payment FOR VALUES FROM ('2022-01-01') TO ('2022-02-01');\n"
+                  "CREATE TABLE payment_p2022_02 PARTITION OF payment FOR VALUES FROM ('2022-02-01') TO ('2022-03-01');\n"
+                  "INSERT INTO payment SELECT g, g, timestamptz '2022-01-01' + g * interval '1 hour'\n"
+                  "  FROM generate_series(1, 1000) g;\n",
+    "migration.sql": "CREATE INDEX payment_paid_at_idx ON payment (paid_at);\n",
+    "rollback.sql": "DROP INDEX payment_paid_at_idx;\n",
+}
+
+
+def test_deploy_indexes_a_partitioned_table_online(tmp_path: Path) -> None:
+    from dbrunbook import introspect, open_phase
+
+    from .conftest import apply_schema, connect, prepared_pair
+
+    book = write(tmp_path / "partitioned", PARTITIONED)
+    with prepared_pair("event_message_fk", "pt") as (rehearsal, prod):
+        for name in (rehearsal, prod):
+            commands.prepare(str(book), name, allow_production=True)
+        apply_schema(rehearsal, book)
+        run = open_phase("deploy", book, prod, rehearsal=rehearsal, archive_dir=tmp_path)
+        run.acquire_run_lock()
+        run.preflight()
+        run.plan()
+        assert [s.kind for s in run.steps] == ["create index on only", "create index concurrently",
+                                               "attach index partition", "create index concurrently",
+                                               "attach index partition"]
+        assert run.steps[0].sql == "CREATE INDEX payment_paid_at_idx ON ONLY payment (paid_at)"
+        run.apply()
+        run.verify()
+        run.finish()
+        with connect(prod) as conn:
+            valid = conn.execute(sa.text(
+                "SELECT indisvalid FROM pg_index WHERE indexrelid = 'payment_paid_at_idx'::regclass")).scalar()
+            assert valid is True
+            prod_objects = introspect.snapshot(conn).objects
+        with connect(rehearsal) as conn:
+            rehearsed = introspect.snapshot(conn).objects
+    # The same index on the parent as the rehearsal's plain CREATE INDEX (partition index names differ).
+    assert prod_objects["index public.payment.payment_paid_at_idx"] == rehearsed["index public.payment.payment_paid_at_idx"]
+
+
+def test_review_and_lint_say_what_deploy_does_with_a_partitioned_table(tmp_path: Path, target: str) -> None:
+    from dbrunbook import open_phase
+
+    book = write(tmp_path / "partitioned", PARTITIONED)
+    commands.prepare(str(book), target)
+    run = open_phase("review", book, target, archive_dir=tmp_path, squawk=False)
+    run.scripts()
+    run.lint()
+    info = [f for f in run.findings if f.rule == "partitioned-index"]
+    assert len(info) == 1 and "ON ONLY payment" in info[0].message and "2 partition(s)" in info[0].message
+    run.abandon()
+    chain = write(tmp_path / "chain", {"001_payment.sql": PARTITIONED["before.sql"].split("INSERT")[0],
+                                       "002_idx.sql": PARTITIONED["migration.sql"]})
+    found = rules(lint.lint_chain(chain, squawk=False), "partitioned-index")
+    assert [f.file for f in found] == ["002_idx.sql"]
+
+
+# -- 9. extensions the server lacks -------------------------------------------------------------------
+
+def test_an_extension_the_server_lacks_is_one_line_at_review_and_at_schema(tmp_path: Path, target: str) -> None:
+    from dbrunbook import open_phase
+    from dbrunbook.errors import StatementFailed
+
+    book = write(tmp_path / "ext", {
+        "runbook.yaml": "title: Needs an extension\n",
+        "migration.sql": 'CREATE EXTENSION IF NOT EXISTS "no_such_extension";\nCREATE EXTENSION IF NOT EXISTS citext;\n',
+        "rollback.sql": "DROP EXTENSION IF EXISTS citext;\n",
+    })
+    run = open_phase("review", book, target, archive_dir=tmp_path, squawk=False)
+    run.scripts()
+    run.lint()
+    missing = [f for f in run.findings if f.rule == "extension-unavailable"]
+    assert [(f.severity, f.line) for f in missing] == [(lint.ERROR, 1)]  # citext ships with the wheel
+    assert "extension no_such_extension is not available on" in missing[0].message
+    run.abandon()
+    schema = open_phase("schema", book, target)
+    schema.plan()
+    with pytest.raises(StatementFailed, match=r'migration.sql:1: statement 1 of 2 failed \[0A000\]: extension '
+                                              r'"no_such_extension" is not available'):
+        schema.apply()

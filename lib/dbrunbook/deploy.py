@@ -23,7 +23,7 @@ import pandas as pd
 import psycopg
 import sqlalchemy as sa
 
-from . import introspect, ledger, report
+from . import introspect, ledger, preflight, report
 from .errors import DbrunbookError, DriftError, GuardRefused, TargetError
 from .execute import run_statements
 from .online import (
@@ -228,7 +228,9 @@ class DeployRun(BasePhase):
     def plan(self) -> pd.DataFrame:
         """The online steps derived from the migration, with the lock each one takes."""
         statements = self._migration()
-        self.steps = derive_steps(statements)
+        self.steps = derive_steps(statements, preflight.index_tables(self.raw), preflight.partitions_of(self.raw))
+        self.conn.rollback()  # the catalog reads leave no transaction open while the steps run
+        self.conn.begin()
         frame = steps_frame(self.steps)
         report.say(f"**Decision:** {self.decision}. **Lock policy:** lock_timeout {self.policy.lock_timeout_ms} ms "
                    f"per attempt, up to {self.policy.attempts} attempts with exponential backoff, statement_timeout "

@@ -194,6 +194,12 @@ def _present(conn: Any, e: Effect) -> str:
         return DONE if _exists(conn, "SELECT 1 FROM pg_proc WHERE proname = %s AND pronamespace = "
                                "coalesce(to_regnamespace(%s)::oid, (SELECT oid FROM pg_namespace WHERE nspname = "
                                "current_schema()))", (name, schema or None)) else TODO
+    if e.kind == "index shell":  # CREATE INDEX ... ON ONLY a partitioned table: invalid until attached
+        return DONE if _regclass(conn, e.name) else TODO
+    if e.kind == "attached index":  # ALTER INDEX parent ATTACH PARTITION child
+        parent, child = _regclass(conn, e.relation or ""), _regclass(conn, e.name)
+        return DONE if parent and child and _exists(conn, "SELECT 1 FROM pg_inherits WHERE inhrelid = %s AND "
+                                                       "inhparent = %s", (child, parent)) else TODO
     if e.kind == "index" and e.relation is None:  # DROP INDEX names the index alone
         return DONE if _regclass(conn, e.name) else TODO
     table = _regclass(conn, e.relation or "")

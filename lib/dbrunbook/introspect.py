@@ -91,13 +91,25 @@ class Snapshot:
 
     @property
     def fingerprint(self) -> str:
-        canonical = json.dumps(self.objects, sort_keys=True, separators=(",", ":"))
+        """sha256 of the objects, a table's columns taken as a set: PostgreSQL cannot put a column
+        back where it was (a re-added column goes last), so order is information, not identity."""
+        canonical = json.dumps(canonical_objects(self.objects), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def summary(self) -> pd.DataFrame:
         kinds = pd.Series([key.split(" ", 1)[0] for key in self.objects], dtype="object")
         counts = kinds.value_counts().sort_index()
         return counts.rename_axis("object kind").reset_index(name="count")
+
+
+COLUMNS_KIND = "columns"
+
+
+def canonical_objects(objects: dict[str, str]) -> dict[str, str]:
+    """The objects with each table's column list sorted (the column definitions themselves are
+    compared one by one under their own keys)."""
+    return {key: ", ".join(sorted(value.split(", "))) if key.startswith(COLUMNS_KIND + " ") else value
+            for key, value in objects.items()}
 
 
 def _snapshot_postgresql(conn: Connection) -> dict[str, str]:
@@ -124,13 +136,16 @@ def snapshot(conn: Connection) -> Snapshot:
 
 
 def diff(before: Snapshot, after: Snapshot) -> pd.DataFrame:
-    """One row per object added, removed or changed between two snapshots."""
+    """One row per object added, removed or changed between two snapshots; a table whose columns
+    are the same in another order is ``column order`` (information: the fingerprint ignores it)."""
     rows = []
+    canonical_before, canonical_after = canonical_objects(before.objects), canonical_objects(after.objects)
     for key in sorted(set(before.objects) | set(after.objects)):
         old, new = before.objects.get(key), after.objects.get(key)
         if old == new:
             continue
-        change = "added" if old is None else "removed" if new is None else "changed"
+        change = "added" if old is None else "removed" if new is None else \
+            "column order" if canonical_before.get(key) == canonical_after.get(key) else "changed"
         kind, name = key.split(" ", 1)
         rows.append({"change": change, "kind": kind, "object": name,
                      "before": old or "", "after": new or ""})

@@ -195,6 +195,7 @@ class Model:
     fk_names: dict[int, str] = field(default_factory=dict)  # id of a foreign_keys entry -> its name
     primary_keys: dict[str, list[str]] = field(default_factory=dict)
     partitions: dict[str, str] = field(default_factory=dict)  # partition -> partitioned table
+    partitioned: set[str] = field(default_factory=set)  # tables declared PARTITION BY
     indexes: list[tuple[str, list[str], Statement]] = field(default_factory=list)
     checks: list[tuple[str, Any, Statement]] = field(default_factory=list)
     created: list[tuple[str, str, str, Statement]] = field(default_factory=list)  # (kind, name, table, stmt)
@@ -274,6 +275,8 @@ def build_model(statements: list[Statement], base: Model | None = None) -> Model
             model.created.append(("table", table, table, stmt))
             if node.partbound is not None and node.inhRelations:
                 model.partitions[table] = _rel(node.inhRelations[0])
+            if node.partspec is not None:
+                model.partitioned.add(table)
             for element in node.tableElts or ():
                 if isinstance(element, ast.ColumnDef):
                     _add_column(model, table, element, stmt)
@@ -509,6 +512,20 @@ def check_check_literals(model: Model, live: LiveColumns) -> list[Finding]:
                                 f"{table}.{column} is VARCHAR({kind[1]}) but the CHECK allows "
                                 + ", ".join(f"'{v}' ({len(v)} characters)" for v in too_long),
                                 f"widen {column} to VARCHAR({max(len(v) for v in too_long)}) or more"))
+    return out
+
+
+def check_partitioned_indexes(model: Model, history: Model | None = None) -> list[Finding]:
+    """An index on a partitioned table: what deploy will do with it, said before it runs."""
+    partitioned = model.partitioned | (history.partitioned if history else set())
+    out = []
+    for table, _, stmt in model.indexes:
+        node: Any = parse_sql(stmt.text)[0].stmt
+        if isinstance(node, ast.IndexStmt) and table in partitioned and table not in model.partitioned:
+            out.append(_finding(INFO, "partitioned-index", stmt,
+                                f"{table} is partitioned: PostgreSQL cannot build an index CONCURRENTLY through it; "
+                                f"deploy creates it ON ONLY {table}, builds it CONCURRENTLY on each partition, then "
+                                "attaches each one", "nothing to change: deploy derives this form"))
     return out
 
 
@@ -793,6 +810,7 @@ def lint_chain(folder: Path, layout: str | None = None, *, live: LiveColumns | N
             findings += check_references(own, columns, history=acc)
             findings += check_check_literals(own, columns)
             findings += check_fk_indexes(own, indexes)
+            findings += check_partitioned_indexes(own, acc)
         build_model(statements, base=acc)
         if member.down is not None:
             down_name = str(member.down.relative_to(folder))

@@ -109,11 +109,58 @@ def _locks(statement: Statement, text: str, context: dict[str, Any]) -> tuple[st
     return mode, list(dict.fromkeys(lock.table for lock in taken))
 
 
-def derive_steps(statements: list[Statement], index_tables: dict[str, str] | None = None) -> list[Step]:
+def partitioned_index_steps(statement: Statement, node: Any, partitions: list[str],
+                            lock_of: Callable[[Statement, str], tuple[str, list[str]]]) -> list[Step]:
+    """An index on a partitioned table, online: PostgreSQL refuses ``CREATE INDEX CONCURRENTLY``
+    there (0A000), so the index is made ``ON ONLY`` the parent (no build, invalid for now), each
+    partition's index is built ``CONCURRENTLY``, then attached; the parent's index turns valid
+    when the last one is attached (the manual's "Partition Maintenance")."""
+    parent, name = _relname(node.relation), str(node.idxname)
+    schema = node.relation.schemaname
+    qualified = f"{schema}.{name}" if schema else name
+    node.relation.inh = False
+    shell = _render(node)
+    steps = [Step(statement, shell, "create index on only", *lock_of(statement, shell),
+                  "on the parent only: no build, invalid until every partition's index is attached",
+                  effects=[Effect("index shell", qualified, parent)])]
+    for partition in partitions:
+        child: Any = parse_sql(statement.text)[0].stmt
+        child.relation.relname = partition
+        child.relation.inh = True
+        child.concurrent = True
+        child_name = _partition_index_name(partition, name)
+        child.idxname = child_name
+        qualified_child = f"{schema}.{child_name}" if schema else child_name
+        built = _render(child)
+        steps.append(Step(statement, built, "create index concurrently", *lock_of(statement, built),
+                          f"partition {partition}, built CONCURRENTLY: writers go on", transactional=False,
+                          effects=[Effect("index", qualified_child, f"{schema}.{partition}" if schema else partition)]))
+        attach = sql.SQL("ALTER INDEX {} ATTACH PARTITION {}").format(
+            sql.Identifier(*qualified.split(".")), sql.Identifier(*qualified_child.split("."))).as_string(None)
+        steps.append(Step(statement, attach, "attach index partition", SHARE_UPDATE_EXCLUSIVE, [parent, partition],
+                          "attaches the partition's index to the parent's; a metadata change",
+                          effects=[Effect("attached index", qualified_child, qualified)]))
+    return steps
+
+
+def _partition_index_name(partition: str, index: str) -> str:
+    """``<partition>_<index>``, cut to PostgreSQL's 63 bytes with a short hash when too long."""
+    import hashlib
+
+    name = f"{partition}_{index}"
+    if len(name.encode()) <= 63:
+        return name
+    return name.encode()[:54].decode(errors="ignore") + "_" + hashlib.sha1(name.encode()).hexdigest()[:8]
+
+
+def derive_steps(statements: list[Statement], index_tables: dict[str, str] | None = None,
+                 partitions: dict[str, list[str]] | None = None) -> list[Step]:
     """The online steps for a migration (statements the rewrite does not apply to run as they are,
     each in its own short transaction under the lock policy). Each step's lock comes from
     :func:`dbrunbook.preflight.statement_locks`; ``index_tables`` (index -> table, from the live
-    catalog) lets it see which table a ``DROP INDEX`` locks."""
+    catalog) lets it see which table a ``DROP INDEX`` locks; ``partitions`` (partitioned table ->
+    its partitions, from the live catalog) turns an index on a partitioned table into the form
+    PostgreSQL can build online."""
     new_tables = _created_tables(statements)
     context: dict[str, Any] = {"index_tables": index_tables or {}}
     steps: list[Step] = []
@@ -128,6 +175,16 @@ def derive_steps(statements: list[Statement], index_tables: dict[str, str] | Non
         found = effects.effects_of(node)
         if isinstance(node, ast.IndexStmt):
             table = _relname(node.relation)
+            children = (partitions or {}).get(str(node.relation.relname))
+            if children == []:  # sub-partitioned (or no partition yet): as written, PostgreSQL recurses
+                steps.append(step(statement, statement.text, "create index on a partitioned table",
+                                  "as written: PostgreSQL builds it on every partition (it cannot do so CONCURRENTLY "
+                                  "through a partitioned table, and this one's partitions are partitioned too)", found))
+                continue
+            if children is not None and node.idxname and table not in new_tables and node.relation.inh:
+                steps += partitioned_index_steps(statement, node, children,
+                                                 lambda st, text: _locks(st, text, context))
+                continue
             if not node.concurrent and table not in new_tables:
                 node.concurrent = True
                 steps.append(step(statement, _render(node), "create index concurrently",

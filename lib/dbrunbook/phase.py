@@ -443,6 +443,10 @@ class PhaseRun(BasePhase):
         if now.fingerprint == expected.fingerprint:
             report.say(f"**Fingerprint restored:** `{now.fingerprint}` equals the fingerprint the ledger "
                        "recorded just before the migration was applied.")
+            if len(frame):
+                report.say("**Information:** the same columns stand in another order (PostgreSQL adds a re-added "
+                           "column at the end of its table; the fingerprint compares columns as a set):")
+                report.show(frame, status_column="change")
         else:
             self.failures.append(f"schema fingerprint {now.fingerprint[:12]} differs from "
                                  f"{expected.fingerprint[:12]} recorded before the migration "

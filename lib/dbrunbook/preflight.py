@@ -16,7 +16,7 @@ import psycopg
 from pglast import ast, parse_sql
 from pglast.enums import AlterTableType, ConstrType, ObjectType
 
-from .lint import ERROR, WARNING, Finding
+from .lint import ERROR, INFO, WARNING, Finding
 from .statements import Statement
 
 ACCESS_SHARE = "ACCESS SHARE"
@@ -196,6 +196,50 @@ def strongest_locks(locks: list[TableLock]) -> dict[str, str]:
 
 
 # -- the live target ---------------------------------------------------------------------------------------
+
+def partitions_of(conn: psycopg.Connection[Any]) -> dict[str, list[str]]:
+    """Partitioned table -> its partitions, for the tables whose partitions are all plain tables
+    (a partitioned table with partitioned partitions, or with none, maps to [])."""
+    rows = conn.execute(
+        "SELECT p.relname, coalesce(array_agg(c.relname ORDER BY c.relname) FILTER (WHERE c.oid IS NOT NULL), '{}'), "
+        "coalesce(bool_or(c.relkind = 'p'), false) FROM pg_class p "
+        "LEFT JOIN pg_inherits i ON i.inhparent = p.oid LEFT JOIN pg_class c ON c.oid = i.inhrelid "
+        "JOIN pg_namespace n ON n.oid = p.relnamespace "
+        "WHERE p.relkind = 'p' AND n.nspname NOT IN ('pg_catalog', 'information_schema') GROUP BY p.relname").fetchall()
+    return {parent: ([] if nested else list(children)) for parent, children, nested in rows}
+
+
+def partitioned_index_findings(statements: list[Statement], partitions: dict[str, list[str]]) -> list[Finding]:
+    """What deploy will do with an index on a partitioned table (review says it before it runs)."""
+    out = []
+    for statement in statements:
+        node: Any = parse_sql(statement.text)[0].stmt
+        if isinstance(node, ast.IndexStmt) and str(node.relation.relname) in partitions:
+            children = partitions[str(node.relation.relname)]
+            how = (f"creates it ON ONLY {node.relation.relname}, builds it CONCURRENTLY on each of its "
+                   f"{len(children)} partition(s), then attaches each one" if children else
+                   "runs it as written (its partitions are partitioned too): it locks writes while it builds")
+            out.append(Finding(INFO, "partitioned-index", statement.file, statement.line, statement.summary,
+                               f"{node.relation.relname} is partitioned: PostgreSQL cannot build an index CONCURRENTLY "
+                               f"through it; deploy {how}", "nothing to change: deploy derives this form"))
+    return out
+
+
+def extension_findings(conn: psycopg.Connection[Any], statements: list[Statement], target: str) -> list[Finding]:
+    """``CREATE EXTENSION`` of one the server does not have: the migration would fail there."""
+    out = []
+    for statement in statements:
+        node: Any = parse_sql(statement.text)[0].stmt
+        if not isinstance(node, ast.CreateExtensionStmt):
+            continue
+        name = str(node.extname)
+        if conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = %s", (name,)).fetchone() is None:
+            out.append(Finding(ERROR, "extension-unavailable", statement.file, statement.line, statement.summary,
+                               f"extension {name} is not available on {target}: the server does not ship it",
+                               f"install {name} on the server (its contrib or extension package), or do without it"
+                               + (" (gen_random_uuid() is built in since PostgreSQL 13)" if name == "uuid-ossp" else "")))
+    return out
+
 
 def index_tables(conn: psycopg.Connection[Any]) -> dict[str, str]:
     """Index name -> table name, for the user schemas."""

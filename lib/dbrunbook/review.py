@@ -81,6 +81,12 @@ class ReviewRun(BasePhase):
                                  pg_version=".".join(str(p) for p in version[:2]) or None, squawk=self.use_squawk,
                                  names=names)
         self.findings += result.findings
+        statements = [s for name in self.files for s in read_statements(self.runbook.file(name), "postgresql",
+                                                                        self.runbook.display(name))]
+        extra = preflight.extension_findings(self.raw, statements, self.target.name)
+        extra += preflight.partitioned_index_findings(statements, preflight.partitions_of(self.raw))
+        self.findings += extra
+        result = lint.LintResult(result.findings + extra, result.files)
         frame = result.frame()
         report.say(f"**Lint:** {_counts(result.findings)}." + ("" if self.use_squawk else " (squawk not run)"))
         report.show(frame, caption="lint findings", status_column="severity")
