@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import ledger, registry
-from .errors import ArchiveError, ArchiveNotWritten, PhaseFailed, SpecError
+from .errors import ArchiveError, ArchiveNotWritten, PhaseFailed
 from .phase import new_run_id
 from .project import outputs_dir, phase_notebook, project_root
 from .spec import Runbook, sha256_file
@@ -203,9 +203,9 @@ def stop_kernel(target: Target, run_id: str) -> None:
             continue
     if target.dialect != "postgresql":
         return
-    from .targets import engine
-
     import sqlalchemy as sa
+
+    from .targets import engine
 
     with engine(target).connect() as conn:
         pattern = f"dbrunbook % {run_id}%"

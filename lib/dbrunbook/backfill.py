@@ -14,8 +14,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import pandas as pd
@@ -25,6 +24,7 @@ from psycopg import sql
 from . import ledger, report
 from .errors import DbrunbookError, GuardRefused, SpecError, StatementFailed
 from .execute import describe_error
+from .ledger import Checkpoint, Migration, read_migration, write_migration
 from .phase import BasePhase
 from .spec import BackfillSpec, Runbook
 from .statements import Statement, read_sql_text, render, split_postgresql
@@ -35,8 +35,6 @@ PHASES = ledger.DATA_PHASES
 PENDING, RUNNING, PAUSED = ledger.DM_PENDING, ledger.DM_RUNNING, ledger.DM_PAUSED
 COMPLETED, FAILED, ROLLED_BACK = ledger.DM_COMPLETED, ledger.DM_FAILED, ledger.DM_ROLLED_BACK
 MIN_BATCH, MAX_BATCH = 10, 100_000
-Checkpoint, Migration = ledger.Checkpoint, ledger.Migration
-read_migration, write_migration = ledger.read_migration, ledger.write_migration
 
 
 class BackfillError(DbrunbookError):

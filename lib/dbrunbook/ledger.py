@@ -678,6 +678,7 @@ def migrations_frame(conn: Connection, runbook: str) -> pd.DataFrame:
     rows = conn.execute(sa.select(*[t.migrations.c[c] for c in columns]).where(t.migrations.c.runbook == runbook)
                         .order_by(t.migrations.c.name)).mappings().all()
     frame = pd.DataFrame(rows, columns=columns)
-    frame["status"] = [effective_status(r, lock_held(conn, backfill_lock_key(runbook, r["name"])))
+    frame["status"] = [effective_status({str(k): v for k, v in r.items()},
+                                        lock_held(conn, backfill_lock_key(runbook, str(r["name"]))))
                        for r in frame.to_dict("records")]
     return frame

@@ -106,7 +106,7 @@ def squawk_findings(files: list[Path], pg_version: str | None = None,
         # A file that runs in the phase's transaction is linted as such: no "can't be rerun"
         # for what the transaction makes atomic, and the in-transaction rules where they apply.
         in_transaction = options.assume_in_transaction if options.assume_in_transaction is not None else \
-            bool(found) and all(s.transactional for s in found)
+            bool(found) and all(s.transactional for s in found or ())
         groups.setdefault(in_transaction, []).append(f)
     out = []
     for in_transaction, group in groups.items():

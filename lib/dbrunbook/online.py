@@ -27,7 +27,11 @@ from . import effects
 from .effects import Effect
 from .errors import DbrunbookError, StatementFailed
 from .execute import describe_error
-from .preflight import ACCESS_EXCLUSIVE, SHARE, SHARE_ROW_EXCLUSIVE, SHARE_UPDATE_EXCLUSIVE, statement_locks, stronger
+from .preflight import (
+    SHARE_UPDATE_EXCLUSIVE,
+    statement_locks,
+    stronger,
+)
 from .statements import Statement
 
 LOCK_NOT_AVAILABLE = "55P03"
@@ -175,13 +179,14 @@ def derive_steps(statements: list[Statement], index_tables: dict[str, str] | Non
         found = effects.effects_of(node)
         if isinstance(node, ast.IndexStmt):
             table = _relname(node.relation)
-            children = (partitions or {}).get(str(node.relation.relname))
+            relation: Any = node.relation
+            children = (partitions or {}).get(str(relation.relname))
             if children == []:  # sub-partitioned (or no partition yet): as written, PostgreSQL recurses
                 steps.append(step(statement, statement.text, "create index on a partitioned table",
                                   "as written: PostgreSQL builds it on every partition (it cannot do so CONCURRENTLY "
                                   "through a partitioned table, and this one's partitions are partitioned too)", found))
                 continue
-            if children is not None and node.idxname and table not in new_tables and node.relation.inh:
+            if children is not None and node.idxname and table not in new_tables and relation.inh:
                 steps += partitioned_index_steps(statement, node, children,
                                                  lambda st, text: _locks(st, text, context))
                 continue

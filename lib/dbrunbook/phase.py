@@ -22,12 +22,17 @@ from . import effects, expect, introspect, ledger, registry, report
 from .errors import (
     ChecksFailed,
     DbrunbookError,
-    DriftError,
     GuardRefused,
     SpecError,
     StatementFailed,
 )
-from .execute import Executed, executed_frame, run_autocommit_statement, run_statement, statements_frame
+from .execute import (
+    Executed,
+    executed_frame,
+    run_autocommit_statement,
+    run_statement,
+    statements_frame,
+)
 from .project import outputs_dir
 from .spec import Expectations, Runbook, load_runbook
 from .statements import Statement

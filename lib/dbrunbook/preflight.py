@@ -214,13 +214,14 @@ def partitioned_index_findings(statements: list[Statement], partitions: dict[str
     out = []
     for statement in statements:
         node: Any = parse_sql(statement.text)[0].stmt
-        if isinstance(node, ast.IndexStmt) and str(node.relation.relname) in partitions:
-            children = partitions[str(node.relation.relname)]
-            how = (f"creates it ON ONLY {node.relation.relname}, builds it CONCURRENTLY on each of its "
+        relation: Any = getattr(node, "relation", None)
+        if isinstance(node, ast.IndexStmt) and str(relation.relname) in partitions:
+            children = partitions[str(relation.relname)]
+            how = (f"creates it ON ONLY {relation.relname}, builds it CONCURRENTLY on each of its "
                    f"{len(children)} partition(s), then attaches each one" if children else
                    "runs it as written (its partitions are partitioned too): it locks writes while it builds")
             out.append(Finding(INFO, "partitioned-index", statement.file, statement.line, statement.summary,
-                               f"{node.relation.relname} is partitioned: PostgreSQL cannot build an index CONCURRENTLY "
+                               f"{relation.relname} is partitioned: PostgreSQL cannot build an index CONCURRENTLY "
                                f"through it; deploy {how}", "nothing to change: deploy derives this form"))
     return out
 

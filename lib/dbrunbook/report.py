@@ -63,7 +63,7 @@ def show(frame: pd.DataFrame, caption: str | None = None, status_column: str | N
         styler = styler.set_caption(caption)
     if status_column and status_column in frame.columns:
         styler = styler.map(_result_style, subset=[status_column])
-    styler = styler.set_properties(**{"text-align": "left", "white-space": "pre-wrap"})
+    styler = styler.set_properties(None, **{"text-align": "left", "white-space": "pre-wrap"})
     display(styler)
 
 
