@@ -228,7 +228,8 @@ class DeployRun(BasePhase):
     def plan(self) -> pd.DataFrame:
         """The online steps derived from the migration, with the lock each one takes."""
         statements = self._migration()
-        self.steps = derive_steps(statements, preflight.index_tables(self.raw), preflight.partitions_of(self.raw))
+        self.steps = derive_steps(statements, preflight.index_tables(self.raw), preflight.partitions_of(self.raw),
+                                  self.runbook.wrapped_files("migration"))
         self.conn.rollback()  # the catalog reads leave no transaction open while the steps run
         self.conn.begin()
         frame = steps_frame(self.steps)

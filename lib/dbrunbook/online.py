@@ -157,14 +157,77 @@ def _partition_index_name(partition: str, index: str) -> str:
     return name.encode()[:54].decode(errors="ignore") + "_" + hashlib.sha1(name.encode()).hexdigest()[:8]
 
 
+def _inline_reference(node: Any, new_tables: set[str]) -> tuple[Any, Any] | None:
+    """``ADD COLUMN c ... REFERENCES p(id)`` on an existing table, split into the column alone and
+    the foreign key ``NOT VALID`` under the name PostgreSQL would give it (``<table>_<column>_fkey``),
+    so the deploy validates it in a second step as it does any foreign key."""
+    if not (isinstance(node, ast.AlterTableStmt) and len(node.cmds or ()) == 1):
+        return None
+    cmd: Any = (node.cmds or ())[0]
+    column: Any = cmd.def_
+    if cmd.subtype != AlterTableType.AT_AddColumn or not isinstance(column, ast.ColumnDef) or \
+            _relname(node.relation) in new_tables:
+        return None
+    foreign = [c for c in column.constraints or () if c.contype == ConstrType.CONSTR_FOREIGN]
+    if len(foreign) != 1:
+        return None
+    fk: Any = foreign[0]
+    column.constraints = tuple(c for c in column.constraints or () if c is not fk) or None
+    name = fk.conname or f"{node.relation.relname}_{column.colname}_fkey"[:63]
+    add = parse_sql(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES x").format(
+        _identifier(node.relation), sql.Identifier(str(name)), sql.Identifier(str(column.colname))).as_string(None))[0].stmt
+    constraint: Any = add.cmds[0].def_
+    constraint.pktable, constraint.pk_attrs = fk.pktable, fk.pk_attrs
+    constraint.fk_upd_action, constraint.fk_del_action = fk.fk_upd_action, fk.fk_del_action
+    constraint.fk_matchtype = fk.fk_matchtype
+    return node, add
+
+
+def _keep_authors_transactions(steps: list[Step], wrapped: set[str]) -> list[Step]:
+    """Statements the author wrapped in BEGIN ... COMMIT stay in one step, one transaction (a
+    CHECK dropped and added again is never missing in between); what must run outside a
+    transaction (CONCURRENTLY) and the validations follow that step."""
+    out: list[Step] = []
+    position = 0
+    while position < len(steps):
+        file = steps[position].source.file
+        if file not in wrapped:
+            out.append(steps[position])
+            position += 1
+            continue
+        group = []
+        while position < len(steps) and steps[position].source.file == file:
+            group.append(steps[position])
+            position += 1
+        inside = [s for s in group if s.transactional and s.kind != "validate constraint"]
+        after = [s for s in group if s not in inside]
+        if len(inside) > 1:
+            lock = "-"
+            for s in inside:
+                lock = s.lock if lock == "-" else (stronger(lock, s.lock) if s.lock != "-" else lock)
+            net: dict[tuple[str, str, str | None], Effect] = {}
+            rerun = False
+            for s in inside:
+                rerun = rerun or not s.effects
+                for e in s.effects or ():
+                    net[(e.kind if e.kind != "index shell" else "index", e.name, e.relation)] = e
+            inside = [Step(inside[0].source, ";\n".join(s.sql for s in inside), "transaction as the author wrote it",
+                           lock, list(dict.fromkeys(t for s in inside for t in s.tables)),
+                           f"{len(inside)} statements the author wrapped in BEGIN ... COMMIT stay in one transaction",
+                           effects=None if rerun and not net else list(net.values()))]
+        out += inside + after
+    return out
+
+
 def derive_steps(statements: list[Statement], index_tables: dict[str, str] | None = None,
-                 partitions: dict[str, list[str]] | None = None) -> list[Step]:
+                 partitions: dict[str, list[str]] | None = None, wrapped: set[str] | None = None) -> list[Step]:
     """The online steps for a migration (statements the rewrite does not apply to run as they are,
     each in its own short transaction under the lock policy). Each step's lock comes from
     :func:`dbrunbook.preflight.statement_locks`; ``index_tables`` (index -> table, from the live
     catalog) lets it see which table a ``DROP INDEX`` locks; ``partitions`` (partitioned table ->
     its partitions, from the live catalog) turns an index on a partitioned table into the form
-    PostgreSQL can build online."""
+    PostgreSQL can build online. ``wrapped``: files whose author grouped them in one transaction
+    (see :func:`_keep_authors_transactions`)."""
     new_tables = _created_tables(statements)
     context: dict[str, Any] = {"index_tables": index_tables or {}}
     steps: list[Step] = []
@@ -176,6 +239,13 @@ def derive_steps(statements: list[Statement], index_tables: dict[str, str] | Non
 
     for statement in statements:
         node: Any = parse_sql(statement.text)[0].stmt
+        split = _inline_reference(node, new_tables)
+        if split is not None:
+            column, add = split
+            text = _render(column)
+            steps.append(step(statement, text, "add column", "the column alone; its foreign key follows NOT VALID",
+                              effects.effects_of(column)))
+            node = add  # the foreign key, below, as any other: NOT VALID, then VALIDATE
         found = effects.effects_of(node)
         if isinstance(node, ast.IndexStmt):
             table = _relname(node.relation)
@@ -223,7 +293,7 @@ def derive_steps(statements: list[Statement], index_tables: dict[str, str] | Non
             continue
         steps.append(step(statement, statement.text, type(node).__name__, "as written, under the lock policy", found,
                           transactional=statement.transactional))
-    return steps
+    return _keep_authors_transactions(steps, wrapped or set())
 
 
 def _identifier(rel: Any) -> sql.Identifier:

@@ -418,6 +418,12 @@ class Runbook:
             wrapped = wrapped or had
         return statements, wrapped
 
+    def wrapped_files(self, kind: str, dialect: str = "postgresql") -> set[str]:
+        """The script's files (as shown in messages) whose author wrapped them in BEGIN ... COMMIT:
+        deploy keeps what the author grouped in one transaction."""
+        return {self.display(relative) for relative in self.script_files(kind)
+                if strip_transaction_wrapper(read_statements(self.file(relative), dialect, self.display(relative)))[1]}
+
     def migration_checksum(self) -> str:
         """The checksum the ledger records: the file's sha256, or for several files the sha256
         of their names and digests, so renaming, reordering or editing any one of them shows."""
