@@ -46,6 +46,7 @@ class PhaseResult:
     output: str
     html: str | None
     error: str | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -63,7 +64,8 @@ class RunResult:
 
     @staticmethod
     def render_phase(p: PhaseResult) -> str:
-        return f"  {p.phase:<12} {p.status:<7} {p.duration_s:7.1f}s  {p.output}" + (f"\n      {p.error}" if p.error else "")
+        return (f"  {p.phase:<12} {p.status:<7} {p.duration_s:7.1f}s  {p.output}" + (f"\n      {p.error}" if p.error else "")
+                + "".join(f"\n      warning: {w}" for w in p.warnings))
 
     def render(self) -> str:
         lines = [self.render_phase(p) for p in self.phases]
@@ -278,6 +280,9 @@ def run_phases(book: Runbook, target: Target, target_ref: str, phases: list[str]
                 # The phase ran to its end and the ledger has it; it was the saving that failed.
                 status, error, unwritten = ledger.PASSED, None, f"{output.name}: {_error_line(exc)}"
         duration = time.perf_counter() - began
+        warnings = recorded_warnings(target, run_id, phase) if status == ledger.PASSED else []
+        if warnings and output.exists():
+            put_warnings_on_top(output, warnings)
         html = None
         if output.exists():
             try:
@@ -288,7 +293,7 @@ def run_phases(book: Runbook, target: Target, target_ref: str, phases: list[str]
                 error = (error + "; " if error else "") + f"HTML rendering failed: {_error_line(exc)}"
                 status = ledger.FAILED
         result.phases.append(PhaseResult(phase, notebook.name, status, at, round(duration, 3),
-                                         output.name, html, error))
+                                         output.name, html, error, warnings))
         try:
             write_manifest(folder, book, target, result, started, dry_run, parameters, status="running")
         except OSError as exc:
@@ -308,6 +313,29 @@ def run_phases(book: Runbook, target: Target, target_ref: str, phases: list[str]
     if unwritten:
         raise ArchiveNotWritten(f"{unwritten} (run {run_id}, {folder})")
     return result
+
+
+def recorded_warnings(target: Target, run_id: str, phase: str) -> list[str]:
+    """The warnings a phase recorded in its ledger event (a claim accepted short, with its reason)."""
+    from .targets import engine
+
+    try:
+        with engine(target).connect() as conn:
+            events = ledger.run_events(conn, run_id)
+    except Exception:
+        return []
+    return [str(w) for e in events if e["phase"] == phase for w in (e.get("detail") or {}).get("warnings", [])]
+
+
+def put_warnings_on_top(output: Path, warnings: list[str]) -> None:
+    """A reviewer sees a passed phase's warnings first: a markdown cell at the top of its page."""
+    import nbformat
+
+    node = nbformat.read(str(output), as_version=4)
+    text = "**Warnings of this run** (the phase passed; the runbook accepts these, each with its reason):\n\n" + \
+        "\n".join(f"- {w}" for w in warnings)
+    node.cells.insert(0, nbformat.v4.new_markdown_cell(text, metadata={"tags": ["dbrunbook-warnings"]}))
+    nbformat.write(node, str(output))
 
 
 def recorded_outcome(target: Target, run_id: str, phase: str) -> str | None:

@@ -145,8 +145,16 @@ class Probe:
         claim = self.spec.claim
         if not claim:
             return text + "."
-        met = "meets the claim" if self.speedup >= claim else "falls short of the claim on this data"
+        met = "meets the claim" if self.speedup >= claim else "FALLS SHORT of the claim on this data"
         return f"{text}; the plan claimed **{claim:g}x** ({self.spec.claim_source or 'the seed'}): the measurement {met}."
+
+    def shortfall(self) -> str | None:
+        """The claim this measurement falls short of, in one line; None when it holds."""
+        claim = self.spec.claim
+        if not claim or self.speedup >= claim:
+            return None
+        return (f"probe '{self.spec.name}': measured {self.speedup:,.1f}x, short of the claimed {claim:g}x "
+                f"({self.spec.claim_source or 'the plan'})")
 
     def explain(self) -> list[dict[str, str]]:
         rows = []
@@ -221,10 +229,13 @@ def _built_size(conn: psycopg.Connection[Any], definition: str, name: str, *, fu
     return int(row[0]) if row and row[0] is not None else 0
 
 
-def index_sizes(conn: psycopg.Connection[Any], sizes: list[IndexSize]) -> tuple[pd.DataFrame, list[str]]:
+def index_sizes(conn: psycopg.Connection[Any], sizes: list[IndexSize]
+                ) -> tuple[pd.DataFrame, list[str], list[tuple[str, str]]]:
     """Each index's size and usage counters; with ``compare_full``, the size of the same index
-    without its WHERE clause, built in a savepoint and rolled back."""
+    without its WHERE clause, built in a savepoint and rolled back. Also the size claims that fall
+    short, each with the runbook's reason to let it pass as a warning (empty: it fails)."""
     rows, failures = [], []
+    shortfalls: list[tuple[str, str]] = []
     for item in sizes:
         found = conn.execute(
             "SELECT s.relname, pg_get_indexdef(s.indexrelid), pg_relation_size(s.indexrelid), s.idx_scan, "
@@ -248,12 +259,19 @@ def index_sizes(conn: psycopg.Connection[Any], sizes: list[IndexSize]) -> tuple[
                 conn.execute("RELEASE SAVEPOINT dbrunbook_size")
             row["built fresh: as defined"] = partial
             row["built fresh: without WHERE"] = full
-            row["partial saves"] = f"{(1 - partial / full) * 100:.0f}%" if full else "-"
+            saved = (1 - partial / full) * 100 if full else 0.0
+            row["partial saves"] = f"{saved:.0f}%" if full else "-"
+            if item.claim_smaller_pct is not None:
+                row["claimed"] = f"{item.claim_smaller_pct:g}% ({item.claim_source or 'the plan'})"
+                if saved < item.claim_smaller_pct:
+                    shortfalls.append((f"index {item.index}: the partial index is {saved:.0f}% smaller than the full one, "
+                                       f"short of the claimed {item.claim_smaller_pct:g}% "
+                                       f"({item.claim_source or 'the plan'})", item.claim_warn))
         rows.append(row)
     columns = ["index", "table", "bytes", "size", "built fresh: as defined", "built fresh: without WHERE",
-               "partial saves", "idx_scan", "idx_tup_read", "idx_tup_fetch"]
+               "partial saves", "claimed", "idx_scan", "idx_tup_read", "idx_tup_fetch"]
     frame = pd.DataFrame(rows)
-    return frame[[c for c in columns if c in frame.columns]], failures
+    return frame[[c for c in columns if c in frame.columns]], failures, shortfalls
 
 
 def _pretty(size: int) -> str:

@@ -235,6 +235,9 @@ class ProbeSpec(_Strict):
     after: ProbeQuery
     claim: float | None = None
     claim_source: str = ""
+    # A claim falling short fails the phase, unless the runbook says why it may: then it is a
+    # warning, shown at the top of the page and in the CLI summary.
+    claim_warn: str = ""
     repeat: int = 5
 
 
@@ -252,6 +255,11 @@ class IndexSize(_Strict):
 
     index: str
     compare_full: bool = False
+    # The plan's claim of how much smaller the partial index is than the full one (percent), e.g.
+    # seed 003's "98%+ smaller"; a shortfall fails unless ``claim_warn`` says why it may.
+    claim_smaller_pct: float | None = None
+    claim_source: str = ""
+    claim_warn: str = ""
 
 
 class BehaviourSpec(_Strict):
