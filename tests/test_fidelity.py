@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from dbrunbook import commands, introspect, open_phase
 
 from .conftest import apply_schema, connect, prepared_pair
@@ -76,3 +77,76 @@ def test_a_claim_short_fails_unless_the_runbook_accepts_it_with_a_reason(tmp_pat
     assert top.startswith("**Warnings of this run**") and "short of the claimed 98%" in top and reason[:40] in top
     manifest = json.loads((archive_of(passed.stdout) / "manifest.json").read_text())
     assert manifest["phases"][0]["warnings"] and manifest["status"] == "passed"
+
+
+def test_a_rollback_never_destroys_data_silently(tmp_path: Path, target: str) -> None:
+    """Seed 000's rollback drops Event.messageId: its values are counted and copied into the
+    archive first (hashed), and the restore command puts them back once the migration is re-applied."""
+    import hashlib
+    import json
+    import os
+    import subprocess
+
+    import sqlalchemy as sa
+
+    commands.prepare("event_message_fk", target)
+    apply_schema(target)
+    with connect(target) as conn, conn.begin():
+        conn.execute(sa.text('UPDATE "Event" SET "messageId" = (SELECT min(id) FROM "Message")'))
+        kept = conn.execute(sa.text('SELECT count(*) FROM "Event" WHERE "messageId" IS NOT NULL')).scalar()
+    assert kept
+    run = open_phase("rollback", "event_message_fk", target, archive_dir=tmp_path)
+    run.plan()
+    run.apply()
+    run.verify_restored()
+    run.finish()
+    [saved] = json.loads((tmp_path / "rollback_backup" / "backup.json").read_text())
+    assert (saved["kind"], saved["table"], saved["column"], saved["values"]) == ("column", "Event", "messageId", kept)
+    file = tmp_path / saved["file"]
+    assert hashlib.sha256(file.read_bytes()).hexdigest() == saved["sha256"]
+    with connect(target) as conn:
+        detail = conn.execute(sa.text("SELECT detail FROM dbrunbook.events WHERE run_id = :r"),
+                              {"r": run.run_id}).scalar_one()
+    assert detail["salvaged"][0]["values"] == kept
+    # Put the column back, then the values, with the command the archive gives.
+    apply_schema(target)
+    url = commands.db_url(target)
+    env = {**os.environ, "PATH": f"{commands.psql_binary().parent}:{os.environ['PATH']}"}
+    restore = saved["restore"].replace("psql ", f"psql '{url}' ", 1)
+    done = subprocess.run(restore, shell=True, cwd=file.parent, capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    with connect(target) as conn:
+        assert conn.execute(sa.text('SELECT count(*) FROM "Event" WHERE "messageId" IS NOT NULL')).scalar() == kept
+
+
+def test_a_column_kept_on_rollback_is_the_one_difference_accepted(tmp_path: Path, target: str) -> None:
+    import shutil
+
+    import yaml
+
+    from dbrunbook.errors import ChecksFailed
+
+    from .conftest import ROOT
+
+    book = tmp_path / "keep_column"
+    shutil.copytree(ROOT / "runbooks" / "event_message_fk", book)
+    (book / "rollback.sql").write_text('ALTER TABLE "Event" DROP CONSTRAINT "Event_messageId_fkey";\n'
+                                       'DROP INDEX "Event_messageId_idx";\n')
+    spec = yaml.safe_load((book / "runbook.yaml").read_text())
+    spec.pop("expect_after_rollback", None)
+    (book / "runbook.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    commands.prepare(str(book), target)
+    apply_schema(target, book)
+    refused = open_phase("rollback", book, target, archive_dir=tmp_path)
+    refused.plan()
+    refused.apply()
+    refused.verify_restored()
+    with pytest.raises(ChecksFailed, match="schema fingerprint .* differs"):
+        refused.finish()  # undeclared: the kept column is a difference like any other
+    spec["kept_on_rollback"] = [{"table": "Event", "column": "messageId", "why": "seed 000: can keep for future"}]
+    (book / "runbook.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    run = open_phase("rollback", book, target, archive_dir=tmp_path)
+    run.plan()
+    run.apply()
+    assert run.verify_restored().empty
+    run.finish()

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -150,3 +152,20 @@ def diff(before: Snapshot, after: Snapshot) -> pd.DataFrame:
         rows.append({"change": change, "kind": kind, "object": name,
                      "before": old or "", "after": new or ""})
     return pd.DataFrame(rows, columns=["change", "kind", "object", "before", "after"])
+
+
+def without_columns(snapshot: Snapshot, columns: Iterable[Any]) -> Snapshot:
+    """The snapshot with these columns (objects with ``table`` and ``column``) left out: their own
+    entries, and their names in their table's column list."""
+    drop = {(str(c.table), str(c.column)) for c in columns}
+    out: dict[str, str] = {}
+    for key, value in snapshot.objects.items():
+        kind, _, name = key.partition(" ")
+        parts = [p.strip('"') for p in name.split(".")]
+        if kind == "column" and len(parts) >= 3 and (parts[-2], parts[-1]) in drop:
+            continue
+        if kind == COLUMNS_KIND and parts:
+            names = [n for n in value.split(", ") if (parts[-1], n.strip('"')) not in drop]
+            value = ", ".join(names)
+        out[key] = value
+    return Snapshot(out)

@@ -18,7 +18,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from . import effects, expect, introspect, ledger, registry, report
+from . import effects, expect, introspect, ledger, registry, report, salvage
 from .errors import (
     ChecksFailed,
     DbrunbookError,
@@ -394,6 +394,8 @@ class PhaseRun(BasePhase):
             self.executed = []
             report.say(f"**Nothing to run:** {plan.reason}.")
             return executed_frame([])
+        if self.phase == "rollback":
+            self._salvage(plan.statements)
         try:
             if plan.in_transaction:
                 self.executed = self._run_in_transaction(plan.statements)
@@ -444,6 +446,13 @@ class PhaseRun(BasePhase):
                        f"{self.target.name}, so there is no earlier fingerprint to compare with.")
             return introspect.diff(now, now)
         expected = introspect.Snapshot(dict(recorded))
+        kept = self.runbook.spec.kept_on_rollback
+        if kept:
+            # Exactly the declared columns may differ: they are left out of both sides, and said so.
+            expected, now = introspect.without_columns(expected, kept), introspect.without_columns(now, kept)
+            report.say("**Kept on rollback (declared):** " + "; ".join(
+                f"{k.table}.{k.column}" + (f" ({k.why})" if k.why else "") for k in kept)
+                + ". The fingerprint comparison leaves exactly these columns out.")
         frame = introspect.diff(expected, now)
         if now.fingerprint == expected.fingerprint:
             report.say(f"**Fingerprint restored:** `{now.fingerprint}` equals the fingerprint the ledger "
@@ -508,6 +517,22 @@ class PhaseRun(BasePhase):
             fingerprint_after=introspect.snapshot(conn).fingerprint, **fields)
         self.in_flight = new in ledger.IN_FLIGHT
         return moved
+
+    def _salvage(self, statements: list[Statement]) -> None:
+        """Before a rollback destroys stored values (DROP TABLE, DROP COLUMN, a type change), count
+        them and copy them into the archive, hashed, with the command that restores them."""
+        saved = salvage.salvage(self.raw, statements, self.archive_dir)
+        self.detail["salvaged"] = [{k: v for k, v in vars(s).items() if k != "restore"} for s in saved]
+        if not saved:
+            report.say("**Data this rollback destroys:** none (no dropped table or column holds a value).")
+            return
+        total = sum(s.values for s in saved)
+        report.say(f"**Data this rollback destroys: {total:,} value(s)**, each copied first into the run's archive "
+                   f"(`{salvage.FOLDER}/`, gzip CSV, sha256 in `backup.json`) with the command that restores it "
+                   "once the migration is applied again:")
+        report.show(pd.DataFrame([{"what": f"{s.kind} {s.table}" + (f".{s.column}" if s.column else ""),
+                                   "values": s.values, "statement": s.where, "file": s.file, "sha256": s.sha256[:16],
+                                   "restore": s.restore} for s in saved]))
 
     def _skip_done(self, raw: Any, stmt: Statement) -> bool:
         """In recovery (the target is part-way), whether this statement's effect is in place; an

@@ -331,6 +331,15 @@ class ReviewSpec(_Strict):
     variants: dict[str, ReviewVariant] = {}
 
 
+class KeptColumn(_Strict):
+    """A column the rollback leaves in place on purpose (seed 000: "optional - can keep for future"):
+    the fingerprint check accepts exactly that difference, and says so."""
+
+    table: str
+    column: str
+    why: str = ""
+
+
 class RunbookSpec(_Strict):
     """The schema of runbook.yaml."""
 
@@ -353,6 +362,7 @@ class RunbookSpec(_Strict):
     preconditions: list[Precondition] = []
     review: ReviewSpec = Field(default_factory=ReviewSpec)
     backfill: BackfillSpec | None = None
+    kept_on_rollback: list[KeptColumn] = []
 
 
 @dataclass(frozen=True)
