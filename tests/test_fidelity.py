@@ -150,3 +150,29 @@ def test_a_column_kept_on_rollback_is_the_one_difference_accepted(tmp_path: Path
     run.apply()
     assert run.verify_restored().empty
     run.finish()
+
+
+def test_seed_003s_race_runs_as_two_real_sessions(tmp_path: Path, target: str) -> None:
+    """Two sessions open a conversation for one lead at the same instant: exactly one commits, the
+    other waits for it, gets 23505 and fetches it; without the partial unique index both commit."""
+    import sqlalchemy as sa
+
+    runbook = "conversation_integrity"
+    commands.prepare(runbook, target)
+    apply_schema(target, runbook)
+    run = open_phase("test", runbook, target, archive_dir=tmp_path, rows=20000)
+    frame = run.concurrency()
+    assert sorted(frame["outcome"]) == ["committed", "fetched"]
+    loser = frame[frame["outcome"] == "fetched"].iloc[0]
+    assert loser["sqlstate"] == "23505" and loser["waited_ms"] >= 150  # it met the winner's transaction
+    assert not run.failures
+    run.abandon()
+    with connect(target) as conn:
+        assert conn.execute(sa.text("""SELECT count(*) FROM "Conversation" WHERE lead_id = 'lead-race'""")).scalar() == 0
+        conn.execute(sa.text('DROP INDEX "Conversation_lead_open_unique"'))  # the race the index exists for
+        conn.commit()
+    unguarded = open_phase("test", runbook, target, archive_dir=tmp_path, rows=20000)
+    frame = unguarded.concurrency()
+    assert list(frame["outcome"]) == ["committed", "committed"]
+    assert unguarded.failures and "expected 1 to succeed" in unguarded.failures[0]
+    unguarded.abandon()

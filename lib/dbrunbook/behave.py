@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,6 +140,92 @@ def cases_frame(results: list[CaseResult]) -> pd.DataFrame:
                           "result": "pass" if r.passed else "FAIL"} for r in results], columns=CASE_COLUMNS)
 
 
+@dataclass
+class RaceSession:
+    session: int
+    outcome: str          # "committed", "failed", "fetched"
+    sqlstate: str
+    waited_ms: float
+    detail: str
+
+
+@dataclass(frozen=True)
+class RaceTally:
+    succeeded: int
+    failed: dict[str, int]
+    fetched: int
+
+    @classmethod
+    def of(cls, sessions: list[RaceSession]) -> RaceTally:
+        failed: dict[str, int] = {}
+        for s in sessions:
+            if s.outcome != "committed":
+                failed[s.sqlstate] = failed.get(s.sqlstate, 0) + 1
+        return cls(sum(s.outcome == "committed" for s in sessions), failed,
+                   sum(s.outcome == "fetched" for s in sessions))
+
+    def matches(self, want: Any) -> bool:
+        failed = sum(self.failed.values())
+        state = resolve_sqlstate(want.sqlstate) if want.sqlstate else None
+        right_error = state is None or all(code.startswith(state) for code in self.failed)
+        return (self.succeeded, failed, self.fetched) == (want.succeeded, want.failed, want.fetched) and right_error
+
+    def __str__(self) -> str:
+        errors = ", ".join(f"{n} x {code}" for code, n in self.failed.items()) or "none"
+        return f"{self.succeeded} committed, failed: {errors}, {self.fetched} fetched"
+
+
+def race(target: Target, run_id: str, case: Any) -> list[RaceSession]:
+    """Run ``case.sql`` in ``case.sessions`` real sessions released together by a barrier; each
+    holds its transaction ``hold_ms`` before committing, so the others meet it; a failed session
+    runs the fallback. The cleanup runs last, committed, whatever happened."""
+    import threading
+
+    import psycopg
+
+    from .targets import psycopg_connect
+
+    barrier = threading.Barrier(case.sessions)
+    results: list[RaceSession] = []
+    lock = threading.Lock()
+
+    def one(number: int) -> None:
+        with psycopg_connect(target, f"dbrunbook test {run_id} race {number}", autocommit=False) as conn:
+            barrier.wait(timeout=30)
+            started = time.perf_counter()
+            try:
+                conn.execute(case.sql.encode())
+                waited = (time.perf_counter() - started) * 1000
+                conn.execute("SELECT pg_sleep(%s)", (case.hold_ms / 1000,))
+                conn.commit()
+                entry = RaceSession(number, "committed", "", round(waited, 1), "")
+            except psycopg.Error as exc:
+                waited = (time.perf_counter() - started) * 1000
+                conn.rollback()
+                code = exc.sqlstate or "?"
+                detail = (exc.diag.message_primary or str(exc)).strip()
+                outcome = "failed"
+                if case.fallback:
+                    rows = conn.execute(case.fallback.encode()).fetchall()
+                    conn.rollback()
+                    outcome, detail = ("fetched", f"{detail}; the fallback fetched {len(rows)} row(s)") if rows \
+                        else ("failed", f"{detail}; the fallback found nothing")
+                entry = RaceSession(number, outcome, code, round(waited, 1), detail)
+        with lock:
+            results.append(entry)
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(1, case.sessions + 1)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+    finally:
+        with psycopg_connect(target, f"dbrunbook test {run_id} race cleanup") as conn:
+            conn.execute(case.cleanup.encode())
+    return sorted(results, key=lambda s: s.session)
+
+
 class BehaviourRun(BasePhase):
     """Behaviour cases, performance probes and index sizes, all rolled back."""
 
@@ -158,7 +245,37 @@ class BehaviourRun(BasePhase):
 
     @property
     def declared(self) -> bool:
-        return bool(self.spec.cases or self.spec.probes or self.spec.index_sizes)
+        return bool(self.spec.cases or self.spec.probes or self.spec.index_sizes or self.spec.concurrency)
+
+    def concurrency(self) -> pd.DataFrame:
+        """Cases raced by several real sessions at once; each must end as the runbook says."""
+        self._guard_open()
+        if not self.spec.concurrency:
+            report.say("**No concurrency cases** are declared for this runbook.")
+            return pd.DataFrame()
+        if self.target.dialect != "postgresql":
+            self._fail(GuardRefused("test: concurrency cases race PostgreSQL sessions; "
+                                    f"target {self.target.name} is {self.target.dialect}"))
+        frames = []
+        for case in self.spec.concurrency:
+            if case.why:
+                report.say(case.why)
+            sessions = race(self.target, self.run_id, case)
+            frame = pd.DataFrame([vars(s) for s in sessions])
+            got = RaceTally.of(sessions)
+            ok = got.matches(case.expect)
+            waited = max((s.waited_ms for s in sessions), default=0.0)
+            if not ok:
+                self.failures.append(f"race '{case.name}': expected {case.expect.succeeded} to succeed, "
+                                     f"{case.expect.failed} to fail and {case.expect.fetched} to fetch; got {got}")
+            elif case.sessions > 1 and waited < case.hold_ms / 2:
+                self.failures.append(f"race '{case.name}': no session waited for another ({waited:.0f} ms): "
+                                     "they did not meet, so the race proves nothing")
+            report.say(f"**{case.name}:** {case.sessions} sessions at once: {got}; the longest wait "
+                       f"{waited:.0f} ms ({'as the runbook says' if ok else 'NOT as the runbook says'}).")
+            report.show(frame, status_column="outcome")
+            frames.append(frame.assign(case=case.name))
+        return pd.concat(frames, ignore_index=True)
 
     def behaviour(self) -> pd.DataFrame:
         """Every declared case, each in a savepoint that is rolled back."""

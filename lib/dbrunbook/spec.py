@@ -262,9 +262,35 @@ class IndexSize(_Strict):
     claim_warn: str = ""
 
 
+class RaceOutcome(_Strict):
+    """How a race must end: how many sessions succeed, fail with ``sqlstate``, and fetch."""
+
+    succeeded: int
+    failed: int = 0
+    sqlstate: str | None = None
+    fetched: int = 0
+
+
+class ConcurrentCase(_Strict):
+    """A case run by several real sessions at once (seed 003: "multiple app instances"): each runs
+    ``sql`` in its own transaction, holds it ``hold_ms`` so the others meet it, then commits; a
+    session that fails with ``sqlstate`` runs ``fallback`` (create-or-fetch). What they committed is
+    removed by ``cleanup`` afterwards, since other sessions only meet committed rows."""
+
+    name: str
+    why: str = ""
+    sessions: int = 2
+    sql: str
+    fallback: str = ""
+    hold_ms: int = 300
+    cleanup: str
+    expect: RaceOutcome
+
+
 class BehaviourSpec(_Strict):
     setup: str = ""
     cases: list[BehaviourCase] = []
+    concurrency: list[ConcurrentCase] = []
     data: ProbeData | None = None
     probes: list[ProbeSpec] = []
     index_sizes: list[IndexSize] = []
