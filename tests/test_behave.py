@@ -25,7 +25,7 @@ def test_cases_and_probe_pass_and_leave_no_data(target: str, tmp_path: Path) -> 
     before = counts(target)
     run = open_phase("test", "event_message_fk", target, rows=3000, archive_dir=tmp_path)
     cases = run.behaviour()
-    assert list(cases["result"]) == ["pass"] * 7
+    assert list(cases["result"]) == ["pass"] * 8  # the seed's eight test cases
     assert "23503" in cases.iloc[-1]["actual"]
     generated = run.generate()
     assert int(generated.set_index("table").loc["Event", "rows"]) == before[0] + 3000

@@ -39,6 +39,12 @@ def test_demo_all_runs_every_runbook_on_its_own_databases() -> None:
     table = done.stdout.split("\n\n")[-1]
     lines = [line.split() for line in table.splitlines()[1:] if line.strip() and not line.startswith("demo")]
     summary = {(row[0], row[1]): (row[2], row[3]) for row in lines}
+    # Seed 001's proposal, reviewed first: its no-go is archived as evidence, not a failed demo.
+    refused = [row for row in lines if row[3] == "no-go(expected)"]
+    assert [(row[0], row[1], row[2]) for row in refused] == [
+        ("saved_insights_customer", "saved_insights_customer_dev", "review")]
+    page = (Path(refused[0][-1]) / "01_review.ipynb").read_text()
+    assert "NO-GO" in page and "fk-type-mismatch" in page and "migration-numbering" in page
     assert summary[("event_message_fk", "event_message_fk_dev")] == (
         "review,schema,clean_slate,code_verify,test,rollback,schema", "passed")
     assert summary[("event_message_fk", "event_message_fk_prod")] == ("deploy", "passed")

@@ -182,7 +182,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print("demo: seed 000 (Add messageId FK to Event table) on the embedded PostgreSQL;")
         print("      'prod' here is a stand-in database on the same embedded server.")
         steps = commands.demo()
-        ok = bool(steps) and all(step.result.ok for step in steps)
+        ok = bool(steps) and all(step.ok for step in steps)
         if not ok:
             print("dbrunbook: error: demo failed (see above)", file=sys.stderr)
             return 1

@@ -202,25 +202,39 @@ class DemoStep:
     target: str
     phases: list[str]
     result: archive.RunResult
+    #: "passed", or "refused (expected)" for a review whose no-go is the evidence (seed 001's proposal).
+    outcome: str = "passed"
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome != "failed"
 
 
-Flow = list[tuple[str, list[str], dict[str, object]]]
+# (target, phases, parameters[, the review verdict expected: "no-go" makes a refusal the evidence])
+Flow = list[tuple[str, list[str], dict[str, object]] | tuple[str, list[str], dict[str, object], str]]
 
 
 def play_flow(runbook: str, flow: Flow, echo: Callable[[str], None] = print) -> list[DemoStep]:
     """Prepare every target of the flow from the runbook's fixture, then run each target's phases
-    in order, archiving every run; stops at the first failed run."""
-    for target_ref, _, _ in flow:
+    in order, archiving every run; stops at the first failed run. A step expecting a no-go passes
+    when the review refuses with its verdict, and fails otherwise."""
+    for target_ref in dict.fromkeys(step[0] for step in flow):
         prepared = prepare(runbook, target_ref, allow_production=True)
         echo(f"prepared {prepared.target}: {prepared.statements} fixture statements loaded")
     steps: list[DemoStep] = []
-    for target_ref, phases, parameters in flow:
+    for target_ref, phases, parameters, *expected in flow:
         shown = "".join(f" {k}={v}" for k, v in parameters.items())
-        echo(f"running {runbook} on {target_ref}: {', '.join(phases)}" + (f" ({shown.strip()})" if shown else ""))
+        echo(f"running {runbook} on {target_ref}: {', '.join(phases)}" + (f" ({shown.strip()})" if shown else "")
+             + (" - the plan's reviewers said no-go: a refusal is expected" if expected == ["no-go"] else ""))
         result = run(runbook, target_ref, phases, parameters=parameters)
-        steps.append(DemoStep(target_ref, phases, result))
-        echo(result.render())
-        if not result.ok:
+        if expected == ["no-go"]:
+            refused = not result.ok and "ReviewRejected" in (result.phases[-1].error or "")
+            outcome = "refused (expected)" if refused else "failed"
+        else:
+            outcome = "passed" if result.ok else "failed"
+        steps.append(DemoStep(target_ref, phases, result, outcome))
+        echo(result.render() + (f"\n  {outcome}" if expected else ""))
+        if outcome == "failed":
             break
     return steps
 
@@ -255,7 +269,10 @@ def runbook_flow(book: Runbook) -> Flow:
     review = ["review"] if spec.engine == "postgresql" else []
     # Production gets the data migration too, as in seed 002 ("Production deployed"); its cleanup
     # needs cleanup=True, which the demo leaves to the operator.
-    return [(dev, [*review, "schema", *declared, "rollback", "schema"], dev_params),
+    # A variant the plan's reviewers sent back is reviewed first: its no-go is archived as evidence.
+    refused: Flow = [(dev, ["review"], {"variant": name}, "no-go") for name, variant in spec.review.variants.items()
+                     if variant.verdict == "no-go" and review]
+    return [*refused, (dev, [*review, "schema", *declared, "rollback", "schema"], dev_params),
             (prod, ["deploy", *(["backfill"] if spec.backfill else [])], {"rehearsal": dev})]
 
 
@@ -283,7 +300,7 @@ def demo_all(echo: Callable[[str], None] = print) -> list[DemoRow]:
         for step in play_flow(book.name, runbook_flow(book), echo):
             result = step.result
             rows.append(DemoRow(book.name, step.target, ",".join(p.phase for p in result.phases),
-                                ledger.PASSED if result.ok else ledger.FAILED,
+                                "no-go(expected)" if step.outcome == "refused (expected)" else step.outcome,
                                 round(sum(p.duration_s for p in result.phases), 1), str(result.folder)))
     return rows
 

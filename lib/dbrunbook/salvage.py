@@ -58,7 +58,10 @@ def losses_of(statements: list[Statement]) -> list[Loss]:
     """The statements of a rollback that destroy stored values, as written."""
     out = []
     for statement in statements:
-        node: Any = parse_sql(statement.text)[0].stmt
+        try:
+            node: Any = parse_sql(statement.text)[0].stmt
+        except Exception:  # SQLite's own syntax: nothing PostgreSQL's parser can read is a DROP here
+            continue
         if isinstance(node, ast.DropStmt) and node.removeType == ObjectType.OBJECT_TABLE:
             for obj in node.objects or ():
                 names = [str(n.sval) for n in obj]
@@ -95,6 +98,8 @@ def _key_columns(conn: Any, table: str) -> list[str]:
 def salvage(conn: Any, statements: list[Statement], folder: Path) -> list[Salvaged]:
     """Count and copy what the statements would destroy, in the caller's transaction (so the copy
     is of exactly what the rollback then drops); returns one entry per loss that holds values."""
+    if type(conn).__module__.startswith("sqlite3"):
+        return _salvage_sqlite(conn, statements, folder)
     out: list[Salvaged] = []
     target = folder / FOLDER
     for loss in losses_of(statements):
@@ -143,3 +148,49 @@ def _restore(loss: Loss, name: str, conn: Any) -> str:
     return (f"gunzip -c {name} | psql -v ON_ERROR_STOP=1 -c 'CREATE TEMP TABLE r AS SELECT {key_list}, {column} FROM "
             f"{table} LIMIT 0' -c '\\copy r FROM STDIN WITH (FORMAT csv, HEADER)' -c 'UPDATE {table} t SET {column} = "
             f"r.{column} FROM r WHERE {match}'")
+
+
+def _salvage_sqlite(conn: Any, statements: list[Statement], folder: Path) -> list[Salvaged]:
+    """The same on SQLite: the rows or values read in the phase's transaction, written as gzip CSV."""
+    import csv
+    import io
+
+    out: list[Salvaged] = []
+    target = folder / FOLDER
+    for loss in losses_of(statements):
+        table = '"' + loss.table.replace('"', '""') + '"'
+        columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table})").fetchall()]
+        if not columns or (loss.column is not None and loss.column not in columns):
+            continue
+        if loss.column is None:
+            query, name = f"SELECT * FROM {table}", f"{loss.table}.csv.gz"
+        else:
+            column = '"' + loss.column.replace('"', '""') + '"'
+            query, name = f"SELECT rowid AS row_id, {column} FROM {table} WHERE {column} IS NOT NULL", \
+                f"{loss.table}.{loss.column}.csv.gz"
+        cursor = conn.execute(query)
+        rows = cursor.fetchall()
+        if not rows:
+            continue
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow([d[0] for d in cursor.description])
+        writer.writerows(rows)
+        target.mkdir(parents=True, exist_ok=True)
+        path = target / name
+        with gzip.open(path, "wt") as handle:
+            handle.write(buffer.getvalue())
+        plain = name[:-3]
+        if loss.column is None:
+            restore = f'gunzip -k {name} && sqlite3 DATABASE ".import --csv --skip 1 {plain} {table}"'
+        else:
+            column = '"' + loss.column.replace('"', '""') + '"'
+            restore = (f'gunzip -k {name} && sqlite3 DATABASE ".import --csv {plain} restore_values" '
+                       f'"UPDATE {table} SET {column} = (SELECT r.{column} FROM restore_values r WHERE r.row_id = '
+                       f'{table}.rowid) WHERE rowid IN (SELECT row_id FROM restore_values)" "DROP TABLE restore_values"')
+        out.append(Salvaged(loss.kind, loss.table, loss.column, len(rows), f"{FOLDER}/{name}",
+                            hashlib.sha256(path.read_bytes()).hexdigest(), restore,
+                            f"{loss.statement.file}:{loss.statement.line}"))
+    if out:
+        (target / "backup.json").write_text(json.dumps([asdict(s) for s in out], indent=2) + "\n")
+    return out

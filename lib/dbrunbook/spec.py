@@ -346,6 +346,9 @@ class ReviewVariant(_Strict):
     why: str = ""
     migration: str | list[str]
     rollback: str | list[str] | None = None
+    # The verdict the plan's own reviewers reached (seed 001: the proposal was sent back): the demo
+    # archives the review of this variant as evidence, an expected refusal rather than a failure.
+    verdict: Literal["go", "no-go"] | None = None
 
 
 class ReviewSpec(_Strict):
