@@ -44,7 +44,7 @@ def test_before_tree_fails_with_the_seeds_findings(target: str) -> None:
     assert ("messageid-stored-in-metadata", "app/api/bookmarks/route.ts", 11) in where
     assert {f.rule for f in run.findings if f.kind == "required"} == {
         "feedback-creates-set-fk", "events-route-sets-fk", "bookmark-sets-fk", "feedback-queries-by-fk",
-        "debug-page-queries-by-fk"}
+        "debug-page-queries-by-fk", "chunk-job-selects-fk"}
     prisma = {f.message for f in run.findings if f.kind == "prisma"}
     assert prisma == {
         "field messageId String? is missing",
@@ -62,7 +62,7 @@ def test_before_tree_fails_with_the_seeds_findings(target: str) -> None:
 def test_unattended_run_fails_on_before_code(target: str) -> None:
     failed = cli("run", "event_message_fk", "--target", target, "--phases", "code_verify", "-p", f"app={BEFORE}")
     assert failed.returncode == 1
-    assert "code_verify: 22 check(s) failed" in failed.stderr
+    assert "code_verify: 23 check(s) failed" in failed.stderr
     passed = cli("run", "event_message_fk", "--target", target, "--phases", "code_verify")
     assert passed.returncode == 0, passed.stdout + passed.stderr
 
@@ -120,3 +120,16 @@ def test_prisma_parser_reads_fields_and_indexes() -> None:
 def test_the_runbook_declares_the_sample_app() -> None:
     spec = load_runbook("event_message_fk").spec.code_verify
     assert spec is not None and (SEED_000 / spec.app).is_dir()
+
+
+def test_rules_match_code_not_comments(tmp_path: Path) -> None:
+    """A rule requiring a FK query must not be satisfied by a comment that says so."""
+    (tmp_path / "a.ts").write_text("const url = 'https://example.com'; // Direct FK query\n"
+                                   "/* where: { messageId: messageId } */\n"
+                                   "const x = 1;\n")
+    blanked = codeverify.blank_comments((tmp_path / "a.ts").read_text())
+    assert "https://example.com" in blanked and "Direct" not in blanked and "messageId" not in blanked
+    assert blanked.count("\n") == 3
+    rule = CodeRule(id="r", require=r"where:\s*\{[^}]*messageId", files=["*.ts"], message="m")
+    [finding] = codeverify.check_rule(tmp_path, rule).findings
+    assert finding.kind == "required"

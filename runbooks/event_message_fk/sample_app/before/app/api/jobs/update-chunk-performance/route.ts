@@ -1,0 +1,21 @@
+// Seed 000, Step 3.4 (BEFORE): the chunk performance job reads the last day's events.
+import { prisma } from '@/lib/prisma';
+
+export async function POST() {
+  const twentyFourHoursAgo = new Date(Date.now() - 24 * 60 * 60 * 1000);
+  const recentEvents = await prisma.event.findMany({
+    where: {
+      timestamp: {
+        gte: twentyFourHoursAgo,
+      },
+    },
+    select: {
+      id: true,
+      eventType: true,
+      chunkIds: true,
+      metadata: true,
+      sessionId: true,
+    },
+  });
+  return Response.json({ processed: recentEvents.length });
+}
