@@ -49,10 +49,10 @@ def test_demo_all_runs_every_runbook_on_its_own_databases() -> None:
         "review,schema,clean_slate,code_verify,test,rollback,schema", "passed")
     assert summary[("event_message_fk", "event_message_fk_prod")] == ("deploy", "passed")
     assert summary[("conversation_integrity", "conversation_integrity_dev")] == (
-        "review,schema,test,rollback,schema", "passed")
+        "review,schema,code_verify,test,rollback,schema", "passed")
     assert summary[("conversation_integrity", "conversation_integrity_prod")] == ("deploy", "passed")
     assert summary[("solution_type_analytics", "solution_type_analytics_dev")] == (
-        "schema,test,rollback,schema", "passed")
+        "schema,code_verify,test,rollback,schema", "passed")
     assert summary[("solution_type_analytics", "solution_type_analytics_prod")] == ("deploy", "passed")
     assert summary[("saved_insights_customer", "saved_insights_customer_dev")] == (
         "review,schema,test,rollback,schema", "passed")

@@ -176,3 +176,39 @@ def test_seed_003s_race_runs_as_two_real_sessions(tmp_path: Path, target: str) -
     assert list(frame["outcome"]) == ["committed", "committed"]
     assert unguarded.failures and "expected 1 to succeed" in unguarded.failures[0]
     unguarded.abandon()
+
+
+@pytest.mark.parametrize(("runbook", "code", "models"), [
+    ("conversation_integrity", {("check-then-create", "app/lib/conversations.ts", 10),
+                                ("create-or-fetch-on-p2002", "app/lib/conversations.ts", None),
+                                ("close-sets-closed-at", "app/lib/conversations.ts", None)},
+     {"field closedAt DateTime? is missing"}),
+    ("solution_type_analytics", {("conversation-keeps-solution-type", "app/api/conversations/route.ts", None),
+                                 ("conversation-created-event", "app/api/conversations/route.ts", None)},
+     {"field solutionType String? is missing", "@@index([solutionType]) is missing", "model AnalyticsEvent is not declared"}),
+])
+def test_code_verify_where_the_seeds_change_code(runbook: str, code: set[tuple[str, str, int | None]],
+                                                 models: set[str], tmp_path: Path) -> None:
+    """Seeds 003 (create-or-fetch on P2002, closedAt) and 004 (solutionType, the
+    conversation_created event) change application code: their AFTER code passes, their BEFORE
+    code fails at the places the seeds name."""
+    from dbrunbook.spec import load_runbook
+
+    from .conftest import add_target
+
+    book = load_runbook(runbook)
+    name = f"cv_{runbook}"
+    add_target(name, {"sqlite_file": name} if book.spec.engine == "sqlite" else {"embedded": name})
+    after = open_phase("code_verify", runbook, name, archive_dir=tmp_path)
+    after.describe()
+    after.verify()
+    assert after.findings == []
+    after.finish()
+    failing = open_phase("code_verify", runbook, name, archive_dir=tmp_path,
+                         app=str(book.path / "sample_app" / "before"))
+    failing.describe()
+    failing.verify()
+    assert {(f.rule, f.file, f.line) for f in failing.findings if f.kind != "prisma"} == code
+    prisma = {f.message for f in failing.findings if f.kind == "prisma"}
+    assert models <= prisma, prisma
+    failing.abandon()
