@@ -27,6 +27,7 @@ from . import ledger, registry
 from .errors import ArchiveError, ArchiveNotWritten, PhaseFailed
 from .phase import new_run_id
 from .project import outputs_dir, phase_notebook, project_root
+from .sets import RunbookSet
 from .spec import Runbook, sha256_file
 from .targets import ENV_PREFIX, Target, known_secrets, redact
 
@@ -240,12 +241,14 @@ class RunInterrupted(Exception):
         super().__init__(line)
 
 
-def run_phases(book: Runbook, target: Target, target_ref: str, phases: list[str],
+def run_phases(book: Runbook | RunbookSet, target: Target, target_ref: str, phases: list[str],
                parameters: dict[str, object], *, dry_run: bool = False,
                echo: Callable[[str], None] | None = None) -> RunResult:
     """Execute the phases in order into a new archive folder. The manifest is written first
     (marked incomplete) and again after each phase, so a killed run still leaves one; a signal
-    stops the kernel, settles the ledger and raises :class:`RunInterrupted`."""
+    stops the kernel, settles the ledger and raises :class:`RunInterrupted`. A runbook set runs
+    each phase over its members in order (a rollback in reverse), one page per member and phase,
+    in one archive."""
     root = project_root()
     run_id = new_run_id()
     try:
@@ -256,14 +259,16 @@ def run_phases(book: Runbook, target: Target, target_ref: str, phases: list[str]
     except OSError as exc:
         raise ArchiveError(f"cannot write the archive under {outputs_dir()}: {exc.strerror or exc}; nothing was run") \
             from None
-    base = {"runbook": _relative(book.path, root), "target": target_parameter(target, target_ref),
-            "run_id": run_id, "archive_dir": _relative(folder, root), "dry_run": dry_run}
     if echo is not None:
         echo(f"{book.name} on {target.name} (run {run_id}):\n  archive: {folder}")
+    steps = run_steps(book, phases)
     unwritten: str | None = None  # the archive failed after what the phases applied was recorded
-    for number, phase in enumerate(phases, start=1):
+    for number, (member, phase) in enumerate(steps, start=1):
         notebook = phase_notebook(phase, root)
-        output = folder / f"{number:02d}_{phase}.ipynb"
+        label = phase if member is book else f"{member.name}_{phase}"
+        output = folder / f"{number:02d}_{label}.ipynb"
+        base = {"runbook": _relative(member.path, root), "target": target_parameter(target, target_ref),
+                "run_id": run_id, "archive_dir": _relative(folder, root), "dry_run": dry_run}
         began = time.perf_counter()
         at = datetime.now(UTC).isoformat(timespec="seconds")
         error = None
@@ -273,14 +278,14 @@ def run_phases(book: Runbook, target: Target, target_ref: str, phases: list[str]
             execute_phase(notebook, output, {**base, **{k: v for k, v in parameters.items() if k in own}}, root)
             status = ledger.PASSED
         except KeyboardInterrupt as stop:
-            _interrupted(stop, book, target, result, phase, number, at, began, started, dry_run, parameters)
+            _interrupted(stop, book, member, target, result, phase, number, at, began, started, dry_run, parameters)
         except Exception as exc:  # papermill raises its own error for a failed cell
             status, error = ledger.FAILED, _error_line(exc)
-            if type(exc).__name__ != "PapermillExecutionError" and recorded_outcome(target, run_id, phase):
+            if type(exc).__name__ != "PapermillExecutionError" and recorded_outcome(target, run_id, member.name, phase):
                 # The phase ran to its end and the ledger has it; it was the saving that failed.
                 status, error, unwritten = ledger.PASSED, None, f"{output.name}: {_error_line(exc)}"
         duration = time.perf_counter() - began
-        warnings = recorded_warnings(target, run_id, phase) if status == ledger.PASSED else []
+        warnings = recorded_warnings(target, run_id, member.name, phase) if status == ledger.PASSED else []
         if warnings and output.exists():
             put_warnings_on_top(output, warnings)
         html = None
@@ -292,8 +297,8 @@ def run_phases(book: Runbook, target: Target, target_ref: str, phases: list[str]
             except Exception as exc:
                 error = (error + "; " if error else "") + f"HTML rendering failed: {_error_line(exc)}"
                 status = ledger.FAILED
-        result.phases.append(PhaseResult(phase, notebook.name, status, at, round(duration, 3),
-                                         output.name, html, error, warnings))
+        result.phases.append(PhaseResult(label if member is not book else phase, notebook.name, status, at,
+                                         round(duration, 3), output.name, html, error, warnings))
         try:
             write_manifest(folder, book, target, result, started, dry_run, parameters, status="running")
         except OSError as exc:
@@ -315,7 +320,15 @@ def run_phases(book: Runbook, target: Target, target_ref: str, phases: list[str]
     return result
 
 
-def recorded_warnings(target: Target, run_id: str, phase: str) -> list[str]:
+def run_steps(book: Runbook | RunbookSet, phases: list[str]) -> list[tuple[Runbook, str]]:
+    """(runbook, phase) in the order they run: a set's members in order, a rollback in reverse."""
+    if not isinstance(book, RunbookSet):
+        return [(book, phase) for phase in phases]
+    return [(member, phase) for phase in phases
+            for member in (list(reversed(book.members)) if phase == "rollback" else book.members)]
+
+
+def recorded_warnings(target: Target, run_id: str, runbook: str, phase: str) -> list[str]:
     """The warnings a phase recorded in its ledger event (a claim accepted short, with its reason)."""
     from .targets import engine
 
@@ -324,7 +337,8 @@ def recorded_warnings(target: Target, run_id: str, phase: str) -> list[str]:
             events = ledger.run_events(conn, run_id)
     except Exception:
         return []
-    return [str(w) for e in events if e["phase"] == phase for w in (e.get("detail") or {}).get("warnings", [])]
+    return [str(w) for e in events if e["phase"] == phase and e["runbook"] == runbook
+            for w in (e.get("detail") or {}).get("warnings", [])]
 
 
 def put_warnings_on_top(output: Path, warnings: list[str]) -> None:
@@ -338,7 +352,7 @@ def put_warnings_on_top(output: Path, warnings: list[str]) -> None:
     nbformat.write(node, str(output))
 
 
-def recorded_outcome(target: Target, run_id: str, phase: str) -> str | None:
+def recorded_outcome(target: Target, run_id: str, runbook: str, phase: str) -> str | None:
     """What the target's ledger recorded for this run's phase (passed, noop, paused), if anything."""
     from .targets import engine
 
@@ -347,16 +361,18 @@ def recorded_outcome(target: Target, run_id: str, phase: str) -> str | None:
             events = ledger.run_events(conn, run_id)
     except Exception:
         return None
-    done = [e["status"] for e in events if e["phase"] == phase and e["status"] != ledger.FAILED]
+    done = [e["status"] for e in events if e["phase"] == phase and e["runbook"] == runbook
+            and e["status"] != ledger.FAILED]
     return done[-1] if done else None
 
 
-def _interrupted(stop: KeyboardInterrupt, book: Runbook, target: Target, result: RunResult, phase: str, number: int,
-                 at: str, began: float, started: datetime, dry_run: bool, parameters: dict[str, object]) -> None:
+def _interrupted(stop: KeyboardInterrupt, book: Runbook | RunbookSet, member: Runbook, target: Target, result: RunResult,
+                 phase: str, number: int, at: str, began: float, started: datetime, dry_run: bool,
+                 parameters: dict[str, object]) -> None:
     signal_name = "SIGTERM" if isinstance(stop, Terminated) else "SIGINT"
     why = f"interrupted by {signal_name} during {phase}"
     stop_kernel(target, result.run_id)
-    state = settle_interrupted(book, target, result.run_id, phase, why, started)
+    state = settle_interrupted(member, target, result.run_id, phase, why, started)
     result.phases.append(PhaseResult(phase, f"{phase}.ipynb", ledger.INTERRUPTED, at,
                                      round(time.perf_counter() - began, 3), f"{number:02d}_{phase}.ipynb", None, why))
     result.error = why
@@ -407,14 +423,14 @@ def git_commit(root: Path) -> dict[str, object] | None:
     return {"commit": commit, "dirty": bool(dirty)}
 
 
-def write_manifest(folder: Path, book: Runbook, target: Target, result: RunResult, started: datetime,
+def write_manifest(folder: Path, book: Runbook | RunbookSet, target: Target, result: RunResult, started: datetime,
                    dry_run: bool, parameters: dict[str, object], status: str | None = None) -> Path:
     """The run's manifest; ``status`` "running" (or "interrupted") marks it incomplete: it is
     written when the run starts and after each phase, so a killed run leaves one that says so."""
     root = project_root()
     manifest = {
         "runbook": book.name,
-        "title": book.spec.title,
+        "title": book.title if isinstance(book, RunbookSet) else book.spec.title,
         "run_id": result.run_id,
         "target": target.name,
         "target_url": target.display_url,
@@ -430,13 +446,15 @@ def write_manifest(folder: Path, book: Runbook, target: Target, result: RunResul
         "tools": tool_versions(),
         "git": git_commit(root),
         "phases": [asdict(p) for p in result.phases],
-        "runbook_files": {str(p.relative_to(book.path)): sha256_file(p) for p in book.files()},
+        "runbook_files": _runbook_files(book),
         # The SQL the phases read (every path is inside the runbook folder: see spec._inside).
-        "sql_files": run_sql_files(book),
+        "sql_files": run_sql_files(book) if isinstance(book, Runbook) else
+        {f"{m.name}/{k}": v for m in book.members for k, v in run_sql_files(m).items()},
         "output_files": {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*"))
                          if p.is_file() and p.name not in (MANIFEST, MANIFEST + ".tmp")},
     }
-    if any(p.phase == "code_verify" for p in result.phases) and (parameters.get("app") or book.spec.code_verify):
+    if isinstance(book, Runbook) and any(p.phase == "code_verify" for p in result.phases) \
+            and (parameters.get("app") or book.spec.code_verify):
         # The application tree may live anywhere: the manifest says which one was verified.
         app = parameters.get("app") or (book.path / book.spec.code_verify.app if book.spec.code_verify else "")
         manifest["code_verify_app"] = str(Path(str(app)).resolve())
@@ -445,6 +463,12 @@ def write_manifest(folder: Path, book: Runbook, target: Target, result: RunResul
     partial.write_text(redact(json.dumps(manifest, indent=2, default=str)) + "\n")
     partial.replace(path)
     return path
+
+
+def _runbook_files(book: Runbook | RunbookSet) -> dict[str, str]:
+    if isinstance(book, RunbookSet):
+        return {str(p.relative_to(book.path)): sha256_file(p) for p in sorted(book.path.rglob("*")) if p.is_file()}
+    return {str(p.relative_to(book.path)): sha256_file(p) for p in book.files()}
 
 
 def run_sql_files(book: Runbook) -> dict[str, str]:

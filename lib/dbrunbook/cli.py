@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     lint.add_argument("--squawk-exclude", default="", help="squawk rules to leave out, comma-separated")
     lint.add_argument("--squawk-include", default="", help="squawk's opt-in rules to add, comma-separated")
 
+    imported = sub.add_parser("import", help="a team's migration folder as a runbook set, one runbook per migration")
+    imported.add_argument("src", help="the migration folder")
+    imported.add_argument("--into", required=True, help="the set folder to write (or add new migrations to)")
+    imported.add_argument("--format", dest="layout", choices=["prisma", "updown", "flyway", "numbered"],
+                          help="the folder's layout (default: detected from its files)")
+
     demo = sub.add_parser("demo", help="play the seed-000 runbook on the embedded dev and prod databases")
     demo.add_argument("--all", action="store_true", dest="all_runbooks",
                       help="every example runbook, each on its own databases, then a summary table")
@@ -158,7 +164,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         archive.raise_for_failure(result)
         return 0
     if args.command == "status":
+        members = commands.status_set(args.runbook, args.target)
+        if members is not None:
+            for report in members:
+                print(f"{report.runbook}: {report.state} - {report.detail}")
+            return 0
         print(commands.status(args.runbook, args.target).render())
+        return 0
+    if args.command == "import":
+        print(commands.import_set(args.src, args.into, args.layout).render())
         return 0
     if args.command == "lint":
         options = lint_.SquawkOptions(tuple(r for r in args.squawk_exclude.split(",") if r.strip()),

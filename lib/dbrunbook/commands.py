@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import archive, embedded, ledger, registry
+from . import archive, embedded, ledger, registry, sets
 from . import lint as lint_
 from .errors import DbrunbookError, GuardRefused, SpecError, TargetError
 from .execute import run_statements
 from .phase import new_run_id
 from .project import PHASES, phase_notebook, project_root
 from .spec import Runbook, load_runbook
-from .targets import TARGETS_ENV, engine, resolve_target
+from .targets import TARGETS_ENV, Target, engine, resolve_target
 
 DEMO_RUNBOOK = "event_message_fk"
 # The seed-000 flow: rehearse everything on dev (clean_slate confirmed for dev only; the rollback
@@ -155,6 +155,14 @@ class StatusReport:
         return "\n".join(line for line in lines if line is not None)
 
 
+def status_set(runbook_ref: str, target_ref: str) -> list[StatusReport] | None:
+    """Every member's status, in order, when ``runbook_ref`` names a set."""
+    found = sets.resolve_set(runbook_ref)
+    if found is None:
+        return None
+    return [status(str(member.path), target_ref) for member in found.members]
+
+
 def status(runbook_ref: str, target_ref: str) -> StatusReport:
     """The ledger's view of one runbook on one target: current state, drift, latest events."""
     book = load_runbook(runbook_ref)
@@ -187,12 +195,27 @@ def run(runbook_ref: str, target_ref: str, phases: list[str], *,
         echo: Callable[[str], None] | None = None) -> archive.RunResult:
     """Execute phase notebooks with Papermill into a new archive folder; stops at the first
     failed phase. The result's ``ok`` is True only when every phase passed."""
-    book = load_runbook(runbook_ref)
+    book: Runbook | sets.RunbookSet = sets.resolve_set(runbook_ref) or load_runbook(runbook_ref)
     target = resolve_target(target_ref)
     for phase in phases:
         phase_notebook(phase)
     checked = registry.check_parameters(phases, parameters or {})
+    if isinstance(book, sets.RunbookSet) and "rollback" in phases:
+        book = _applied_members(book, target)
     return archive.run_phases(book, target, target_ref, phases, checked, dry_run=dry_run, echo=echo)
+
+
+def _applied_members(book: sets.RunbookSet, target: Target) -> sets.RunbookSet:
+    """A set's rollback undoes the members applied (or part-way) on the target, newest first."""
+    with engine(target).connect() as conn:
+        states = {m.name: ledger.read_state(conn, m.name) for m in book.members}
+    keep = [m for m in book.members if (s := states[m.name]) is not None and s.state != ledger.ROLLED_BACK]
+    return sets.RunbookSet(book.name, book.path, keep)
+
+
+def import_set(src: str, dest: str, layout: str | None = None) -> sets.ImportResult:
+    """``dbrunbook import``: a team's migration folder as a runbook set."""
+    return sets.import_folder(Path(src), Path(dest), layout)
 
 
 # -- demo ---------------------------------------------------------------------------------------

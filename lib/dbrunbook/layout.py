@@ -60,9 +60,11 @@ def version_key(version: str) -> tuple[int, ...]:
 
 
 def detect_layout(folder: Path) -> str:
-    """The layout the folder's files follow (the most files win)."""
+    """The layout the folder's files follow (the most files win); ``set`` for a runbook set."""
     if not folder.is_dir():
         raise SpecError(folder, "not a folder of migrations")
+    if (folder / "set.yaml").is_file():
+        return "set"
     counts = {
         "prisma": sum(1 for p in folder.iterdir() if p.is_dir() and _PRISMA_DIR.match(p.name)
                       and (p / "migration.sql").is_file()),
@@ -81,6 +83,8 @@ def read_folder(folder: Path, layout: str | None = None) -> tuple[list[Migration
     """The folder's migrations in order, and what is wrong with their numbering."""
     folder = Path(folder)
     chosen = layout or detect_layout(folder)
+    if chosen == "set":
+        return _set(folder), []
     if chosen not in LAYOUTS:
         raise SpecError("--format", f"unknown layout {chosen!r}; layouts are {', '.join(LAYOUTS)}")
     reader = {"prisma": _prisma, "updown": _updown, "flyway": _flyway, "numbered": _numbered}[chosen]
@@ -95,6 +99,18 @@ def read_folder(folder: Path, layout: str | None = None) -> tuple[list[Migration
                                 f"renumber {member.up.name} after the latest version"))
         seen[member.key] = member
     return members, issues
+
+
+def _set(folder: Path) -> list[MigrationFile]:
+    """A runbook set's members (``dbrunbook import``'s output), in the set's order."""
+    from .sets import load_members
+
+    out = []
+    for number, member in enumerate(load_members(folder), start=1):
+        down = member / "rollback.sql"
+        out.append(MigrationFile(str(number), member.name, member / "migration.sql", down if down.is_file() else None,
+                                 "set"))
+    return out
 
 
 def _prisma(folder: Path) -> tuple[list[MigrationFile], list[Issue]]:

@@ -302,6 +302,9 @@ class PhaseRun(BasePhase):
                  run_id: str = "", archive_dir: str | Path = "", confirm: str = "") -> None:
         if phase not in SCRIPT_PHASES:
             raise SpecError(phase, f"PhaseRun handles {', '.join(SCRIPT_PHASES)}")
+        if phase == "rollback" and not runbook.rollback_files:
+            reasons = "; ".join(runbook.spec.irreversible) or "no rollback is declared"
+            raise GuardRefused(f"rollback refused: {runbook.name} is forward-only ({reasons}); nothing was changed")
         super().__init__(phase, runbook, target, dry_run=dry_run, run_id=run_id, archive_dir=archive_dir,
                          confirm=confirm)
         self.before: introspect.Snapshot | None = None

@@ -392,6 +392,9 @@ class RunbookSpec(_Strict):
     review: ReviewSpec = Field(default_factory=ReviewSpec)
     backfill: BackfillSpec | None = None
     kept_on_rollback: list[KeptColumn] = []
+    # What the rollback cannot undo without losing data, with the reason: a runbook with
+    # ``rollback: []`` is forward-only, and its rollback phase refuses with this list.
+    irreversible: list[str] = []
 
 
 @dataclass(frozen=True)
@@ -559,7 +562,7 @@ def load_runbook(ref: str | Path) -> Runbook:
             _inside(folder, relative, key, spec_path)
             if not (folder / relative).is_file():
                 raise SpecError(spec_path, f"file not found: {folder / relative}", key)
-        if value == []:
+        if value == [] and key != "rollback":  # rollback: [] is a forward-only runbook
             raise SpecError(spec_path, "names no file", key)
     for key, value in (("fixture", spec.fixture), ("review.existing", spec.review.existing)):
         for relative in [] if value is None else _as_list(value):

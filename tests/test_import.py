@@ -1,0 +1,160 @@
+"""Bring your own migrations: a team's folder imported as a runbook set, run, rolled back."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from dbrunbook import commands, introspect, sets
+
+from .conftest import cli, connect
+
+PRISMA = {
+    "20240101000000_init/migration.sql": """-- CreateEnum
+CREATE TYPE "Role" AS ENUM ('USER', 'ADMIN');
+
+-- CreateTable
+CREATE TABLE "User" (
+    "id" TEXT NOT NULL,
+    "email" TEXT NOT NULL,
+    "role" "Role" NOT NULL DEFAULT 'USER',
+    CONSTRAINT "User_pkey" PRIMARY KEY ("id")
+);
+
+-- CreateTable
+CREATE TABLE "Post" (
+    "id" SERIAL NOT NULL,
+    "title" VARCHAR(100) NOT NULL,
+    "authorId" TEXT,
+    CONSTRAINT "Post_pkey" PRIMARY KEY ("id")
+);
+
+-- CreateIndex
+CREATE UNIQUE INDEX "User_email_key" ON "User"("email");
+
+-- AddForeignKey
+ALTER TABLE "Post" ADD CONSTRAINT "Post_authorId_fkey" FOREIGN KEY ("authorId") REFERENCES "User"("id") ON DELETE SET NULL ON UPDATE CASCADE;
+""",
+    "20240102000000_title_longer/migration.sql": """-- AlterTable
+ALTER TABLE "Post" ALTER COLUMN "title" SET DATA TYPE VARCHAR(200);
+ALTER TABLE "Post" ADD COLUMN "published" BOOLEAN NOT NULL DEFAULT false;
+""",
+    "20240103000000_author_required/migration.sql": """-- AlterTable
+ALTER TABLE "Post" ALTER COLUMN "authorId" SET NOT NULL;
+""",
+    "20240104000000_add_role/migration.sql": """-- AlterEnum
+ALTER TYPE "Role" ADD VALUE 'EDITOR';
+""",
+    "20240105000000_backfill/migration.sql": """UPDATE "Post" SET "published" = true WHERE "title" <> '';
+""",
+    "migration_lock.toml": 'provider = "postgresql"\n',
+}
+
+
+def write(folder: Path, files: dict[str, str]) -> Path:
+    for name, text in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return folder
+
+
+def fingerprint(target: str) -> str:
+    with connect(target) as conn:
+        return introspect.snapshot(conn).fingerprint
+
+
+def test_a_prisma_folder_becomes_a_set_with_rollbacks_and_expectations(tmp_path: Path) -> None:
+    src = write(tmp_path / "prisma" / "migrations", PRISMA)
+    done = cli("import", str(src), "--into", str(tmp_path / "set"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    members = sets.load_members(tmp_path / "set")
+    assert [m.name for m in members] == ["0001_20240101000000_init", "0002_20240102000000_title_longer",
+                                         "0003_20240103000000_author_required", "0004_20240104000000_add_role",
+                                         "0005_20240105000000_backfill"]
+    first = yaml.safe_load((members[0] / "runbook.yaml").read_text())
+    assert first["expect"]["tables"]["present"] == ["Post", "User"]
+    assert {"table": "Post", "column": "title", "type": "character varying(100)", "nullable": False} in \
+        first["expect"]["columns"]
+    assert {"table": "User", "name": "User_email_key", "columns": ["email"], "unique": True} in first["expect"]["indexes"]
+    assert first["expect"]["foreign_keys"] == [{"table": "Post", "name": "Post_authorId_fkey", "columns": ["authorId"],
+                                                "references": {"table": "User", "columns": ["id"]}}]
+    rollback = (members[0] / "rollback.sql").read_text()
+    # In reverse order, each statement inverted: the FK first, the type last.
+    assert rollback.index('DROP CONSTRAINT "Post_authorId_fkey"') < rollback.index('DROP TABLE "User"') \
+        < rollback.index('DROP TYPE "Role"')
+    second = (members[1] / "rollback.sql").read_text()
+    assert 'TYPE character varying(100) USING "title"::character varying(100)' in second  # the type the catalog had
+    assert 'DROP COLUMN "published"' in second
+    assert 'DROP NOT NULL' in (members[2] / "rollback.sql").read_text()
+    for member, reason in ((members[3], "cannot remove an enum value"), (members[4], "a data change has no inverse")):
+        spec = yaml.safe_load((member / "runbook.yaml").read_text())
+        assert spec["rollback"] == [] and any(reason in r for r in spec["irreversible"]), spec
+        assert not (member / "rollback.sql").exists()
+
+
+def test_a_set_runs_applies_in_order_rolls_back_in_reverse_and_refuses_at_an_irreversible_step(
+        tmp_path: Path, target: str) -> None:
+    src = write(tmp_path / "migrations", PRISMA)
+    result = commands.import_set(str(src), str(tmp_path / "set"))
+    assert len(result.added) == 5
+    empty = fingerprint(target)
+    done = cli("run", str(tmp_path / "set"), "--target", target, "--phases", "schema")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert [line.split()[0] for line in done.stdout.splitlines() if " passed " in line] == [
+        f"{m.name}_schema" for m in sets.load_members(tmp_path / "set")]
+    states = commands.status_set(str(tmp_path / "set"), target)
+    assert states is not None and {s.state for s in states} == {"applied (up to date)"}
+    # Rolling back stops at the first step that cannot be undone (the newest, a data change).
+    back = cli("run", str(tmp_path / "set"), "--target", target, "--phases", "rollback")
+    assert back.returncode == 1 and "is forward-only (UPDATE: a data change has no inverse)" in back.stderr
+    # A folder whose every step inverts rolls back to the empty schema.
+    reversible = {k: v for k, v in PRISMA.items() if "add_role" not in k and "backfill" not in k}
+    other = commands.import_set(str(write(tmp_path / "reversible", reversible)), str(tmp_path / "set2"))
+    assert all(m.rollback == "generated" for m in other.added)
+    fresh = f"{target}_b"
+    from .conftest import add_target
+
+    add_target(fresh, {"embedded": fresh})
+    assert cli("run", str(tmp_path / "set2"), "--target", fresh, "--phases", "schema").returncode == 0
+    undone = cli("run", str(tmp_path / "set2"), "--target", fresh, "--phases", "rollback")
+    assert undone.returncode == 0, undone.stdout + undone.stderr
+    assert fingerprint(fresh) == empty
+
+
+def test_generated_expectations_fail_when_the_migration_is_edited(tmp_path: Path, target: str) -> None:
+    src = write(tmp_path / "migrations", {k: v for k, v in PRISMA.items() if "init" in k})
+    commands.import_set(str(src), str(tmp_path / "set"))
+    [member] = sets.load_members(tmp_path / "set")
+    migration = member / "migration.sql"
+    migration.write_text(migration.read_text().replace('"title" VARCHAR(100)', '"title" TEXT'))
+    done = cli("run", str(tmp_path / "set"), "--target", target, "--phases", "schema")
+    assert done.returncode == 1 and "Post.title" in done.stderr and "character varying(100)" in done.stderr
+
+
+def test_re_import_adds_only_new_migrations(tmp_path: Path) -> None:
+    first = {k: v for k, v in PRISMA.items() if "init" in k or "title" in k}
+    src = write(tmp_path / "migrations", first)
+    commands.import_set(str(src), str(tmp_path / "set"))
+    kept = (tmp_path / "set" / "0001_20240101000000_init" / "runbook.yaml")
+    kept.write_text(kept.read_text() + "# reviewed by hand\n")
+    write(src, {k: v for k, v in PRISMA.items() if "author_required" in k})
+    again = commands.import_set(str(src), str(tmp_path / "set"))
+    assert [m.name for m in again.added] == ["0003_20240103000000_author_required"]
+    assert kept.read_text().endswith("# reviewed by hand\n")
+    assert len(sets.load_members(tmp_path / "set")) == 3
+
+
+def test_up_down_pairs_keep_their_own_down_and_an_empty_down_is_irreversible(tmp_path: Path) -> None:
+    src = write(tmp_path / "m", {
+        "0001_users.up.sql": "CREATE TABLE users (id bigserial PRIMARY KEY, email text NOT NULL);\n",
+        "0001_users.down.sql": "DROP TABLE users;\n",
+        "0002_note.up.sql": "ALTER TABLE users ADD COLUMN note text;\n",
+        "0002_note.down.sql": "-- nothing to do\n",
+    })
+    result = commands.import_set(str(src), str(tmp_path / "set"))
+    assert [(m.rollback, m.down) for m in result.added] == [("source", "0001_users.down.sql"), ("none", None)]
+    spec = yaml.safe_load((tmp_path / "set" / "0002_0002_note" / "runbook.yaml").read_text())
+    assert "0002_note.down.sql is empty" in spec["irreversible"][-1]
+    assert (tmp_path / "set" / "0001_0001_users" / "rollback.sql").read_text() == "DROP TABLE users;\n"
+    lint = commands.lint([str(tmp_path / "set")], squawk=False)
+    assert lint.files == ["0001_0001_users/migration.sql", "0002_0002_note/migration.sql"]
