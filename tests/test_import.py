@@ -158,3 +158,50 @@ def test_up_down_pairs_keep_their_own_down_and_an_empty_down_is_irreversible(tmp
     assert (tmp_path / "set" / "0001_0001_users" / "rollback.sql").read_text() == "DROP TABLE users;\n"
     lint = commands.lint([str(tmp_path / "set")], squawk=False)
     assert lint.files == ["0001_0001_users/migration.sql", "0002_0002_note/migration.sql"]
+
+
+def test_rehearsal_gives_every_member_a_verdict(tmp_path: Path, target: str) -> None:
+    """Up/down pairs with a good down, a broken down, an empty down, a down in MySQL's syntax and a
+    down that leaves something behind, plus a declared irreversible step."""
+    import json
+
+    src = write(tmp_path / "m", {
+        "0001_users.up.sql": "CREATE TABLE users (id bigserial PRIMARY KEY, email text NOT NULL);\n",
+        "0001_users.down.sql": "DROP TABLE users;\n",
+        "0002_idx.up.sql": "CREATE INDEX users_email ON users (email);\n",
+        "0002_idx.down.sql": "DROP INDEX users_email ON users;\n",
+        "0003_note.up.sql": "ALTER TABLE users ADD COLUMN note text;\n",
+        "0003_note.down.sql": "",
+        "0004_orders.up.sql": "CREATE TABLE orders (id bigserial PRIMARY KEY, user_id bigint REFERENCES users(id));\n",
+        "0004_orders.down.sql": "DROP TABLE no_such_table;\n",
+        "0005_tags.up.sql": "CREATE TABLE tags (id bigserial PRIMARY KEY);\nCREATE INDEX tags_id ON tags (id);\n",
+        "0005_tags.down.sql": "DROP INDEX tags_id;\n",
+        "0006_seed.up.sql": "INSERT INTO tags DEFAULT VALUES;\n",
+    })
+    commands.import_set(str(src), str(tmp_path / "set"))
+    done = cli("rehearse", str(tmp_path / "set"), "--target", target, "--format", "json")
+    assert done.returncode == 1, done.stdout + done.stderr  # not every member round-trips
+    report = json.loads(done.stdout)
+    verdicts = {m["member"].split("_", 2)[-1]: (m["verdict"], m["detail"]) for m in report["members"]}
+    assert verdicts["users"][0] == "round-trip"
+    assert verdicts["idx"][0] == "foreign-syntax" and "0002_idx" in verdicts["idx"][1]
+    assert verdicts["note"][0] == "empty-down"
+    assert verdicts["orders"][0] == "rollback-failed" and "no_such_table" in verdicts["orders"][1]
+    assert verdicts["tags"][0] == "rollback-differs" and "tags" in verdicts["tags"][1]
+    assert verdicts["seed"] == ("irreversible", "INSERT: a data change has no inverse")
+    again = cli("rehearse", str(tmp_path / "set"), "--target", target)
+    assert again.returncode == 1 and "already applied" in again.stderr  # a rehearsal needs a fresh target
+    from .conftest import add_target
+
+    fresh = f"{target}_r"
+    add_target(fresh, {"embedded": fresh})
+    table = cli("rehearse", str(tmp_path / "set"), "--target", fresh)
+    assert "1 round-trip" in table.stdout and "1 rollback-differs" in table.stdout, table.stdout
+
+
+def test_a_rehearsal_of_reversible_members_passes(tmp_path: Path, target: str) -> None:
+    reversible = {k: v for k, v in PRISMA.items() if "add_role" not in k and "backfill" not in k}
+    commands.import_set(str(write(tmp_path / "migrations", reversible)), str(tmp_path / "set"))
+    done = cli("rehearse", str(tmp_path / "set"), "--target", target)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 round-trip" in done.stdout

@@ -81,6 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     imported.add_argument("--format", dest="layout", choices=["prisma", "updown", "flyway", "numbered"],
                           help="the folder's layout (default: detected from its files)")
 
+    rehearse = sub.add_parser("rehearse", help="schema, rollback, schema for each member on a scratch target")
+    rehearse.add_argument("runbook", help="a runbook or a runbook set")
+    rehearse.add_argument("--target", required=True, help="a scratch target (never production)")
+    rehearse.add_argument("--format", choices=["table", "json"], default="table")
+
     demo = sub.add_parser("demo", help="play the seed-000 runbook on the embedded dev and prod databases")
     demo.add_argument("--all", action="store_true", dest="all_runbooks",
                       help="every example runbook, each on its own databases, then a summary table")
@@ -171,6 +176,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             return 0
         print(commands.status(args.runbook, args.target).render())
         return 0
+    if args.command == "rehearse":
+        from .rehearse import rehearse as rehearse_
+
+        rehearsal = rehearse_(args.runbook, args.target)
+        print(rehearsal.to_json() if args.format == "json" else rehearsal.render())
+        return 0 if rehearsal.ok else 1
     if args.command == "import":
         print(commands.import_set(args.src, args.into, args.layout).render())
         return 0

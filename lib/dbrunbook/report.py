@@ -1,6 +1,8 @@
 """Showing evidence: Markdown and styled frames in Jupyter, plain text anywhere else."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pandas as pd
@@ -25,8 +27,23 @@ def in_notebook() -> bool:
     return _shell() is not None
 
 
+_QUIET = [0]
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """Show nothing outside a notebook for the block (a command that reports on its own)."""
+    _QUIET[0] += 1
+    try:
+        yield
+    finally:
+        _QUIET[0] -= 1
+
+
 def say(markdown: str) -> None:
     """Show a paragraph of Markdown (plain text outside a notebook)."""
+    if _QUIET[0] and not in_notebook():
+        return
     if in_notebook():
         from IPython.display import Markdown, display
 
@@ -48,6 +65,8 @@ def _result_style(value: object) -> str:
 
 def show(frame: pd.DataFrame, caption: str | None = None, status_column: str | None = None) -> None:
     """Show a frame; ``status_column`` is coloured pass/fail."""
+    if _QUIET[0] and not in_notebook():
+        return
     if not in_notebook():
         if caption:
             print(caption)
