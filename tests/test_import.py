@@ -205,3 +205,79 @@ def test_a_rehearsal_of_reversible_members_passes(tmp_path: Path, target: str) -
     done = cli("rehearse", str(tmp_path / "set"), "--target", target)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "3 round-trip" in done.stdout
+
+
+PRISMA_HISTORY = """CREATE TABLE "_prisma_migrations" (
+    "id" VARCHAR(36) PRIMARY KEY NOT NULL, "checksum" VARCHAR(64) NOT NULL, "finished_at" TIMESTAMPTZ,
+    "migration_name" VARCHAR(255) NOT NULL, "logs" TEXT, "rolled_back_at" TIMESTAMPTZ,
+    "started_at" TIMESTAMPTZ NOT NULL DEFAULT now(), "applied_steps_count" INTEGER NOT NULL DEFAULT 0)"""
+
+
+def test_the_source_tools_history_stays_in_step(tmp_path: Path, target: str) -> None:
+    """Prisma's _prisma_migrations gets the row `prisma migrate deploy` would write (sha256 of the
+    file as checksum); golang-migrate's schema_migrations the current version; both undone on rollback."""
+    import hashlib
+
+    import sqlalchemy as sa
+
+    reversible = {k: v for k, v in PRISMA.items() if "init" in k or "title" in k}
+    src = write(tmp_path / "migrations", reversible)
+    commands.import_set(str(src), str(tmp_path / "set"))
+    with connect(target) as conn, conn.begin():
+        conn.execute(sa.text(PRISMA_HISTORY))
+    assert cli("run", str(tmp_path / "set"), "--target", target, "--phases", "schema").returncode == 0
+    with connect(target) as conn:
+        rows = conn.execute(sa.text('SELECT migration_name, checksum, finished_at IS NOT NULL, applied_steps_count '
+                                    'FROM "_prisma_migrations" ORDER BY migration_name')).all()
+    assert [tuple(r) for r in rows] == [
+        ("20240101000000_init", hashlib.sha256(PRISMA["20240101000000_init/migration.sql"].encode()).hexdigest(), True, 1),
+        ("20240102000000_title_longer",
+         hashlib.sha256(PRISMA["20240102000000_title_longer/migration.sql"].encode()).hexdigest(), True, 1)]
+    assert cli("run", str(tmp_path / "set"), "--target", target, "--phases", "rollback").returncode == 0
+    with connect(target) as conn:
+        assert conn.execute(sa.text('SELECT count(*) FROM "_prisma_migrations"')).scalar() == 0
+
+    other = f"{target}_g"
+    from .conftest import add_target
+
+    add_target(other, {"embedded": other})
+    updown = write(tmp_path / "m", {"1_users.up.sql": "CREATE TABLE users (id bigint PRIMARY KEY);\n",
+                                    "1_users.down.sql": "DROP TABLE users;\n",
+                                    "2_note.up.sql": "ALTER TABLE users ADD COLUMN note text;\n",
+                                    "2_note.down.sql": "ALTER TABLE users DROP COLUMN note;\n"})
+    commands.import_set(str(updown), str(tmp_path / "set2"))
+    with connect(other) as conn, conn.begin():
+        conn.execute(sa.text("CREATE TABLE schema_migrations (version bigint NOT NULL PRIMARY KEY, dirty boolean NOT NULL)"))
+    assert cli("run", str(tmp_path / "set2"), "--target", other, "--phases", "schema").returncode == 0
+    with connect(other) as conn:
+        assert conn.execute(sa.text("SELECT version, dirty FROM schema_migrations")).one() == (2, False)
+    members = sets.load_members(tmp_path / "set2")
+    from dbrunbook import open_phase
+
+    run = open_phase("rollback", members[1], other)
+    run.plan()
+    run.apply()
+    run.finish()
+    with connect(other) as conn:
+        assert conn.execute(sa.text("SELECT version, dirty FROM schema_migrations")).one() == (1, False)
+
+
+def test_a_set_deploys_member_by_member(tmp_path: Path, target: str) -> None:
+    from dbrunbook import embedded
+
+    from .conftest import add_target
+
+    reversible = {k: v for k, v in PRISMA.items() if "init" in k or "title" in k}
+    commands.import_set(str(write(tmp_path / "migrations", reversible)), str(tmp_path / "set"))
+    rehearsal, prod = target, f"{target}_prod"
+    add_target(prod, {"embedded": prod, "production": True})
+    embedded.ensure_database(prod)
+    try:
+        assert cli("run", str(tmp_path / "set"), "--target", rehearsal, "--phases", "schema").returncode == 0
+        done = cli("run", str(tmp_path / "set"), "--target", prod, "--phases", "deploy", "-p", f"rehearsal={rehearsal}")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert fingerprint(prod) == fingerprint(rehearsal)
+        states = commands.status_set(str(tmp_path / "set"), prod)
+        assert states is not None and [s.state for s in states] == ["applied (up to date)"] * 2
+    finally:
+        embedded.drop_database(prod)

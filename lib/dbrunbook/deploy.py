@@ -23,7 +23,7 @@ import pandas as pd
 import psycopg
 import sqlalchemy as sa
 
-from . import introspect, ledger, preflight, report
+from . import introspect, ledger, preflight, report, toolhistory
 from .errors import DbrunbookError, DriftError, GuardRefused, TargetError
 from .execute import run_statements
 from .online import (
@@ -333,6 +333,10 @@ class DeployRun(BasePhase):
                         checksums=self.checksums, run_id=self.run_id, operator=self.operator, phase=self.phase,
                         snapshot_before=self.before.objects,
                         fingerprint_after=introspect.snapshot(self.conn).fingerprint)
+            kept = toolhistory.record_applied(self.conn, self.runbook.spec.origin,
+                                              self.runbook.file(self.runbook.migration_files[0]), self.operator)
+            if kept:
+                self.detail["tool_history"] = kept
         status = ledger.NOOP if self.decision == NOOP else ledger.PASSED
         self._commit("deploy" if self.decision != NOOP else "verify", status)
         what = {APPLY: "deployed", RESUME: "deployed (resumed)", NOOP: "already up to date, verified"}[self.decision or NOOP]

@@ -18,7 +18,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from . import effects, expect, introspect, ledger, registry, report, salvage
+from . import effects, expect, introspect, ledger, registry, report, salvage, toolhistory
 from .errors import (
     ChecksFailed,
     DbrunbookError,
@@ -493,6 +493,13 @@ class PhaseRun(BasePhase):
             self.conn.begin()
         if plan.decision == APPLY:
             self._move(ledger.APPLIED if self.phase == "schema" else ledger.ROLLED_BACK, self.conn)
+            origin = self.runbook.spec.origin
+            kept = toolhistory.record_applied(self.conn, origin, self.runbook.file(self.runbook.migration_files[0]),
+                                              self.operator) if self.phase == "schema" else \
+                toolhistory.record_rolled_back(self.conn, origin, origin.previous if origin else None)
+            if kept:
+                self.detail["tool_history"] = kept
+                report.say(f"**The source tool's history, kept in step:** {kept}.")
             if self.phase == "rollback":
                 ledger.mark_migrations_rolled_back(self.conn, self.runbook.name)
         ledger.record_event(self.conn, self._event(action, ledger.PASSED if plan.decision == APPLY else ledger.NOOP))

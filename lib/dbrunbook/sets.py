@@ -299,7 +299,8 @@ def import_folder(src: Path, dest: Path, layout_name: str | None = None) -> Impo
                 if name in known:
                     usable = usable and _apply(conn, statements) is None
                     continue
-                result = _write_member(dest / name, member, src, statements, conn if usable else None)
+                previous = members[number - 2].version if number > 1 else ""
+                result = _write_member(dest / name, member, src, statements, conn if usable else None, previous)
                 if result.note:
                     usable = False
                 added.append(result)
@@ -342,7 +343,7 @@ def _apply(conn: Any, statements: list[Statement]) -> str | None:
 
 
 def _write_member(folder: Path, member: layout.MigrationFile, src: Path, statements: list[Statement],
-                  conn: Any | None) -> Member:
+                  conn: Any | None, previous: str = "") -> Member:
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(member.up, folder / "migration.sql")
     result = Member(folder.name, str(member.up.relative_to(src)), None, "none")
@@ -373,7 +374,10 @@ def _write_member(folder: Path, member: layout.MigrationFile, src: Path, stateme
     expect = _expectations(before, _catalog(conn)) if conn is not None and before is not None else {}
     result.expectations = sum(len(v) if isinstance(v, list) else len(v.get("present", [])) + len(v.get("absent", []))
                               for v in expect.values())
-    spec: dict[str, Any] = {"title": f"{member.name} (imported)", "source": f"imported from {result.source}"}
+    spec: dict[str, Any] = {"title": f"{member.name} (imported)", "source": f"imported from {result.source}",
+                            "origin": {"tool": member.layout, "name": member.label if member.layout == "prisma" else
+                                       member.name, "version": member.version, "script": member.up.name,
+                                       "previous": previous}}
     if result.rollback == "none":
         spec["rollback"] = []
     if result.irreversible:

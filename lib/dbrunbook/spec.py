@@ -369,6 +369,17 @@ class KeptColumn(_Strict):
     why: str = ""
 
 
+class Origin(_Strict):
+    """Where an imported runbook came from: the tool, and the migration's name and version there,
+    so its history table can be kept in step (``dbrunbook.toolhistory``)."""
+
+    tool: Literal["prisma", "updown", "flyway", "numbered", "set"]
+    name: str
+    version: str = ""
+    script: str = ""
+    previous: str = ""  # the version before this one (golang-migrate keeps only the current)
+
+
 class RunbookSpec(_Strict):
     """The schema of runbook.yaml."""
 
@@ -395,6 +406,7 @@ class RunbookSpec(_Strict):
     # What the rollback cannot undo without losing data, with the reason: a runbook with
     # ``rollback: []`` is forward-only, and its rollback phase refuses with this list.
     irreversible: list[str] = []
+    origin: Origin | None = None
 
 
 @dataclass(frozen=True)
