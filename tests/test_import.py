@@ -281,3 +281,35 @@ def test_a_set_deploys_member_by_member(tmp_path: Path, target: str) -> None:
         assert states is not None and [s.state for s in states] == ["applied (up to date)"] * 2
     finally:
         embedded.drop_database(prod)
+
+
+LAYOUT_FOLDERS = {
+    "flyway": {"V1__users.sql": "CREATE TABLE users (id bigint PRIMARY KEY, email varchar(100));\n",
+               "U1__users.sql": "DROP TABLE users;\n",
+               "V2__email_index.sql": "CREATE INDEX users_email ON users (email);\n",
+               "V10__email_wider.sql": "ALTER TABLE users ALTER COLUMN email TYPE varchar(200);\n"},
+    "numbered": {"001_users.sql": "CREATE TABLE users (id bigint PRIMARY KEY, email varchar(100));\n",
+                 "002_email_index.sql": "CREATE INDEX users_email ON users (email);\n",
+                 "010_email_wider.sql": "ALTER TABLE users ALTER COLUMN email TYPE varchar(200);\n"},
+    "updown": {"V1.Users.up.sql": "CREATE TABLE users (id bigint PRIMARY KEY, email varchar(100));\n",
+               "V1.Users.down.sql": "DROP TABLE users;\n",
+               "V2.EmailIndex.up.sql": "CREATE INDEX users_email ON users (email);\n",
+               "V10.EmailWider.up.sql": "ALTER TABLE users ALTER COLUMN email TYPE varchar(200);\n"},
+}
+
+
+def test_every_layout_imports_in_order_and_rehearses(tmp_path: Path, target: str) -> None:
+    from .conftest import add_target
+
+    for number, (kind, files) in enumerate(LAYOUT_FOLDERS.items()):
+        result = commands.import_set(str(write(tmp_path / kind, files)), str(tmp_path / f"{kind}_set"))
+        assert result.layout == kind
+        assert len(result.added) == 3
+        members = sets.load_members(tmp_path / f"{kind}_set")
+        assert [m.name.split("_", 1)[0] for m in members] == ["0001", "0002", "0003"]
+        assert "email_wider" in members[2].name.lower() or "emailwider" in members[2].name.lower()  # 10 after 2
+        fresh = f"{target}_{number}"
+        add_target(fresh, {"embedded": fresh})
+        done = cli("rehearse", str(tmp_path / f"{kind}_set"), "--target", fresh)
+        assert done.returncode == 0, kind + done.stdout + done.stderr
+        assert "3 round-trip" in done.stdout, kind + done.stdout
