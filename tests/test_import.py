@@ -197,6 +197,12 @@ def test_rehearsal_gives_every_member_a_verdict(tmp_path: Path, target: str) -> 
     add_target(fresh, {"embedded": fresh})
     table = cli("rehearse", str(tmp_path / "set"), "--target", fresh)
     assert "1 round-trip" in table.stdout and "1 rollback-differs" in table.stdout, table.stdout
+    from .test_run import archive_of
+
+    folder = archive_of(table.stdout)
+    page = (folder / "01_rehearse.html").read_text()
+    assert "rollback-differs" in page and "NOT every member passed" in page
+    assert json.loads((folder / "rehearsal.json").read_text())["ok"] is False
 
 
 def test_a_rehearsal_of_reversible_members_passes(tmp_path: Path, target: str) -> None:
@@ -313,3 +319,19 @@ def test_every_layout_imports_in_order_and_rehearses(tmp_path: Path, target: str
         done = cli("rehearse", str(tmp_path / f"{kind}_set"), "--target", fresh)
         assert done.returncode == 0, kind + done.stdout + done.stderr
         assert "3 round-trip" in done.stdout, kind + done.stdout
+
+
+def test_a_member_needing_an_extension(tmp_path: Path, target: str) -> None:
+    """citext ships with the embedded server's contrib: it imports, applies and rolls back; one the
+    server lacks fails in one line naming it."""
+    src = write(tmp_path / "m", {
+        "001_citext.sql": "CREATE EXTENSION IF NOT EXISTS citext;\nCREATE TABLE emails (address citext PRIMARY KEY);\n",
+        "002_missing.sql": 'CREATE EXTENSION IF NOT EXISTS "no_such_extension";\n'})
+    result = commands.import_set(str(src), str(tmp_path / "set"))
+    assert result.added[0].rollback == "generated" and "not applied on the scratch database" in result.added[1].note
+    done = cli("run", str(tmp_path / "set"), "--target", target, "--phases", "schema")
+    assert done.returncode == 1
+    line = done.stderr.strip().splitlines()
+    assert len(line) == 1 and 'extension "no_such_extension" is not available' in line[0], done.stderr
+    states = commands.status_set(str(tmp_path / "set"), target)
+    assert states is not None and [s.state for s in states] == ["applied (up to date)", "pending"]

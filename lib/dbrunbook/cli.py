@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from collections.abc import Sequence
 
 import yaml
@@ -180,7 +181,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .rehearse import rehearse as rehearse_
 
         rehearsal = rehearse_(args.runbook, args.target)
-        print(rehearsal.to_json() if args.format == "json" else rehearsal.render())
+        folder = rehearsal.archive(Path(args.runbook).name)
+        print(rehearsal.to_json() if args.format == "json" else rehearsal.render() + f"\n  archive: {folder}")
         return 0 if rehearsal.ok else 1
     if args.command == "import":
         print(commands.import_set(args.src, args.into, args.layout).render())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import pandas as pd
 
@@ -50,6 +51,29 @@ class Rehearsal:
     def to_json(self) -> str:
         return json.dumps({"target": self.target, "ok": self.ok, "members": [asdict(v) for v in self.verdicts]},
                           indent=2)
+
+    def archive(self, name: str) -> Path:
+        """The report as a page in the archive (a notebook and its HTML, with the JSON beside it)."""
+        import nbformat
+
+        from .archive import new_run_folder, render_html
+        from .phase import new_run_id
+
+        run_id = new_run_id()
+        folder = new_run_folder(name, run_id)
+        rows = "\n".join(f"| {v.member} | `{v.verdict}` | {v.seconds:.2f} | {v.detail.replace('|', '/')} |"
+                         for v in self.verdicts)
+        verdict = "every member passed" if self.ok else "NOT every member passed"
+        notebook = nbformat.v4.new_notebook(cells=[
+            nbformat.v4.new_markdown_cell(f"# Rehearsal of {name} on {self.target}\n\nRun {run_id}: each member "
+                                          "applied, rolled back (the schema fingerprint must be the one from before) "
+                                          f"and applied again, in order. **Result: {verdict}.**"),
+            nbformat.v4.new_markdown_cell("| member | verdict | seconds | detail |\n|---|---|---|---|\n" + rows)])
+        page = folder / "01_rehearse.ipynb"
+        nbformat.write(notebook, str(page))
+        render_html(page)
+        (folder / "rehearsal.json").write_text(self.to_json() + "\n")
+        return folder
 
     def render(self) -> str:
         width = max((len(v.member) for v in self.verdicts), default=6)
