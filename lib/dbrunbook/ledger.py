@@ -229,6 +229,12 @@ def _upgrade_to_2(conn: Connection) -> None:
             conn.execute(sa.text(f"ALTER TABLE {table} ADD COLUMN {column.name} {kind}"))
     for statement in _APPEND_ONLY_SQL if dialect == "postgresql" else _APPEND_ONLY_SQLITE:
         conn.execute(sa.text(statement))
+    # Version 2 compares a table's columns as a set: the fingerprints recorded before are
+    # recomputed from the snapshots they were taken from, so they stay comparable.
+    for runbook, objects in conn.execute(sa.select(t.state.c.runbook, t.state.c.snapshot_before)).all():
+        if objects:
+            conn.execute(t.state.update().where(t.state.c.runbook == runbook)
+                         .values(fingerprint_before=Snapshot(dict(objects)).fingerprint))
 
 
 def ledger_version(conn: Connection) -> int | None:
