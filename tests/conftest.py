@@ -112,3 +112,12 @@ def prepared_pair(runbook: str, prefix: str = "") -> Iterator[tuple[str, str]]:
     finally:
         for name in (rehearsal, prod):
             embedded.drop_database(name)
+
+
+def write_files(folder: Path, files: dict[str, str]) -> Path:
+    """A folder of files (a migration folder shaped like a real one), written for a test."""
+    for name, text in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return folder

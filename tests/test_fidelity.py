@@ -123,7 +123,6 @@ def test_a_column_kept_on_rollback_is_the_one_difference_accepted(tmp_path: Path
     import shutil
 
     import yaml
-
     from dbrunbook.errors import ChecksFailed
 
     from .conftest import ROOT

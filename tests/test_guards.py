@@ -27,7 +27,7 @@ def _archive_text() -> str:
 @pytest.mark.parametrize("phase", registry.PHASE_NAMES)
 def test_no_parameter_of_any_notebook_carries_a_password_into_the_archive(phase: str) -> None:
     before = sorted(Path(os.environ["DBRUNBOOK_OUTPUTS"]).rglob("*")) if Path(os.environ["DBRUNBOOK_OUTPUTS"]).exists() else []
-    for name, param in registry.phase_info(phase).all_params().items():
+    for name in registry.phase_info(phase).all_params():
         if name in ("runbook", "target", "run_id", "archive_dir", "dry_run"):
             continue  # set by the runner, not by -p: the runner refuses them itself
         with pytest.raises(TargetError, match=f"parameter {name} carries a password"):
@@ -100,10 +100,9 @@ def test_deploy_and_review_need_no_consent(tmp_path: Path) -> None:
 ])
 def test_a_path_leaving_the_runbook_folder_is_refused_naming_the_field(key: str, value: str,
                                                                      runbook_copy: Path) -> None:
+    import yaml
     from dbrunbook.errors import SpecError
     from dbrunbook.spec import load_runbook
-
-    import yaml
 
     (runbook_copy.parent / "elsewhere.sql").write_text("SELECT 1;\n")
     Path("/tmp/outside.sql").write_text("SELECT 1;\n")
@@ -147,7 +146,7 @@ def test_the_manifest_hashes_the_sql_that_ran(target: str) -> None:
 
 # -- every failure is one line ---------------------------------------------------------------------
 
-def _one_line(done: "subprocess.CompletedProcess[str]", code: int = 1) -> str:
+def _one_line(done: subprocess.CompletedProcess[str], code: int = 1) -> str:
     lines = done.stderr.strip().splitlines()
     assert done.returncode == code and len(lines) == 1, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
@@ -231,7 +230,8 @@ def test_commands_find_their_project_from_any_folder(tmp_path: Path) -> None:
 def test_an_archive_failing_after_the_commit_says_applied_and_exits_4(target: str, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    from dbrunbook import archive, cli as cli_module
+    from dbrunbook import archive
+    from dbrunbook import cli as cli_module
 
     commands.prepare("event_message_fk", target)
     real = archive.new_run_folder

@@ -6,7 +6,7 @@ from pathlib import Path
 import yaml
 from dbrunbook import commands, introspect, sets
 
-from .conftest import cli, connect
+from .conftest import cli, connect, write_files
 
 PRISMA = {
     "20240101000000_init/migration.sql": """-- CreateEnum
@@ -50,12 +50,6 @@ ALTER TYPE "Role" ADD VALUE 'EDITOR';
 }
 
 
-def write(folder: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return folder
 
 
 def fingerprint(target: str) -> str:
@@ -64,7 +58,7 @@ def fingerprint(target: str) -> str:
 
 
 def test_a_prisma_folder_becomes_a_set_with_rollbacks_and_expectations(tmp_path: Path) -> None:
-    src = write(tmp_path / "prisma" / "migrations", PRISMA)
+    src = write_files(tmp_path / "prisma" / "migrations", PRISMA)
     done = cli("import", str(src), "--into", str(tmp_path / "set"))
     assert done.returncode == 0, done.stdout + done.stderr
     members = sets.load_members(tmp_path / "set")
@@ -94,7 +88,7 @@ def test_a_prisma_folder_becomes_a_set_with_rollbacks_and_expectations(tmp_path:
 
 def test_a_set_runs_applies_in_order_rolls_back_in_reverse_and_refuses_at_an_irreversible_step(
         tmp_path: Path, target: str) -> None:
-    src = write(tmp_path / "migrations", PRISMA)
+    src = write_files(tmp_path / "migrations", PRISMA)
     result = commands.import_set(str(src), str(tmp_path / "set"))
     assert len(result.added) == 5
     empty = fingerprint(target)
@@ -109,7 +103,7 @@ def test_a_set_runs_applies_in_order_rolls_back_in_reverse_and_refuses_at_an_irr
     assert back.returncode == 1 and "is forward-only (UPDATE: a data change has no inverse)" in back.stderr
     # A folder whose every step inverts rolls back to the empty schema.
     reversible = {k: v for k, v in PRISMA.items() if "add_role" not in k and "backfill" not in k}
-    other = commands.import_set(str(write(tmp_path / "reversible", reversible)), str(tmp_path / "set2"))
+    other = commands.import_set(str(write_files(tmp_path / "reversible", reversible)), str(tmp_path / "set2"))
     assert all(m.rollback == "generated" for m in other.added)
     fresh = f"{target}_b"
     from .conftest import add_target
@@ -122,7 +116,7 @@ def test_a_set_runs_applies_in_order_rolls_back_in_reverse_and_refuses_at_an_irr
 
 
 def test_generated_expectations_fail_when_the_migration_is_edited(tmp_path: Path, target: str) -> None:
-    src = write(tmp_path / "migrations", {k: v for k, v in PRISMA.items() if "init" in k})
+    src = write_files(tmp_path / "migrations", {k: v for k, v in PRISMA.items() if "init" in k})
     commands.import_set(str(src), str(tmp_path / "set"))
     [member] = sets.load_members(tmp_path / "set")
     migration = member / "migration.sql"
@@ -133,11 +127,11 @@ def test_generated_expectations_fail_when_the_migration_is_edited(tmp_path: Path
 
 def test_re_import_adds_only_new_migrations(tmp_path: Path) -> None:
     first = {k: v for k, v in PRISMA.items() if "init" in k or "title" in k}
-    src = write(tmp_path / "migrations", first)
+    src = write_files(tmp_path / "migrations", first)
     commands.import_set(str(src), str(tmp_path / "set"))
     kept = (tmp_path / "set" / "0001_20240101000000_init" / "runbook.yaml")
     kept.write_text(kept.read_text() + "# reviewed by hand\n")
-    write(src, {k: v for k, v in PRISMA.items() if "author_required" in k})
+    write_files(src, {k: v for k, v in PRISMA.items() if "author_required" in k})
     again = commands.import_set(str(src), str(tmp_path / "set"))
     assert [m.name for m in again.added] == ["0003_20240103000000_author_required"]
     assert kept.read_text().endswith("# reviewed by hand\n")
@@ -145,7 +139,7 @@ def test_re_import_adds_only_new_migrations(tmp_path: Path) -> None:
 
 
 def test_up_down_pairs_keep_their_own_down_and_an_empty_down_is_irreversible(tmp_path: Path) -> None:
-    src = write(tmp_path / "m", {
+    src = write_files(tmp_path / "m", {
         "0001_users.up.sql": "CREATE TABLE users (id bigserial PRIMARY KEY, email text NOT NULL);\n",
         "0001_users.down.sql": "DROP TABLE users;\n",
         "0002_note.up.sql": "ALTER TABLE users ADD COLUMN note text;\n",
@@ -165,7 +159,7 @@ def test_rehearsal_gives_every_member_a_verdict(tmp_path: Path, target: str) -> 
     down that leaves something behind, plus a declared irreversible step."""
     import json
 
-    src = write(tmp_path / "m", {
+    src = write_files(tmp_path / "m", {
         "0001_users.up.sql": "CREATE TABLE users (id bigserial PRIMARY KEY, email text NOT NULL);\n",
         "0001_users.down.sql": "DROP TABLE users;\n",
         "0002_idx.up.sql": "CREATE INDEX users_email ON users (email);\n",
@@ -207,7 +201,7 @@ def test_rehearsal_gives_every_member_a_verdict(tmp_path: Path, target: str) -> 
 
 def test_a_rehearsal_of_reversible_members_passes(tmp_path: Path, target: str) -> None:
     reversible = {k: v for k, v in PRISMA.items() if "add_role" not in k and "backfill" not in k}
-    commands.import_set(str(write(tmp_path / "migrations", reversible)), str(tmp_path / "set"))
+    commands.import_set(str(write_files(tmp_path / "migrations", reversible)), str(tmp_path / "set"))
     done = cli("rehearse", str(tmp_path / "set"), "--target", target)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "3 round-trip" in done.stdout
@@ -227,7 +221,7 @@ def test_the_source_tools_history_stays_in_step(tmp_path: Path, target: str) -> 
     import sqlalchemy as sa
 
     reversible = {k: v for k, v in PRISMA.items() if "init" in k or "title" in k}
-    src = write(tmp_path / "migrations", reversible)
+    src = write_files(tmp_path / "migrations", reversible)
     commands.import_set(str(src), str(tmp_path / "set"))
     with connect(target) as conn, conn.begin():
         conn.execute(sa.text(PRISMA_HISTORY))
@@ -247,7 +241,7 @@ def test_the_source_tools_history_stays_in_step(tmp_path: Path, target: str) -> 
     from .conftest import add_target
 
     add_target(other, {"embedded": other})
-    updown = write(tmp_path / "m", {"1_users.up.sql": "CREATE TABLE users (id bigint PRIMARY KEY);\n",
+    updown = write_files(tmp_path / "m", {"1_users.up.sql": "CREATE TABLE users (id bigint PRIMARY KEY);\n",
                                     "1_users.down.sql": "DROP TABLE users;\n",
                                     "2_note.up.sql": "ALTER TABLE users ADD COLUMN note text;\n",
                                     "2_note.down.sql": "ALTER TABLE users DROP COLUMN note;\n"})
@@ -274,7 +268,7 @@ def test_a_set_deploys_member_by_member(tmp_path: Path, target: str) -> None:
     from .conftest import add_target
 
     reversible = {k: v for k, v in PRISMA.items() if "init" in k or "title" in k}
-    commands.import_set(str(write(tmp_path / "migrations", reversible)), str(tmp_path / "set"))
+    commands.import_set(str(write_files(tmp_path / "migrations", reversible)), str(tmp_path / "set"))
     rehearsal, prod = target, f"{target}_prod"
     add_target(prod, {"embedded": prod, "production": True})
     embedded.ensure_database(prod)
@@ -308,7 +302,7 @@ def test_every_layout_imports_in_order_and_rehearses(tmp_path: Path, target: str
     from .conftest import add_target
 
     for number, (kind, files) in enumerate(LAYOUT_FOLDERS.items()):
-        result = commands.import_set(str(write(tmp_path / kind, files)), str(tmp_path / f"{kind}_set"))
+        result = commands.import_set(str(write_files(tmp_path / kind, files)), str(tmp_path / f"{kind}_set"))
         assert result.layout == kind
         assert len(result.added) == 3
         members = sets.load_members(tmp_path / f"{kind}_set")
@@ -324,7 +318,7 @@ def test_every_layout_imports_in_order_and_rehearses(tmp_path: Path, target: str
 def test_a_member_needing_an_extension(tmp_path: Path, target: str) -> None:
     """citext ships with the embedded server's contrib: it imports, applies and rolls back; one the
     server lacks fails in one line naming it."""
-    src = write(tmp_path / "m", {
+    src = write_files(tmp_path / "m", {
         "001_citext.sql": "CREATE EXTENSION IF NOT EXISTS citext;\nCREATE TABLE emails (address citext PRIMARY KEY);\n",
         "002_missing.sql": 'CREATE EXTENSION IF NOT EXISTS "no_such_extension";\n'})
     result = commands.import_set(str(src), str(tmp_path / "set"))

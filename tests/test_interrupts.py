@@ -22,10 +22,17 @@ import sqlalchemy as sa
 from dbrunbook import commands, effects, introspect, ledger, open_phase
 from dbrunbook.online import derive_steps
 from dbrunbook.spec import load_runbook
-from dbrunbook.statements import split_postgresql
 from dbrunbook.targets import psycopg_connect, resolve_target
 
-from .conftest import ROOT, SEED_000, apply_schema, cli, connect, prepared_pair, prepared_target
+from .conftest import (
+    ROOT,
+    SEED_000,
+    apply_schema,
+    cli,
+    connect,
+    prepared_pair,
+    prepared_target,
+)
 
 SIGNALS = (signal.SIGKILL, signal.SIGINT)
 SLEEP = "SELECT pg_sleep({s});\n"
@@ -139,28 +146,36 @@ def test_deploy_killed_at_random_points(tmp_path: Path) -> None:
         '"Message"("id") ON DELETE CASCADE ON UPDATE CASCADE;'])
     statements = load_runbook(book).read_script("migration", "postgresql")[0]
     steps = [s.effects for s in derive_steps(statements)]
-    seed = random.randrange(1 << 30)
-    rng = random.Random(seed)
     with prepared_pair("event_message_fk", "k") as (rehearsal, prod):
         apply_schema(rehearsal, book)
         original = fingerprint(prod)
-        args = [str(book), "--target", prod, "--phases", "deploy", "-p", f"rehearsal={rehearsal}"]
-        outcomes = []
-        for attempt in range(5):
-            sig = SIGNALS[attempt % 2]
-            context = f"seed {seed}, attempt {attempt}, {sig.name}"
-            done, _ = kill_run(args, prod, lambda: _in_flight(prod, book.name), sig, rng.uniform(0, 1.2))
-            check_signal_outcome(done, sig, context)
-            check_manifest(done.stdout, sig, context)
-            outcomes.append(check_truth(prod, str(book), steps, context))
-            again = cli("run", *args)
-            assert again.returncode == 0, context + again.stdout + again.stderr
-            assert commands.status(str(book), prod).state == "applied (up to date)", context
-            recorded = state(prod, book.name)
-            assert recorded is not None and recorded.fingerprint_before == original, context
-            _rollback(prod, book)  # its last cell proves the recorded fingerprint is back
-            assert fingerprint(prod) == original, context
-        assert outcomes.count(ledger.INTERRUPTED) >= 3, f"seed {seed}: the kills missed the steps: {outcomes}"
+        kill_cycles(book, prod, ["--phases", "deploy", "-p", f"rehearsal={rehearsal}"], steps, 1.2, original)
+
+
+def kill_cycles(book: Path, target: str, phase_args: list[str], steps: list[list[effects.Effect] | None],
+                max_delay: float, original: str) -> None:
+    """Five kills (SIGKILL and SIGINT in turn) at random instants once the steps are under way;
+    after each: the ledger against the catalog, a re-run to completion, the fingerprint recorded
+    at the first attempt, and a rollback back to it."""
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    args = [str(book), "--target", target, *phase_args]
+    outcomes = []
+    for attempt in range(5):
+        sig = SIGNALS[attempt % 2]
+        context = f"seed {seed}, attempt {attempt}, {sig.name}"
+        done, _ = kill_run(args, target, lambda: _in_flight(target, book.name), sig, rng.uniform(0, max_delay))
+        check_signal_outcome(done, sig, context)
+        check_manifest(done.stdout, sig, context)
+        outcomes.append(check_truth(target, str(book), steps, context))
+        again = cli("run", *args)
+        assert again.returncode == 0, context + again.stdout + again.stderr
+        assert commands.status(str(book), target).state == "applied (up to date)", context
+        recorded = state(target, book.name)
+        assert recorded is not None and recorded.fingerprint_before == original, context
+        _rollback(target, book)  # its last cell proves the recorded fingerprint is back
+        assert fingerprint(target) == original, context
+    assert outcomes.count(ledger.INTERRUPTED) >= 3, f"seed {seed}: the kills missed the steps: {outcomes}"
 
 
 def _in_flight(target: str, runbook: str) -> bool:
@@ -185,25 +200,9 @@ def test_autocommit_schema_killed_at_random_points(tmp_path: Path) -> None:
         '"Message"("id") ON DELETE CASCADE ON UPDATE CASCADE;'])
     statements = load_runbook(book).read_script("migration", "postgresql")[0]
     steps = [effects.statement_effects(s.text) for s in statements]
-    seed = random.randrange(1 << 30)
-    rng = random.Random(seed)
     with prepared_target("event_message_fk", "ks") as target:
         original = fingerprint(target)
-        args = [str(book), "--target", target, "--phases", "schema"]
-        outcomes = []
-        for attempt in range(5):
-            sig = SIGNALS[attempt % 2]
-            context = f"seed {seed}, attempt {attempt}, {sig.name}"
-            done, _ = kill_run(args, target, lambda: _in_flight(target, book.name), sig, rng.uniform(0, 0.9))
-            check_signal_outcome(done, sig, context)
-            check_manifest(done.stdout, sig, context)
-            outcomes.append(check_truth(target, str(book), steps, context))
-            again = cli("run", *args)
-            assert again.returncode == 0, context + again.stdout + again.stderr
-            assert commands.status(str(book), target).state == "applied (up to date)", context
-            _rollback(target, book)
-            assert fingerprint(target) == original, context
-        assert outcomes.count(ledger.INTERRUPTED) >= 3, f"seed {seed}: the kills missed the steps: {outcomes}"
+        kill_cycles(book, target, ["--phases", "schema"], steps, 0.9, original)
 
 
 def test_backfill_killed_at_random_points_pauses_and_resumes() -> None:

@@ -12,15 +12,7 @@ import pytest
 import sqlalchemy as sa
 from dbrunbook import commands, layout, lint
 
-from .conftest import cli, target  # noqa: F401 - a fixture
-
-
-def write(folder: Path, files: dict[str, str]) -> Path:
-    for name, text in files.items():
-        path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    return folder
+from .conftest import cli, write_files
 
 
 def rules(result: lint.LintResult, *names: str) -> list[lint.Finding]:
@@ -30,7 +22,7 @@ def rules(result: lint.LintResult, *names: str) -> list[lint.Finding]:
 # -- 1. widths ------------------------------------------------------------------------------------
 
 def test_foreign_keys_of_another_width_are_findings(tmp_path: Path) -> None:
-    folder = write(tmp_path / "m", {
+    folder = write_files(tmp_path / "m", {
         "001_accounts.sql": "CREATE TABLE accounts (id serial PRIMARY KEY, name text);\n",
         "002_events.sql": "CREATE TABLE events (id bigserial PRIMARY KEY,\n"
                           "  account_id bigint NOT NULL REFERENCES accounts(id));\n",
@@ -51,7 +43,7 @@ def test_foreign_keys_of_another_width_are_findings(tmp_path: Path) -> None:
 # -- 2. empty and unparsable files ------------------------------------------------------------------
 
 def test_comment_only_and_foreign_syntax_files_are_findings_and_the_chain_goes_on(tmp_path: Path) -> None:
-    folder = write(tmp_path / "m", {
+    folder = write_files(tmp_path / "m", {
         "0001_users.up.sql": "CREATE TABLE users (id uuid PRIMARY KEY);\n",
         "0001_users.down.sql": "DROP TABLE users;\n",
         "0002_backfill.up.sql": "-- data is migrated in code.\n",
@@ -87,14 +79,14 @@ CHAIN = ["CREATE TABLE users_temp (id uuid PRIMARY KEY, email text);",
 
 def _layouts(root: Path) -> dict[str, Path]:
     out = {}
-    out["numbered"] = write(root / "numbered", {f"{n:03d}_step{n}.sql": sql + "\n" for n, sql in enumerate(CHAIN, 1)})
-    out["updown"] = write(root / "updown", {
+    out["numbered"] = write_files(root / "numbered", {f"{n:03d}_step{n}.sql": sql + "\n" for n, sql in enumerate(CHAIN, 1)})
+    out["updown"] = write_files(root / "updown", {
         **{f"{n:04d}_step{n}.up.sql": sql + "\n" for n, sql in enumerate(CHAIN, 1)},
         **{f"{n:04d}_step{n}.down.sql": "SELECT 1;\n" for n in range(1, len(CHAIN) + 1)}})
-    out["updown-V"] = write(root / "updown_v", {f"V{n}.Step{n}.up.sql": sql + "\n" for n, sql in enumerate(CHAIN, 1)})
-    out["prisma"] = write(root / "prisma", {f"2024010112{n:04d}_step{n}/migration.sql": sql + "\n"
+    out["updown-V"] = write_files(root / "updown_v", {f"V{n}.Step{n}.up.sql": sql + "\n" for n, sql in enumerate(CHAIN, 1)})
+    out["prisma"] = write_files(root / "prisma", {f"2024010112{n:04d}_step{n}/migration.sql": sql + "\n"
                                             for n, sql in enumerate(CHAIN, 1)})
-    out["flyway"] = write(root / "flyway", {f"V{n}__step{n}.sql": sql + "\n" for n, sql in enumerate(CHAIN, 1)})
+    out["flyway"] = write_files(root / "flyway", {f"V{n}__step{n}.sql": sql + "\n" for n, sql in enumerate(CHAIN, 1)})
     return out
 
 
@@ -112,7 +104,7 @@ def test_a_chain_is_linted_in_order_following_renames_in_every_layout(kind: str,
 
 
 def test_numbering_understands_the_layouts(tmp_path: Path) -> None:
-    folder = write(tmp_path / "m", {
+    folder = write_files(tmp_path / "m", {
         "0001_init.up.sql": "CREATE TABLE a (id int);\n", "0001_init.down.sql": "DROP TABLE a;\n",
         "0002_b.up.sql": "CREATE TABLE b (id int);\n", "0002_add_b.down.sql": "DROP TABLE b;\n",
         "0003_c_up.sql": "CREATE TABLE c (id int);\n", "0003_c_down.sql": "DROP TABLE c;\n",
@@ -134,7 +126,7 @@ def test_numbering_understands_the_layouts(tmp_path: Path) -> None:
 # -- 4. drop order of a down ----------------------------------------------------------------------------
 
 def test_a_down_dropping_a_parent_before_its_child_is_a_finding(tmp_path: Path) -> None:
-    folder = write(tmp_path / "m", {
+    folder = write_files(tmp_path / "m", {
         "0001_shop.up.sql": "CREATE TABLE customers (id bigint PRIMARY KEY);\n"
                             "CREATE TABLE orders (id bigint PRIMARY KEY, customer_id bigint REFERENCES customers(id));\n"
                             "CREATE INDEX orders_customer ON orders (customer_id);\n",
@@ -178,7 +170,7 @@ def test_squawk_is_told_the_script_runs_in_a_transaction(tmp_path: Path) -> None
 # -- 6. reference-without-fk false positives ---------------------------------------------------------------
 
 def test_a_partitions_own_key_and_a_renamed_tables_own_key_are_not_references(tmp_path: Path) -> None:
-    folder = write(tmp_path / "m", {
+    folder = write_files(tmp_path / "m", {
         "001_payment.sql": "CREATE TABLE payment (payment_id bigint NOT NULL, amount numeric,\n"
                            "  paid_at timestamptz NOT NULL) PARTITION BY RANGE (paid_at);\n",
         "002_p2022.sql": "CREATE TABLE payment_p2022_01 (payment_id bigint NOT NULL, amount numeric,\n"
@@ -212,7 +204,7 @@ def test_a_column_dropped_from_the_middle_rolls_back_and_its_order_is_informatio
 
     from .conftest import connect
 
-    book = write(tmp_path / "drop_middle", {
+    book = write_files(tmp_path / "drop_middle", {
         "runbook.yaml": "title: Drop a column from the middle of a table\nfixture: before.sql\n"
                         "expect:\n  columns: [{table: t, column: b, present: false}]\n",
         "before.sql": "DROP TABLE IF EXISTS t;\nCREATE TABLE t (a bigint PRIMARY KEY, b text, c bigint);\n",
@@ -259,7 +251,7 @@ def test_deploy_indexes_a_partitioned_table_online(tmp_path: Path) -> None:
 
     from .conftest import apply_schema, connect, prepared_pair
 
-    book = write(tmp_path / "partitioned", PARTITIONED)
+    book = write_files(tmp_path / "partitioned", PARTITIONED)
     with prepared_pair("event_message_fk", "pt") as (rehearsal, prod):
         for name in (rehearsal, prod):
             commands.prepare(str(book), name, allow_production=True)
@@ -289,7 +281,7 @@ def test_deploy_indexes_a_partitioned_table_online(tmp_path: Path) -> None:
 def test_review_and_lint_say_what_deploy_does_with_a_partitioned_table(tmp_path: Path, target: str) -> None:
     from dbrunbook import open_phase
 
-    book = write(tmp_path / "partitioned", PARTITIONED)
+    book = write_files(tmp_path / "partitioned", PARTITIONED)
     commands.prepare(str(book), target)
     run = open_phase("review", book, target, archive_dir=tmp_path, squawk=False)
     run.scripts()
@@ -297,7 +289,7 @@ def test_review_and_lint_say_what_deploy_does_with_a_partitioned_table(tmp_path:
     info = [f for f in run.findings if f.rule == "partitioned-index"]
     assert len(info) == 1 and "ON ONLY payment" in info[0].message and "2 partition(s)" in info[0].message
     run.abandon()
-    chain = write(tmp_path / "chain", {"001_payment.sql": PARTITIONED["before.sql"].split("INSERT")[0],
+    chain = write_files(tmp_path / "chain", {"001_payment.sql": PARTITIONED["before.sql"].split("INSERT")[0],
                                        "002_idx.sql": PARTITIONED["migration.sql"]})
     found = rules(lint.lint_chain(chain, squawk=False), "partitioned-index")
     assert [f.file for f in found] == ["002_idx.sql"]
@@ -309,7 +301,7 @@ def test_an_extension_the_server_lacks_is_one_line_at_review_and_at_schema(tmp_p
     from dbrunbook import open_phase
     from dbrunbook.errors import StatementFailed
 
-    book = write(tmp_path / "ext", {
+    book = write_files(tmp_path / "ext", {
         "runbook.yaml": "title: Needs an extension\n",
         "migration.sql": 'CREATE EXTENSION IF NOT EXISTS "no_such_extension";\nCREATE EXTENSION IF NOT EXISTS citext;\n',
         "rollback.sql": "DROP EXTENSION IF EXISTS citext;\n",

@@ -39,37 +39,40 @@ def run_statement(conn: Connection, stmt: Statement, total: int) -> Executed:
     """Execute one statement on the connection's current transaction."""
     # The raw DB-API cursor: no parameter parsing, so a literal '%' in the SQL stays a '%'.
     cursor = conn.connection.cursor()
-    started = time.perf_counter()
-    try:
-        cursor.execute(stmt.text)
-    except Exception as exc:
-        if not _is_database_error(exc):
-            raise
-        message, sqlstate, position = describe_error(exc)
-        raise StatementFailed(stmt.file, stmt.line_of(position), stmt.index, total, stmt.text,
-                              message, sqlstate) from None
-    finally:
-        elapsed = time.perf_counter() - started
-    # DDL reports -1: "no row count" rather than a count of rows.
-    rowcount = cursor.rowcount if cursor.rowcount is not None and cursor.rowcount >= 0 else None
+    done = _timed(stmt, total, lambda: cursor.execute(stmt.text))
     cursor.close()
-    return Executed(stmt, elapsed, rowcount)
+    return Executed(stmt, done.seconds, _rows(cursor))
 
 
 def run_autocommit_statement(conn: Any, stmt: Statement, total: int) -> Executed:
     """Execute one statement on a psycopg autocommit connection: it commits on its own."""
+    holder: list[Any] = []
+    done = _timed(stmt, total, lambda: holder.append(conn.execute(stmt.text.encode())))
+    return Executed(stmt, done.seconds, _rows(holder[0]))
+
+
+@dataclass(frozen=True)
+class _Timed:
+    seconds: float
+
+
+def _timed(stmt: Statement, total: int, call: Any) -> _Timed:
+    """Run ``call``; a database error becomes :class:`StatementFailed` with the statement's file:line."""
     started = time.perf_counter()
     try:
-        cursor = conn.execute(stmt.text.encode())
+        call()
     except Exception as exc:
         if not _is_database_error(exc):
             raise
         message, sqlstate, position = describe_error(exc)
         raise StatementFailed(stmt.file, stmt.line_of(position), stmt.index, total, stmt.text,
                               message, sqlstate) from None
-    elapsed = time.perf_counter() - started
-    rowcount = cursor.rowcount if cursor.rowcount is not None and cursor.rowcount >= 0 else None
-    return Executed(stmt, elapsed, rowcount)
+    return _Timed(time.perf_counter() - started)
+
+
+def _rows(cursor: Any) -> int | None:
+    # DDL reports -1: "no row count" rather than a count of rows.
+    return cursor.rowcount if cursor.rowcount is not None and cursor.rowcount >= 0 else None
 
 
 def _is_database_error(exc: BaseException) -> bool:

@@ -18,7 +18,16 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from . import effects, expect, introspect, ledger, registry, report, salvage, toolhistory
+from . import (
+    effects,
+    expect,
+    introspect,
+    ledger,
+    registry,
+    report,
+    salvage,
+    toolhistory,
+)
 from .errors import (
     ChecksFailed,
     DbrunbookError,
