@@ -293,3 +293,23 @@ def test_kernel_noise_is_dropped_from_its_log(tmp_path: Path) -> None:
     log.write_text("KeyboardInterrupt caught in kernel\nAssertion failed: something real (src/mailbox.cpp:99)\n")
     tidy_kernel_log(log)
     assert log.read_text() == "Assertion failed: something real (src/mailbox.cpp:99)\n"
+
+
+def test_the_demo_all_targets_are_known_to_status_afterwards(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The project's dbrunbook.yaml names every target demo --all plays on, so `dbrunbook status
+    <runbook> --target <runbook>_dev` finds them after the demo."""
+    from dbrunbook.commands import demo_runbooks
+    from dbrunbook.targets import load_config
+
+    from .conftest import ROOT
+
+    monkeypatch.delenv("DBRUNBOOK_CONFIG", raising=False)
+    monkeypatch.delenv("DBRUNBOOK_TARGETS", raising=False)
+    config = load_config(ROOT)
+    for book in demo_runbooks():
+        dev, prod = config.targets[f"{book.name}_dev"], config.targets[f"{book.name}_prod"]
+        assert prod.production and not dev.production
+        if book.spec.engine == "postgresql":
+            assert (dev.embedded, prod.embedded) == (f"demo_{book.name}_dev", f"demo_{book.name}_prod")
+        else:
+            assert (dev.sqlite_file, prod.sqlite_file) == (f"{book.name}_dev", f"{book.name}_prod")

@@ -329,3 +329,28 @@ def test_a_member_needing_an_extension(tmp_path: Path, target: str) -> None:
     assert len(line) == 1 and 'extension "no_such_extension" is not available' in line[0], done.stderr
     states = commands.status_set(str(tmp_path / "set"), target)
     assert states is not None and [s.state for s in states] == ["applied (up to date)", "pending"]
+
+
+def test_flyway_history_gets_its_row_with_flyways_checksum(tmp_path: Path, target: str) -> None:
+    import sqlalchemy as sa
+
+    from dbrunbook.toolhistory import flyway_checksum
+
+    src = write_files(tmp_path / "fw", {"V1__create_users.sql": "CREATE TABLE users (id bigint PRIMARY KEY);\n",
+                                        "U1__create_users.sql": "DROP TABLE users;\n"})
+    commands.import_set(str(src), str(tmp_path / "set"))
+    with connect(target) as conn, conn.begin():
+        conn.execute(sa.text(
+            "CREATE TABLE flyway_schema_history (installed_rank int PRIMARY KEY, version varchar(50), description "
+            "varchar(200) NOT NULL, type varchar(20) NOT NULL, script varchar(1000) NOT NULL, checksum int, installed_by "
+            "varchar(100) NOT NULL, installed_on timestamp NOT NULL DEFAULT now(), execution_time int NOT NULL, "
+            "success boolean NOT NULL)"))
+    assert cli("run", str(tmp_path / "set"), "--target", target, "--phases", "schema").returncode == 0
+    with connect(target) as conn:
+        row = conn.execute(sa.text("SELECT installed_rank, version, description, script, checksum, success "
+                                   "FROM flyway_schema_history")).one()
+    assert tuple(row) == (1, "1", "create users", "V1__create_users.sql", flyway_checksum(src / "V1__create_users.sql"),
+                          True)
+    assert cli("run", str(tmp_path / "set"), "--target", target, "--phases", "rollback").returncode == 0
+    with connect(target) as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM flyway_schema_history")).scalar() == 0

@@ -34,7 +34,8 @@ from .conftest import (
     prepared_target,
 )
 
-SIGNALS = (signal.SIGKILL, signal.SIGINT)
+SIGNALS = (signal.SIGKILL, signal.SIGINT, signal.SIGTERM)
+EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
 SLEEP = "SELECT pg_sleep({s});\n"
 
 
@@ -96,9 +97,9 @@ def check_signal_outcome(done: subprocess.CompletedProcess[str], sig: int, conte
         return
     if done.returncode == 0:  # the signal landed after the last phase ended
         return
-    assert done.returncode == 130, context + done.stdout + done.stderr
+    assert done.returncode == EXIT[sig], context + done.stdout + done.stderr
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("dbrunbook: interrupted by SIGINT"), context + done.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"dbrunbook: interrupted by {sig.name}"), context + done.stderr
     for noise in ("Traceback", "DeadKernelError", "KeyboardInterrupt"):
         assert noise not in done.stderr, context + done.stderr
 
@@ -154,7 +155,7 @@ def test_deploy_killed_at_random_points(tmp_path: Path) -> None:
 
 def kill_cycles(book: Path, target: str, phase_args: list[str], steps: list[list[effects.Effect] | None],
                 max_delay: float, original: str) -> None:
-    """Five kills (SIGKILL and SIGINT in turn) at random instants once the steps are under way;
+    """Five kills (SIGKILL, SIGINT and SIGTERM in turn) at random instants once the steps are under way;
     after each: the ledger against the catalog, a re-run to completion, the fingerprint recorded
     at the first attempt, and a rollback back to it."""
     seed = random.randrange(1 << 30)
@@ -162,7 +163,7 @@ def kill_cycles(book: Path, target: str, phase_args: list[str], steps: list[list
     args = [str(book), "--target", target, *phase_args]
     outcomes = []
     for attempt in range(5):
-        sig = SIGNALS[attempt % 2]
+        sig = SIGNALS[attempt % len(SIGNALS)]
         context = f"seed {seed}, attempt {attempt}, {sig.name}"
         done, _ = kill_run(args, target, lambda: _in_flight(target, book.name), sig, rng.uniform(0, max_delay))
         check_signal_outcome(done, sig, context)
