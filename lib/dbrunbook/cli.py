@@ -164,7 +164,10 @@ def _dispatch(args: argparse.Namespace) -> int:
                                   dry_run=args.dry_run, echo=lambda line: print(line, flush=True))
         except archive.RunInterrupted as stopped:
             print(f"dbrunbook: {redact(str(stopped))}", file=sys.stderr, flush=True)
-            return stopped.exit_code
+            # The ledger and the manifest are settled; what is left of Papermill's event loop would
+            # only print its dead kernel's tasks at interpreter exit: leave now, with the one line.
+            sys.stdout.flush()
+            os._exit(stopped.exit_code)
         if result.error:
             print(f"  error: {result.error}")
         archive.raise_for_failure(result)
