@@ -70,12 +70,20 @@ def sessions_of(target: str, run_id: str) -> int:
                                 {"p": f"dbrunbook % {run_id}%"}).scalar() or 0)
 
 
+def default_sigint() -> None:
+    """In the child: SIGINT as a terminal delivers it. A test session started in the background of a
+    non-interactive shell has SIGINT ignored, and children inherit that, so the signal the test sends
+    would never arrive."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def kill_run(args: list[str], target: str, started: Callable[[], bool], sig: int, delay: float,
              ) -> tuple[subprocess.CompletedProcess[str], str]:
     """Start ``dbrunbook run``, wait until ``started()``, wait ``delay`` s, send ``sig``; returns the
     finished process and its run id, once no session of the run is left on the server."""
     proc = subprocess.Popen([sys.executable, "-m", "dbrunbook", "run", *args], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy(),
+                            preexec_fn=default_sigint)
     assert proc.stdout is not None
     # The run id and archive come first, flushed (read both lines here: communicate() reads the
     # pipe itself, past what readline() buffered).
@@ -141,8 +149,8 @@ def check_truth(target: str, runbook: str, step_effects: list[list[effects.Effec
 
 def test_deploy_killed_at_random_points(tmp_path: Path) -> None:
     book = slow_copy(tmp_path, "slow_deploy", [
-        'ALTER TABLE "Event" ADD COLUMN "messageId" TEXT;', SLEEP.format(s=0.4),
-        'CREATE INDEX "Event_messageId_idx" ON "Event"("messageId");', SLEEP.format(s=0.4),
+        'ALTER TABLE "Event" ADD COLUMN "messageId" TEXT;', SLEEP.format(s=1.0),
+        'CREATE INDEX "Event_messageId_idx" ON "Event"("messageId");', SLEEP.format(s=1.0),
         'ALTER TABLE "Event" ADD CONSTRAINT "Event_messageId_fkey" FOREIGN KEY ("messageId") REFERENCES '
         '"Message"("id") ON DELETE CASCADE ON UPDATE CASCADE;'])
     statements = load_runbook(book).read_script("migration", "postgresql")[0]
@@ -150,7 +158,7 @@ def test_deploy_killed_at_random_points(tmp_path: Path) -> None:
     with prepared_pair("event_message_fk", "k") as (rehearsal, prod):
         apply_schema(rehearsal, book)
         original = fingerprint(prod)
-        kill_cycles(book, prod, ["--phases", "deploy", "-p", f"rehearsal={rehearsal}"], steps, 1.2, original)
+        kill_cycles(book, prod, ["--phases", "deploy", "-p", f"rehearsal={rehearsal}"], steps, 1.8, original)
 
 
 def kill_cycles(book: Path, target: str, phase_args: list[str], steps: list[list[effects.Effect] | None],
@@ -195,15 +203,15 @@ def _rollback(target: str, book: Path) -> None:
 
 def test_autocommit_schema_killed_at_random_points(tmp_path: Path) -> None:
     book = slow_copy(tmp_path, "slow_schema", [
-        'ALTER TABLE "Event" ADD COLUMN "messageId" TEXT;', SLEEP.format(s=0.3),
-        'CREATE INDEX CONCURRENTLY "Event_messageId_idx" ON "Event"("messageId");', SLEEP.format(s=0.3),
+        'ALTER TABLE "Event" ADD COLUMN "messageId" TEXT;', SLEEP.format(s=0.8),
+        'CREATE INDEX CONCURRENTLY "Event_messageId_idx" ON "Event"("messageId");', SLEEP.format(s=0.8),
         'ALTER TABLE "Event" ADD CONSTRAINT "Event_messageId_fkey" FOREIGN KEY ("messageId") REFERENCES '
         '"Message"("id") ON DELETE CASCADE ON UPDATE CASCADE;'])
     statements = load_runbook(book).read_script("migration", "postgresql")[0]
     steps = [effects.statement_effects(s.text) for s in statements]
     with prepared_target("event_message_fk", "ks") as target:
         original = fingerprint(target)
-        kill_cycles(book, target, ["--phases", "schema"], steps, 0.9, original)
+        kill_cycles(book, target, ["--phases", "schema"], steps, 1.4, original)
 
 
 def test_backfill_killed_at_random_points_pauses_and_resumes() -> None:
@@ -350,7 +358,8 @@ def test_stop_in_jupyterlab_marks_the_attempt_interrupted_and_releases_everythin
     with prepared_target("event_message_fk", "st") as target:
         original = fingerprint(target)
         worker = subprocess.Popen([sys.executable, "-c", WORKER, str(book), target], cwd=ROOT, text=True,
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy(),
+                                  preexec_fn=default_sigint)
         assert worker.stdout is not None
         while worker.stdout.readline().strip() != "started":
             pass
