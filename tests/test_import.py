@@ -333,7 +333,6 @@ def test_a_member_needing_an_extension(tmp_path: Path, target: str) -> None:
 
 def test_flyway_history_gets_its_row_with_flyways_checksum(tmp_path: Path, target: str) -> None:
     import sqlalchemy as sa
-
     from dbrunbook.toolhistory import flyway_checksum
 
     src = write_files(tmp_path / "fw", {"V1__create_users.sql": "CREATE TABLE users (id bigint PRIMARY KEY);\n",

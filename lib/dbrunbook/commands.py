@@ -295,8 +295,9 @@ def runbook_flow(book: Runbook) -> Flow:
     # A variant the plan's reviewers sent back is reviewed first: its no-go is archived as evidence.
     refused: Flow = [(dev, ["review"], {"variant": name}, "no-go") for name, variant in spec.review.variants.items()
                      if variant.verdict == "no-go" and review]
+    deploy_params: dict[str, object] = {"rehearsal": dev}
     return [*refused, (dev, [*review, "schema", *declared, "rollback", "schema"], dev_params),
-            (prod, ["deploy", *(["backfill"] if spec.backfill else [])], {"rehearsal": dev})]
+            (prod, ["deploy", *(["backfill"] if spec.backfill else [])], deploy_params)]
 
 
 def demo_runbooks() -> list[Runbook]:

@@ -152,7 +152,8 @@ def statement_effects(text: str) -> list[Effect] | None:
 
 # -- probes (psycopg, autocommit or inside the caller's transaction) --------------------------------
 
-def _regclass(conn: Any, name: str) -> int | None:
+def regclass(conn: Any, name: str) -> int | None:
+    """The oid of a relation named ``name`` (``schema.name`` or ``name``), or None."""
     from psycopg import sql
 
     parts = name.split(".")
@@ -176,9 +177,9 @@ def _exists(conn: Any, query: str, params: tuple[Any, ...]) -> bool:
 def _present(conn: Any, e: Effect) -> str:
     """DONE when the object is there (as the effect needs it), INVALID for an invalid index."""
     if e.kind in ("table", "sequence", "view"):
-        return DONE if _regclass(conn, e.name) else TODO
+        return DONE if regclass(conn, e.name) else TODO
     if e.kind == "rename":
-        return DONE if _regclass(conn, e.name) and not _regclass(conn, e.old or "") else TODO
+        return DONE if regclass(conn, e.name) and not regclass(conn, e.old or "") else TODO
     if e.kind in ("type",):
         return DONE if _regtype(conn, e.name) else TODO
     if e.kind == "enum value":
@@ -195,14 +196,14 @@ def _present(conn: Any, e: Effect) -> str:
                                "coalesce(to_regnamespace(%s)::oid, (SELECT oid FROM pg_namespace WHERE nspname = "
                                "current_schema()))", (name, schema or None)) else TODO
     if e.kind == "index shell":  # CREATE INDEX ... ON ONLY a partitioned table: invalid until attached
-        return DONE if _regclass(conn, e.name) else TODO
+        return DONE if regclass(conn, e.name) else TODO
     if e.kind == "attached index":  # ALTER INDEX parent ATTACH PARTITION child
-        parent, child = _regclass(conn, e.relation or ""), _regclass(conn, e.name)
+        parent, child = regclass(conn, e.relation or ""), regclass(conn, e.name)
         return DONE if parent and child and _exists(conn, "SELECT 1 FROM pg_inherits WHERE inhrelid = %s AND "
                                                        "inhparent = %s", (child, parent)) else TODO
     if e.kind == "index" and e.relation is None:  # DROP INDEX names the index alone
-        return DONE if _regclass(conn, e.name) else TODO
-    table = _regclass(conn, e.relation or "")
+        return DONE if regclass(conn, e.name) else TODO
+    table = regclass(conn, e.relation or "")
     if table is None:
         return TODO
     if e.kind == "column":

@@ -173,8 +173,9 @@ def _inline_reference(node: Any, new_tables: set[str]) -> tuple[Any, Any] | None
         return None
     fk: Any = foreign[0]
     column.constraints = tuple(c for c in column.constraints or () if c is not fk) or None
-    name = fk.conname or f"{node.relation.relname}_{column.colname}_fkey"[:63]
-    add = parse_sql(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES x").format(
+    relation: Any = node.relation
+    name = fk.conname or f"{relation.relname}_{column.colname}_fkey"[:63]
+    add: Any = parse_sql(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES x").format(
         _identifier(node.relation), sql.Identifier(str(name)), sql.Identifier(str(column.colname))).as_string(None))[0].stmt
     constraint: Any = add.cmds[0].def_
     constraint.pktable, constraint.pk_attrs = fk.pktable, fk.pk_attrs
@@ -314,18 +315,6 @@ def attempts_frame(attempts: list[Attempt]) -> pd.DataFrame:
 
 # -- is a step already done? ------------------------------------------------------------------------
 
-def _split(table: str) -> tuple[str | None, str]:
-    schema, _, name = table.rpartition(".")
-    return (schema or None), name
-
-
-def _regclass(conn: psycopg.Connection[Any], table: str) -> int | None:
-    schema, name = _split(table)
-    ident = sql.Identifier(schema, name) if schema else sql.Identifier(name)
-    row = conn.execute(sql.SQL("SELECT to_regclass({})::oid").format(sql.Literal(ident.as_string(conn)))).fetchone()
-    return int(row[0]) if row and row[0] is not None else None
-
-
 def step_state(conn: psycopg.Connection[Any], step: Step) -> str:
     """``done``, ``invalid`` (a CONCURRENTLY build that failed half-way), ``todo``, or ``rerun``
     (nothing in the catalog tells: the step runs again)."""
@@ -336,7 +325,7 @@ def step_state(conn: psycopg.Connection[Any], step: Step) -> str:
 
 def lock_holders(conn: psycopg.Connection[Any], tables: list[str]) -> str:
     """Who holds locks on these tables now (for the log line of a failed attempt)."""
-    oids = [oid for oid in (_regclass(conn, t) for t in tables) if oid is not None]
+    oids = [oid for oid in (effects.regclass(conn, t) for t in tables) if oid is not None]
     if not oids:
         return ""
     rows = conn.execute(

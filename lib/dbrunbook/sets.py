@@ -74,7 +74,8 @@ def invert(text: str, conn: Any | None = None) -> Inverse:
     if isinstance(node, ast.CreateStmt):
         return Inverse([f"DROP TABLE {_rel(node.relation)}"])
     if isinstance(node, ast.IndexStmt) and node.idxname:
-        schema = node.relation.schemaname
+        relation: Any = node.relation
+        schema = relation.schemaname
         return Inverse([f"DROP INDEX {_ident(schema, node.idxname) if schema else _ident(node.idxname)}"])
     if isinstance(node, (ast.CreateEnumStmt, ast.CreateDomainStmt)):
         names = _names(node.typeName if isinstance(node, ast.CreateEnumStmt) else node.domainname)
@@ -102,7 +103,7 @@ def invert(text: str, conn: Any | None = None) -> Inverse:
         table = _rel(node.relation)
         if node.renameType == ObjectType.OBJECT_TABLE:
             schema = node.relation.schemaname
-            new = _ident(schema, node.newname) if schema else _ident(node.newname)
+            new = _ident(str(schema), str(node.newname)) if schema else _ident(str(node.newname))
             return Inverse([f"ALTER TABLE {new} RENAME TO {_ident(str(node.relation.relname))}"])
         if node.renameType == ObjectType.OBJECT_COLUMN:
             return Inverse([f"ALTER TABLE {table} RENAME COLUMN {_ident(str(node.newname))} TO "
@@ -116,7 +117,7 @@ def invert(text: str, conn: Any | None = None) -> Inverse:
             definitions = [_index_definition(conn, ".".join(_names(o))) for o in node.objects or ()]
             if all(definitions):
                 return Inverse([str(d) for d in definitions])
-        what = {ObjectType.OBJECT_TABLE: "DROP TABLE: its rows are gone"}.get(node.removeType, "a DROP")
+        what = "DROP TABLE: its rows are gone" if node.removeType == ObjectType.OBJECT_TABLE else "a DROP"
         return Inverse([], what + " (the rollback cannot bring back what it removed)")
     if type(node).__name__ in ("InsertStmt", "UpdateStmt", "DeleteStmt", "TruncateStmt", "MergeStmt"):
         return Inverse([], f"{type(node).__name__.removesuffix('Stmt').upper()}: a data change has no inverse")
