@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import yaml
 from dbrunbook import backfill, commands, ledger, open_phase
 from dbrunbook.targets import psycopg_connect, resolve_target
 
@@ -59,12 +63,17 @@ def checkpoint(target: str) -> backfill.Migration | None:
         return backfill.read_migration(conn, RUNBOOK, "001_normalize_message_attachments")
 
 
+# Array elements as the backfill maps them: a partial call with a finished twin is that call.
+ELEMENTS = """coalesce(jsonb_array_length(attachments), 0) + coalesce(jsonb_array_length("toolCalls"), 0)
+    + (SELECT count(*) FROM jsonb_array_elements(coalesce("partialToolCalls", '[]')) AS p
+       WHERE NOT EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce("toolCalls", '[]')) AS c
+                         WHERE c->>'id' = p->>'id'))"""
+
+
 def rows_up_to(target: str, cursor: object) -> tuple[int, int, int]:
     """(array elements of messages <= cursor, rows for them, rows for messages after the cursor)."""
     bound = -1 if cursor is None else int(cursor)  # type: ignore[call-overload]
-    elements = scalar(target, f"""SELECT coalesce(sum(coalesce(jsonb_array_length(attachments), 0)
-        + coalesce(jsonb_array_length("toolCalls"), 0) + coalesce(jsonb_array_length("partialToolCalls"), 0)), 0)
-        FROM messages WHERE id <= {bound}""")
+    elements = scalar(target, f"SELECT coalesce(sum({ELEMENTS}), 0) FROM messages WHERE id <= {bound}")
     done = scalar(target, f"""SELECT (SELECT count(*) FROM attachments WHERE "messageId" <= {bound})
         + (SELECT count(*) FROM "toolCalls" WHERE "messageId" <= {bound})""")
     beyond = scalar(target, f"""SELECT (SELECT count(*) FROM attachments WHERE "messageId" > {bound})
@@ -119,11 +128,13 @@ def test_sigkill_at_random_points_then_resume_loses_and_repeats_nothing(applied:
     assert source_count == target_count and int(target_count) > 25_000  # type: ignore[call-overload]
     assert source_sum == target_sum
     final = checkpoint(applied)
-    assert final is not None and (final.phase, final.status) == ("dual-write", "completed")
+    # The notebook runs the dual-read after a passed verification: the seed's next phase is recorded.
+    assert final is not None and (final.phase, final.status) == ("dual-read", "completed")
+    assert final.verification and final.verification["dual_read"]["mismatches"] == 0
     assert final.verification and final.verification["passed"] is True
     assert final.checkpoint.processed == scalar(applied, "SELECT count(*) FROM messages")
     status = cli("status", RUNBOOK, "--target", applied)
-    assert "data migration 001_normalize_message_attachments: phase dual-write, status completed; checkpoint: " \
+    assert "data migration 001_normalize_message_attachments: phase dual-read, status completed; checkpoint: " \
            f"cursor {final.checkpoint.cursor}, processed {final.checkpoint.processed}" in status.stdout
 
 
@@ -141,8 +152,10 @@ def test_running_a_batch_again_inserts_nothing(applied: str) -> None:
 def test_a_bad_row_fails_its_batch_whole_and_the_fix_resumes(applied: str) -> None:
     generate(applied, 3_000)
     bad = 1_234
-    with connect(applied) as conn:
+    with connect(applied) as conn:  # a bad row from before the schema: the dual-write trigger would refuse it now
+        conn.execute(sa.text("ALTER TABLE messages DISABLE TRIGGER messages_dual_write"))
         conn.execute(sa.text(f"""UPDATE messages SET attachments = '{{"type": "file"}}' WHERE id = {bad}"""))
+        conn.execute(sa.text("ALTER TABLE messages ENABLE TRIGGER messages_dual_write"))
         conn.commit()
     run = backfill_run(applied, batch_size=100, target_batch_ms=100_000)
     with pytest.raises(backfill.BatchFailed) as err:
@@ -176,21 +189,29 @@ def test_cleanup_needs_a_passed_verification_and_closes_the_rollback_window(appl
         run.cleanup()
     assert scalar(applied, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'messages' "
                            "AND column_name = 'attachments'") == 1
-    # The application writes a message the old way only (no dual-write): parity catches it.
+    # A message written the old way only, past the dual-write trigger (a replica, a bulk load with
+    # triggers off): parity catches it.
     run = backfill_run(applied)
     run.run()
     with connect(applied) as conn:
+        conn.execute(sa.text("SET session_replication_role = replica"))
         conn.execute(sa.text("""INSERT INTO messages ("conversationId", "userId", role, content, attachments)
             VALUES (1, 1, 'user', 'late', '[{"type": "file", "name": "x", "storageId": "s", "mimeType": "m", "size": 1}]')"""))
         conn.commit()
     verdict = run.verify()
-    assert dict(zip(verdict["check"], verdict["result"], strict=True))["dual-write parity, latest 100"] == "FAIL"
+    parity = next(c for c in verdict["check"] if c.startswith("dual-write parity"))
+    assert dict(zip(verdict["check"], verdict["result"], strict=True))[parity] == "FAIL"
     with pytest.raises(Exception, match="verification: array elements = rows"):
         run.finish()
     # The application dual-writes it; the next run catches up, verifies, and cleans up.
     run = backfill_run(applied, cleanup=True)
     run.run()
     assert list(run.verify()["result"]) == ["pass"] * 4
+    with pytest.raises(backfill.CleanupRefused, match="no passed dual-read is recorded"):
+        run.cleanup()
+    run = backfill_run(applied, cleanup=True)
+    assert list(run.dual_read()["result"]) == ["pass"]
+    assert checkpoint(applied).phase == "dual-read"  # type: ignore[union-attr]
     run.cleanup()
     run.finish()
     assert scalar(applied, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'messages' "
@@ -278,3 +299,153 @@ def test_a_slice_with_max_batches_is_paused_exits_0_and_says_what_remains(applie
     assert done.returncode == 0, done.stdout + done.stderr
     state = checkpoint(applied)
     assert state is not None and state.status == backfill.COMPLETED and state.verification["passed"]  # type: ignore[index]
+
+
+# -- seed 002's transition: dual-write, dual-read, a live writer ------------------------------------------
+
+WRITER = """
+import os, random, sys, time
+from dbrunbook.targets import psycopg_connect, resolve_target
+target, seed, stop = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+rng = random.Random(seed)
+conn = psycopg_connect(resolve_target(target), "app writer", autocommit=True)
+top = conn.execute("SELECT max(id) FROM messages").fetchone()[0]
+done = {"attachments": 0, "finalize": 0, "insert": 0, "delete": 0}
+print("started", flush=True)
+while not os.path.exists(stop):
+    roll, key = rng.random(), rng.randint(1, top)
+    if roll < 0.5:  # the application changes a message's attachments (any message, before or after its batch)
+        conn.execute(\"\"\"UPDATE messages SET attachments = jsonb_build_array(jsonb_build_object('type', 'file',
+            'name', 'edit-' || %s || '.pdf', 'storageId', 'e' || %s, 'mimeType', 'application/pdf', 'size', %s))
+            WHERE id = %s\"\"\", (key, key, key, key))
+        done["attachments"] += 1
+    elif roll < 0.7:  # the old finalize: partial calls move into toolCalls
+        conn.execute(\"\"\"UPDATE messages SET "toolCalls" = coalesce("toolCalls", '[]') || coalesce((
+            SELECT jsonb_agg(p) FROM jsonb_array_elements(coalesce("partialToolCalls", '[]')) AS p
+            WHERE NOT EXISTS (SELECT 1 FROM jsonb_array_elements(coalesce("toolCalls", '[]')) AS c
+                              WHERE c->>'id' = p->>'id')), '[]'), "partialToolCalls" = NULL
+            WHERE id = %s AND "partialToolCalls" IS NOT NULL\"\"\", (key,))
+        done["finalize"] += 1
+    elif roll < 0.9:  # a new message, written the old way
+        conn.execute(\"\"\"INSERT INTO messages ("conversationId", "userId", role, content, attachments, "toolCalls")
+            VALUES (1, 1, 'assistant', 'live', '[{"type": "audio", "name": "a.mp3", "storageId": "live",
+            "mimeType": "audio/mpeg", "size": 7}]', jsonb_build_array(jsonb_build_object('id', 'live_' || %s,
+            'name', 'getWeather', 'args', '{"city": "Faro"}'::text, 'timestamp', 1)))\"\"\", (rng.random(),))
+        done["insert"] += 1
+    else:
+        conn.execute("DELETE FROM messages WHERE id = %s", (key,))
+        done["delete"] += 1
+    time.sleep(0.003)
+print(" ".join(f"{k}={v}" for k, v in done.items()), flush=True)
+"""
+
+
+@contextmanager
+def live_writer(target: str, tmp_path: Path) -> Iterator[dict[str, int]]:
+    """A real application process writing the old shape until the block ends; yields its counts."""
+    seed = random.randrange(1 << 30)
+    stop = tmp_path / "stop-writer"
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, target, str(seed), str(stop)], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    assert writer.stdout is not None
+    assert writer.stdout.readline().strip() == "started", writer.stderr.read() if writer.stderr else ""
+    counts: dict[str, int] = {"seed": seed}
+    try:
+        yield counts
+    finally:
+        stop.touch()
+        out, err = writer.communicate(timeout=60)
+        assert writer.returncode == 0, f"seed {seed}: the writer failed: {err}"
+        counts.update({k: int(v) for k, v in (pair.split("=") for pair in out.split())})
+
+
+def test_a_live_writer_during_the_backfill_loses_nothing_with_the_dual_write(applied: str, tmp_path: Path) -> None:
+    generate(applied, 20_000)
+    with live_writer(applied, tmp_path) as writes:
+        done = cli("run", RUNBOOK, "--target", applied, "--phases", "backfill", "-p", "batch_size=200",
+                   "-p", "target_batch_ms=20", "-p", "pause_ms=40")
+        time.sleep(0.5)  # and a little after the verification too
+    seed = writes["seed"]
+    assert done.returncode == 0, f"seed {seed}: {done.stdout}{done.stderr}"
+    assert writes["attachments"] + writes["finalize"] + writes["insert"] + writes["delete"] > 200, f"seed {seed} {writes}"
+    # Verified under live writes, and still true once they stop.
+    source_count, target_count, source_sum, target_sum = verify_queries(applied)
+    assert (source_count, source_sum) == (target_count, target_sum), f"seed {seed} {writes}"
+    state = checkpoint(applied)
+    assert state is not None and state.verification and state.verification["passed"], f"seed {seed}"
+    parity = next(c for c in state.verification["checks"] if c["check"].startswith("dual-write parity"))
+    assert int(parity["check"].split(": ")[1].split(" ")[0]) > 0, f"seed {seed}: {parity}"
+    assert list(backfill_run(applied).dual_read()["result"]) == ["pass"], f"seed {seed}"
+
+
+def test_without_the_dual_write_the_same_writer_is_caught_by_parity(applied: str, tmp_path: Path) -> None:
+    generate(applied, 20_000)
+    with connect(applied) as conn:
+        conn.execute(sa.text("ALTER TABLE messages DISABLE TRIGGER messages_dual_write"))
+        conn.commit()
+    run = backfill_run(applied, batch_size=200, target_batch_ms=20, pause_ms=40)
+    with live_writer(applied, tmp_path) as writes:
+        run.run()
+        time.sleep(0.5)
+    frame = run.verify()
+    verdict = dict(zip(frame["check"], frame["result"], strict=True))
+    parity = next(c for c in verdict if c.startswith("dual-write parity"))
+    assert verdict[parity] == "FAIL" and verdict["content checksum"] == "FAIL", f"seed {writes['seed']} {writes}"
+    run.abandon()
+
+
+def test_parity_covers_an_old_row_written_after_its_batch_not_only_the_latest(applied: str) -> None:
+    generate(applied, 5_000)
+    run = backfill_run(applied)
+    run.run()
+    with connect(applied) as conn:  # message 1000 of 5000, long past its batch, written without the trigger
+        conn.execute(sa.text("SET session_replication_role = replica"))
+        conn.execute(sa.text("""UPDATE messages SET attachments = '[{"type": "file", "name": "late.pdf",
+            "storageId": "late", "mimeType": "application/pdf", "size": 1}]' WHERE id = 1000"""))
+        conn.commit()
+    frame = run.verify()
+    parity = frame[frame["check"].str.startswith("dual-write parity")].iloc[0]
+    assert "1 row(s) written since the backfill began, and the latest 100" in parity["check"]
+    assert (parity["source"], parity["result"]) == ("1 mismatch(es)", "FAIL")
+    run.abandon()
+
+
+def test_stringified_args_become_json_and_a_partial_twin_merges_into_its_call(applied: str) -> None:
+    run = backfill_run(applied)
+    run.run()
+    assert list(run.verify()["result"]) == ["pass"] * 4
+    run.abandon()
+    with connect(applied) as conn:
+        porto = conn.execute(sa.text("""SELECT jsonb_typeof(args), args->>'city', result->>'tempC' FROM "toolCalls"
+                                        WHERE "toolCallId" = 'call_4'""")).one()
+        twins = conn.execute(sa.text("""SELECT "isPartial", args->>'days' FROM "toolCalls"
+                                        WHERE "toolCallId" = 'call_5'""")).all()
+    assert tuple(porto) == ("object", "Porto", "19")
+    assert [tuple(r) for r in twins] == [(False, "3")]  # the finished call, once; its partial twin merged
+
+
+def test_the_cleanup_removes_the_dual_write_and_a_missed_final_expectation_rolls_it_back(
+        applied: str, tmp_path: Path) -> None:
+    copy = tmp_path / RUNBOOK
+    shutil.copytree(ROOT / "runbooks" / RUNBOOK, copy)
+    spec = yaml.safe_load((copy / "runbook.yaml").read_text())
+    spec["backfill"]["expect_after_cleanup"]["tables"] = {"present": ["messages_archive"]}
+    (copy / "runbook.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    run = open_phase("backfill", copy, applied, cleanup=True)
+    run.plan()
+    run.run()
+    run.verify()
+    run.dual_read()
+    with pytest.raises(backfill.BackfillError, match=r"cleanup rolled back: the final schema misses 1 expectation"):
+        run.cleanup()
+    trigger = "SELECT count(*) FROM pg_trigger WHERE tgname = 'messages_dual_write'"
+    arrays = ("SELECT count(*) FROM information_schema.columns WHERE table_name = 'messages' "
+              "AND column_name IN ('attachments', 'toolCalls', 'partialToolCalls')")
+    assert (scalar(applied, trigger), scalar(applied, arrays)) == (1, 3)
+    assert checkpoint(applied).phase == "dual-read"  # type: ignore[union-attr]
+    run = backfill_run(applied, cleanup=True)  # the runbook as written
+    steps = run.cleanup()
+    run.finish()
+    assert list(steps["step"])[:2] == ['DROP TRIGGER "messages_dual_write" ON "messages"',
+                                     'DROP FUNCTION "messages_dual_write"()']
+    assert (scalar(applied, trigger), scalar(applied, arrays)) == (0, 0)

@@ -60,5 +60,11 @@ def test_demo_all_runs_every_runbook_on_its_own_databases() -> None:
     assert summary[("normalize_attachments", "normalize_attachments_dev")] == (
         "review,schema,backfill,rollback,schema", "passed")
     assert summary[("normalize_attachments", "normalize_attachments_prod")] == ("deploy,backfill", "passed")
+    # Seed 002 to its end on production: dual-read recorded, dual-write removed, arrays gone, final schema checked.
+    prod = next(Path(row[-1]) for row in lines if row[1] == "normalize_attachments_prod")
+    page = (prod / "02_backfill.ipynb").read_text()
+    assert "dual-read" in page and "Cleanup done:" in page and "the final schema" in page
+    assert "the plan reported 136.1 rows/s" in page
+    assert commands.status("normalize_attachments", "normalize_attachments_prod").migrations.iloc[0]["phase"] == "complete"
     for row in lines:
         assert Path(row[-1]).is_dir() and (Path(row[-1]) / "manifest.json").is_file()

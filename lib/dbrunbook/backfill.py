@@ -14,18 +14,23 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import pandas as pd
 import psycopg
+import sqlalchemy as sa
+from pglast import ast, parse_sql
 from psycopg import sql
 
 from . import ledger, report
 from .errors import DbrunbookError, GuardRefused, SpecError, StatementFailed
 from .execute import describe_error
+from .expect import check_expectations
+from .expect import failures as expect_failures
 from .ledger import Checkpoint, Migration, read_migration, write_migration
 from .phase import BasePhase
+from .sets import invert
 from .spec import BackfillSpec, Runbook
 from .statements import Statement, read_sql_text, render, split_postgresql
 from .targets import Target, psycopg_connect
@@ -104,12 +109,14 @@ def batch_range(conn: psycopg.Connection[Any], source: str, key: str, after: Any
 
 
 def run_batch(conn: psycopg.Connection[Any], text: str, where: str, first: Any, last: Any) -> int:
-    """Run the batch SQL for keys first..last in the caller's transaction; rows inserted."""
+    """Run the batch SQL for keys first..last in the caller's transaction; rows written (a
+    SELECT, such as the batch's FOR SHARE lock on its source rows, writes none)."""
     written = 0
     with conn.cursor() as cursor:
         for statement in batch_statements(conn, text, where, first, last):
             cursor.execute(statement.text.encode())
-            written += max(cursor.rowcount, 0)
+            if not (cursor.statusmessage or "").startswith("SELECT"):
+                written += max(cursor.rowcount, 0)
     return written
 
 
@@ -242,6 +249,9 @@ class BackfillRun(BasePhase):
         raw, point = self.db, m.checkpoint
         bar = _progress_bar(progress, self.remaining, point.processed)
         m.status, m.error, m.run_id = RUNNING, None, self.run_id
+        if point.started_xid is None:
+            row = raw.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text").fetchone()
+            point.started_xid = row[0] if row else None
         write_migration(raw, m)
         raw.commit()
         size, done = self.batch_size, False
@@ -294,7 +304,9 @@ class BackfillRun(BasePhase):
                    "remain**. Run the phase again to resume at the checkpoint; verification runs when the backfill "
                    "reaches the end.")
         if len(frame):
-            report.show(_batch_summary(frame), caption="this run")
+            summary = _batch_summary(frame)
+            report.show(summary, caption="this run")
+            self._compare_rate(summary)
         self.detail.update({"checkpoint": asdict(point), "batches_this_run": len(self.batches),
                             "worst_batch_ms": round(max((b.ms for b in self.batches), default=0.0), 1)})
         return frame
@@ -317,9 +329,16 @@ class BackfillRun(BasePhase):
             return row[0] if row else None
 
         try:
+            # One snapshot for every query: the application keeps writing, and counts taken a
+            # moment apart would differ without anything being lost.
+            raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            within = self._changed_within(m.checkpoint)
             source_count, target_count = one(v.source_count), one(v.target_count)
             source_sum, target_sum = one(v.source_checksum), one(v.target_checksum)
-            cursor = raw.execute(render(raw, v.parity, {"recent": self.parity_recent}).encode())
+            changed = int(one(sql.SQL("SELECT count(*) FROM {} WHERE age(xmin) <= %(w)s")
+                              .format(sql.Identifier(self.spec.source)).as_string(raw), w=within) or 0)
+            cursor = raw.execute(render(raw, v.parity, {"recent": self.parity_recent,
+                                                        "changed_within": within}).encode())
             mismatches = pd.DataFrame(cursor.fetchall(), columns=[d.name for d in cursor.description or []])
         except psycopg.Error as exc:
             raw.rollback()
@@ -332,7 +351,8 @@ class BackfillRun(BasePhase):
              "result": _ok(int(source_count or 0) == int(target_count or 0))},
             {"check": "content checksum", "source": str(source_sum), "target": str(target_sum),
              "result": _ok(source_sum == target_sum)},
-            {"check": f"dual-write parity, latest {self.parity_recent}", "source": f"{len(mismatches)} mismatch(es)",
+            {"check": f"dual-write parity: {changed} row(s) written since the backfill began, and the latest "
+                      f"{self.parity_recent}", "source": f"{len(mismatches)} mismatch(es)",
              "target": "0 mismatches",
              "result": _ok(mismatches.empty)},
         ]
@@ -350,6 +370,53 @@ class BackfillRun(BasePhase):
         self.failures += [f"verification: {c['check']}: {c['source']} vs {c['target']}" for c in checks
                           if c["result"] != "pass"]
         self.detail["verification"] = m.verification
+        return frame
+
+    def dual_read(self) -> pd.DataFrame:
+        """Seed 002's dual-read: every source row read through the new shape equals its old shape.
+        Passing records the phase ``dual-read``; the cleanup needs it when the runbook declares it."""
+        self._guard_open()
+        m = self._require_plan()
+        empty = pd.DataFrame(columns=["check", "rows", "mismatches", "result"])
+        if self.spec.dual_read is None:
+            report.say("**No dual-read check declared** (`backfill.dual_read`): the cleanup needs only the verification.")
+            return empty
+        if m.phase in ("dual-read", "cleanup", "complete") and m.verification and "dual_read" in m.verification:
+            report.say(f"**Dual-read recorded** ({m.verification['dual_read']['at']}): "
+                       f"{m.verification['dual_read']['rows']} row(s), 0 mismatches.")
+            return pd.DataFrame([m.verification["dual_read"] | {"check": "dual-read", "result": "pass"}],
+                                columns=empty.columns)
+        if not (m.verification and m.verification.get("passed")):
+            report.say("**Dual-read not run:** it needs a passed verification first.")
+            return empty
+        raw = self.db
+        try:
+            raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            rows = raw.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(self.spec.source))).fetchone()
+            cursor = raw.execute(render(raw, self.spec.dual_read, {}).encode())
+            mismatches = pd.DataFrame(cursor.fetchall(), columns=[d.name for d in cursor.description or []])
+        except psycopg.Error as exc:
+            raw.rollback()
+            self._fail(BackfillError(f"{self.runbook.display('runbook.yaml')} backfill.dual_read: "
+                                     f"{describe_error(exc)[0]}"))
+        raw.rollback()
+        total = int(rows[0]) if rows else 0
+        passed = mismatches.empty
+        frame = pd.DataFrame([{"check": "dual-read", "rows": total, "mismatches": len(mismatches),
+                               "result": _ok(passed)}], columns=empty.columns)
+        report.show(frame, caption="dual-read: the new tables read as the old arrays", status_column="result")
+        if passed:
+            m.phase = "dual-read"
+            m.verification = {**(m.verification or {}),
+                              "dual_read": {"rows": total, "mismatches": 0, "at": ledger.now().isoformat(),
+                                            "run_id": self.run_id}}
+            write_migration(raw, m)
+            raw.commit()
+        else:
+            report.show(mismatches.head(20), caption=f"{len(mismatches)} row(s) read differently")
+            self.failures.append(f"dual-read: {len(mismatches)} of {total} row(s) read differently through the new "
+                                 "tables")
+        self.detail["dual_read"] = {"rows": total, "mismatches": len(mismatches)}
         return frame
 
     def cleanup(self) -> pd.DataFrame:
@@ -372,26 +439,81 @@ class BackfillRun(BasePhase):
             why = "no verification is recorded" if not verification else "the last verification failed"
             self._fail(CleanupRefused(f"cleanup refused: {why} for {self.spec.name} on {self.target.name}; "
                                       "run the backfill phase's verification until it passes; nothing was dropped"))
-        statements = split_postgresql(read_sql_text(self.runbook.file(self.spec.cleanup)),
-                                      self.runbook.display(self.spec.cleanup))
+        if self.spec.dual_read is not None and "dual_read" not in verification:
+            self._fail(CleanupRefused(f"cleanup refused: no passed dual-read is recorded for {self.spec.name} on "
+                                      f"{self.target.name}; the arrays stay until reading the new tables is proven"))
+        statements = self._dual_write_removal() + split_postgresql(read_sql_text(self.runbook.file(self.spec.cleanup)),
+                                                                   self.runbook.display(self.spec.cleanup))
         self.checksums[self.spec.cleanup] = self.runbook.checksum(self.spec.cleanup)
-        raw = self.db
+        # On the phase's own connection: the final schema's expectations are checked inside the
+        # cleanup's transaction, so a miss rolls the cleanup back with the ledger's phase.
+        self.conn.execute(sa.text("SELECT 1"))  # the phase's transaction is open, so commit() ends it
+        raw = self.raw
         m.phase, m.status = "cleanup", RUNNING
         try:
             raw.execute("SET LOCAL lock_timeout = '5s'")
             for statement in statements:
                 raw.execute(statement.text.encode())
         except psycopg.Error as exc:
-            raw.rollback()
+            self.conn.rollback()
             message, sqlstate, _ = describe_error(exc)
             self._fail(StatementFailed(statement.file, statement.line, statement.index, len(statements),
                                        statement.text, message, sqlstate))
+        steps = pd.DataFrame([{"step": s.summary, "result": "pass"} for s in statements], columns=["step", "result"])
+        final = self.spec.expect_after_cleanup
+        if final is not None:
+            checked = check_expectations(self.conn, final)
+            report.show(checked, caption="the final schema (inside the cleanup's transaction)", status_column="result")
+            missed = expect_failures(checked)
+            if missed:
+                self.conn.rollback()
+                self._fail(BackfillError(f"cleanup rolled back: the final schema misses {len(missed)} expectation(s): "
+                                         f"{'; '.join(missed)}; nothing was dropped"))
         m.phase, m.status, m.completed_at = "complete", COMPLETED, ledger.now()
         write_migration(raw, m)
-        raw.commit()
-        report.say(f"**Cleanup done:** {len(statements)} statement(s) of `{self.spec.cleanup}` committed with the "
-                   "ledger's phase `complete`. The rollback window is closed.")
-        return pd.DataFrame([{"step": s.summary, "result": "pass"} for s in statements], columns=["step", "result"])
+        self.conn.commit()
+        removed = f" (the dual-write first: {len(self._dual_write_removal())} statement(s))" if self.spec.dual_write else ""
+        report.say(f"**Cleanup done:** {len(statements)} statement(s){removed} and `{self.spec.cleanup}` committed "
+                   "with the ledger's phase `complete`. The rollback window is closed.")
+        return steps
+
+    def _dual_write_removal(self) -> list[Statement]:
+        """What the dual-write file created (its triggers, functions), dropped in reverse order."""
+        if self.spec.dual_write is None:
+            return []
+        where = self.runbook.display(self.spec.dual_write)
+        created = split_postgresql(read_sql_text(self.runbook.file(self.spec.dual_write), where), where)
+        drops: list[Statement] = []
+        for statement in reversed(created):
+            inverse = invert(statement.text)
+            if inverse.irreversible:
+                self._fail(SpecError(self.runbook.path / "runbook.yaml", f"{where} line {statement.line}: cannot be "
+                                     f"removed at cleanup: {inverse.irreversible}", "backfill.dual_write"))
+            drops += [replace(statement, text=text, kind="DROP") for text in inverse.statements]
+        return drops
+
+    def _changed_within(self, point: Checkpoint) -> int:
+        """How many transactions back ``age(xmin)`` must reach to cover every row written since
+        the backfill began (0 when the checkpoint predates that record: the latest rows only).
+        Takes the caller's transaction an xid, so that ``age`` counts from it."""
+        row = self.db.execute("SELECT pg_current_xact_id()::text").fetchone()
+        if point.started_xid is None or row is None:
+            return 0
+        return max(int(row[0]) - int(point.started_xid), 0)
+
+    def _compare_rate(self, summary: pd.DataFrame) -> None:
+        reference = self.spec.reference_rate
+        value = summary["rows/s"].iloc[0]
+        if value is None or pd.isna(value):
+            return
+        measured = int(value)
+        self.detail["rows_per_s"] = measured
+        if reference is None:
+            return
+        ratio = float(measured) / reference.rows_per_s
+        report.say(f"**Rate:** {measured} rows/s measured in this run; the plan reported {reference.rows_per_s:g} rows/s "
+                   f"({reference.source}): {ratio:.1f}x.")
+        self.detail["reference_rows_per_s"] = reference.rows_per_s
 
     def finish(self) -> None:
         """Record the run (``paused`` when it stopped at ``max_batches``); raise when verification failed."""
@@ -444,12 +566,35 @@ class BackfillRun(BasePhase):
             self._fail(SpecError(self.runbook.path / "runbook.yaml", "declares no generator", "backfill.generate"))
         started = time.perf_counter()
         raw = self.db
+        # Generated rows stand for the history the backfill moves, written before the schema: the
+        # dual-write triggers stay off while they are written (in this transaction only).
+        triggers = self._dual_write_triggers()
+        for name, table in triggers:
+            raw.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(sql.SQL(table), sql.Identifier(name)))
         for statement in split_postgresql(render(raw, self.spec.generate.generate, {"rows": self.generate_rows}),
                                           "runbook.yaml backfill.generate"):
             raw.execute(statement.text.encode())
+        for name, table in triggers:
+            raw.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER {}").format(sql.SQL(table), sql.Identifier(name)))
         raw.execute("ANALYZE")
         raw.commit()
-        report.say(f"**Generated** {self.generate_rows} rows in {time.perf_counter() - started:.1f} s.")
+        off = " as history (the dual-write trigger off while they were written)" if triggers else ""
+        report.say(f"**Generated** {self.generate_rows} rows{off} in {time.perf_counter() - started:.1f} s.")
+
+    def _dual_write_triggers(self) -> list[tuple[str, str]]:
+        """(trigger, its table as written in SQL) for each trigger the dual-write file creates."""
+        if self.spec.dual_write is None:
+            return []
+        where = self.runbook.display(self.spec.dual_write)
+        found: list[tuple[str, str]] = []
+        for statement in split_postgresql(read_sql_text(self.runbook.file(self.spec.dual_write), where), where):
+            node: Any = parse_sql(statement.text)[0].stmt
+            if isinstance(node, ast.CreateTrigStmt):
+                relation = node.relation
+                table = ".".join(sql.Identifier(str(p)).as_string(self.db) for p in (relation.schemaname, relation.relname)
+                                 if p)
+                found.append((str(node.trigname), table))
+        return found
 
     def _close(self) -> None:
         db = getattr(self, "db", None)

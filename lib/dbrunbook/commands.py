@@ -290,12 +290,14 @@ def runbook_flow(book: Runbook) -> Flow:
                 if section is not None]
     dev_params: dict[str, object] = {"confirm": dev} if spec.clean_slate else {}
     review = ["review"] if spec.engine == "postgresql" else []
-    # Production gets the data migration too, as in seed 002 ("Production deployed"); its cleanup
-    # needs cleanup=True, which the demo leaves to the operator.
+    # Production gets the data migration too, as in seed 002 ("Production deployed | Cleanup
+    # complete"): backfill, verification, dual-read, then the cleanup and the final schema.
     # A variant the plan's reviewers sent back is reviewed first: its no-go is archived as evidence.
     refused: Flow = [(dev, ["review"], {"variant": name}, "no-go") for name, variant in spec.review.variants.items()
                      if variant.verdict == "no-go" and review]
     deploy_params: dict[str, object] = {"rehearsal": dev}
+    if spec.backfill is not None and spec.backfill.cleanup is not None:
+        deploy_params["cleanup"] = True
     return [*refused, (dev, [*review, "schema", *declared, "rollback", "schema"], dev_params),
             (prod, ["deploy", *(["backfill"] if spec.backfill else [])], deploy_params)]
 

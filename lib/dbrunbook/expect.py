@@ -22,6 +22,7 @@ from .spec import (
     ForeignKeyExpect,
     IndexExpect,
     Precondition,
+    TriggerExpect,
 )
 
 PASS = "pass"
@@ -207,6 +208,27 @@ class _Checker:
         wanted = "exists" + (f" containing {', '.join(exp.contains)}" if exp.contains else "")
         return _row("check", obj, wanted, text, not missing)
 
+    def trigger(self, exp: TriggerExpect) -> dict[str, str]:
+        obj = f"{exp.table}: {exp.name}"
+        table = self.table(exp.table)
+        found = None
+        if table is not None:
+            found = self._trigger_definition(table, exp.name)
+        decided = _presence("trigger", obj, table, found, exp.present)
+        return decided or _row("trigger", obj, "exists", "exists", True)
+
+    def _trigger_definition(self, table: _Table, name: str) -> str | None:
+        # SQLAlchemy's inspector does not reflect triggers: one catalog query per dialect.
+        if self.dialect == "postgresql":
+            query = ("SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+                     "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT t.tgisinternal AND t.tgname = :name "
+                     "AND c.relname = :table AND n.nspname = coalesce(:schema, current_schema())")
+        else:
+            query = "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = :name AND tbl_name = :table"
+        row = self.conn.execute(sa.text(query), {"name": name, "table": table.name, "schema": table.schema}
+                                if self.dialect == "postgresql" else {"name": name, "table": table.name}).first()
+        return None if row is None else str(row[0])
+
 
 def _presence(check: str, obj: str, table: _Table | None, found: object, present: bool,
               expected: str = "exists") -> dict[str, str] | None:
@@ -243,6 +265,7 @@ def check_expectations(conn: Connection, expectations: Expectations) -> pd.DataF
     rows += [checker.index(i) for i in expectations.indexes]
     rows += [checker.foreign_key(f) for f in expectations.foreign_keys]
     rows += [checker.check(c) for c in expectations.checks]
+    rows += [checker.trigger(t) for t in expectations.triggers]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

@@ -594,6 +594,9 @@ class Checkpoint:
     last_id: Any = None
     rows_written: int = 0
     batches: int = 0
+    # The oldest transaction still running when the backfill began (xid8, as text): every row
+    # written since has a newer xmin, which is how the parity check finds them all.
+    started_xid: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any] | None) -> Checkpoint:

@@ -90,6 +90,14 @@ class CheckExpect(_Strict):
     present: bool = True
 
 
+class TriggerExpect(_Strict):
+    """A trigger by name on a table (seed 002's dual-write trigger, there and then gone)."""
+
+    table: str
+    name: str
+    present: bool = True
+
+
 class TablesExpect(_Strict):
     present: list[str] = []
     absent: list[str] = []
@@ -101,10 +109,11 @@ class Expectations(_Strict):
     indexes: list[IndexExpect] = []
     foreign_keys: list[ForeignKeyExpect] = []
     checks: list[CheckExpect] = []
+    triggers: list[TriggerExpect] = []
 
     def is_empty(self) -> bool:
         return not (self.tables.present or self.tables.absent or self.columns or self.indexes
-                    or self.foreign_keys or self.checks)
+                    or self.foreign_keys or self.checks or self.triggers)
 
 
 class DeleteRows(_Strict):
@@ -323,6 +332,13 @@ class BackfillVerify(_Strict):
     parity: str
 
 
+class ReferenceRate(_Strict):
+    """A rate the plan reported, shown beside the measured one (context, not a claim to fail on)."""
+
+    rows_per_s: float = Field(gt=0)
+    source: str = ""
+
+
 class BackfillSpec(_Strict):
     """A resumable data migration: ``batch`` (a file of statements using ``%(first)s`` and
     ``%(last)s``, the batch's first and last key) runs over ``source`` in ``key`` order."""
@@ -337,6 +353,15 @@ class BackfillSpec(_Strict):
     generate: ProbeData | None = None
     verify: BackfillVerify
     cleanup: str | None = None
+    # Seed 002's transition: a file of the migration (CREATE FUNCTION / CREATE TRIGGER) that keeps
+    # the new tables in step with writes to the old shape; the cleanup drops what it created first.
+    dual_write: str | None = None
+    # The dual-read check: a query returning the source rows whose read through the new shape
+    # differs from the old; passing it records the phase ``dual-read``, which the cleanup needs.
+    dual_read: str | None = None
+    reference_rate: ReferenceRate | None = None
+    # The final schema, checked inside the cleanup's transaction (a miss rolls the cleanup back).
+    expect_after_cleanup: Expectations | None = None
 
 
 class ReviewVariant(_Strict):
@@ -568,7 +593,12 @@ def load_runbook(ref: str | Path) -> Runbook:
     declared += [(f"review.variants.{name}.{k}", getattr(v, k)) for name, v in spec.review.variants.items()
                  for k in ("migration", "rollback")]
     if spec.backfill is not None:
-        declared += [("backfill.batch", spec.backfill.batch), ("backfill.cleanup", spec.backfill.cleanup)]
+        declared += [("backfill.batch", spec.backfill.batch), ("backfill.cleanup", spec.backfill.cleanup),
+                     ("backfill.dual_write", spec.backfill.dual_write)]
+        dual_write = spec.backfill.dual_write
+        if dual_write is not None and dual_write not in _as_list(spec.migration):
+            raise SpecError(spec_path, f"{dual_write} must also be one of the migration's files: the dual-write is "
+                                       "installed with the schema", "backfill.dual_write")
     for key, value in declared:
         for relative in [] if value is None else _as_list(value):
             _inside(folder, relative, key, spec_path)

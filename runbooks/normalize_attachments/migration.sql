@@ -1,7 +1,8 @@
 -- Seed 002, Step 1 "Schema Deployment": the normalized tables beside the deprecated arrays.
 -- toolCalls and partialToolCalls fold into one table with "isPartial". Each table's unique key
--- names one array element (message and position, or message, call id and partial flag): it is
--- the seed's by_message index and what makes the backfill idempotent (ON CONFLICT DO NOTHING).
+-- names one array element (message and position, or message and call id): it is the seed's
+-- by_message index and what makes the backfill idempotent (ON CONFLICT DO NOTHING). A call is one
+-- row, partial or not, so a partial call can no longer be orphaned beside its finished twin.
 
 CREATE TABLE attachments (
     id               BIGSERIAL PRIMARY KEY,
@@ -35,7 +36,7 @@ CREATE TABLE "toolCalls" (
     "isPartial"      BOOLEAN NOT NULL,
     "timestamp"      BIGINT NOT NULL,
     "createdAt"      TIMESTAMPTZ NOT NULL DEFAULT now(),
-    CONSTRAINT "toolCalls_by_message" UNIQUE ("messageId", "toolCallId", "isPartial")
+    CONSTRAINT "toolCalls_by_message" UNIQUE ("messageId", "toolCallId")
 );
 CREATE INDEX "toolCalls_by_conversation" ON "toolCalls" ("conversationId");
 CREATE INDEX "toolCalls_by_user" ON "toolCalls" ("userId");
