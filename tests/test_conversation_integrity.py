@@ -57,6 +57,39 @@ def test_probes_hide_the_index_for_the_before_path(target: str, tmp_path: Path) 
     assert {"Message_conversation_id_created_at_idx", "Conversation_customer_id_started_at_idx"} <= names
 
 
+def test_write_overhead_is_measured_with_and_without_the_new_indexes(target: str, tmp_path: Path) -> None:
+    commands.prepare(RUNBOOK, target)
+    apply_schema(target, RUNBOOK)
+    test = open_phase("test", RUNBOOK, target, rows=20000, archive_dir=tmp_path)
+    test.generate()
+    with connect(target) as conn:
+        messages = conn.execute(sa.text('SELECT count(*) FROM "Message"')).scalar()
+    frame = test.write_overhead().set_index("write")
+    print(frame.to_string())
+    for write in ("new messages", "new conversations"):
+        row = frame.loc[write]
+        assert 0 < row["median ms without"] and 0 < row["median ms with"]
+        assert row["claimed"] == "at most +10% (seed 003: write overhead +5-10%)"
+        pct = float(row["overhead"].rstrip("%"))
+        assert pct == pytest.approx((row["median ms with"] / row["median ms without"] - 1) * 100, abs=1)
+        if pct > 10:  # short of the claim: accepted only with the runbook's reason, as a warning
+            assert any(w.startswith(f"write '{write}'") and "accepted as a warning: measured +" in w
+                       for w in test.detail.get("warnings", [])), test.detail
+    assert float(frame.loc["new conversations", "overhead"].rstrip("%")) > 10  # honest: the seed's figure misses here
+    assert not test.failures
+    # Without the reason, the same shortfall fails the phase.
+    strict = test.spec.write_costs[1].model_copy(update={"claim_warn": ""})
+    test.spec.write_costs[:] = [strict]
+    test.write_overhead()
+    assert [f for f in test.failures if f.startswith("write 'new conversations'")], test.failures
+    test.failures.clear()
+    test.finish()
+    with connect(target) as conn:  # every write rolled back, the indexes back
+        assert conn.execute(sa.text('SELECT count(*) FROM "Message"')).scalar() == messages  # the fixture's rows only
+        names = set(conn.execute(sa.text("SELECT indexname FROM pg_indexes WHERE schemaname = 'public'")).scalars())
+    assert {"Message_conversation_id_created_at_idx", "Conversation_lead_open_unique"} <= names
+
+
 def test_precondition_stops_before_anything_changes(target: str) -> None:
     commands.prepare(RUNBOOK, target)
     with connect(target) as conn:

@@ -235,7 +235,8 @@ class BehaviourRun(BasePhase):
                  **kwargs: object) -> None:
         super().__init__(phase, runbook, target, **kwargs)  # type: ignore[arg-type]
         self.spec: BehaviourSpec = runbook.spec.test or BehaviourSpec()
-        if target.dialect != "postgresql" and (self.spec.data or self.spec.probes or self.spec.index_sizes):
+        if target.dialect != "postgresql" and (self.spec.data or self.spec.probes or self.spec.index_sizes
+                                               or self.spec.write_costs):
             self._fail(GuardRefused(f"test: performance probes and index sizes use PostgreSQL's EXPLAIN (FORMAT JSON) "
                                     f"and pg_relation_size; target {target.name} is {target.dialect}: declare "
                                     "behaviour cases only"))
@@ -245,7 +246,8 @@ class BehaviourRun(BasePhase):
 
     @property
     def declared(self) -> bool:
-        return bool(self.spec.cases or self.spec.probes or self.spec.index_sizes or self.spec.concurrency)
+        return bool(self.spec.cases or self.spec.probes or self.spec.index_sizes or self.spec.concurrency
+                    or self.spec.write_costs)
 
     def concurrency(self) -> pd.DataFrame:
         """Cases raced by several real sessions at once; each must end as the runbook says."""
@@ -358,6 +360,25 @@ class BehaviourRun(BasePhase):
                    "both are built fresh on the same rows, in a savepoint that is rolled back: `bytes` is the "
                    "live index, grown by inserts, and not comparable with a fresh build.")
         report.show(frame, caption="index sizes")
+        return frame
+
+    def write_overhead(self) -> pd.DataFrame:
+        """What the new indexes cost the declared writes, with against without (rolled back)."""
+        self._guard_open()
+        if not self.spec.write_costs:
+            report.say("**No write costs** are declared for this runbook.")
+            return pd.DataFrame()
+        rows = []
+        for cost in self.spec.write_costs:
+            if cost.why:
+                report.say(cost.why)
+            row, shortfall = probe.write_overhead(self.raw, cost)
+            rows.append(row)
+            if shortfall:
+                self._claim_short(shortfall, cost.claim_warn, timed=False)
+        frame = pd.DataFrame(rows)
+        report.show(frame, caption="write overhead of the new indexes (each run rolled back)")
+        self.detail["write_overhead"] = [{k: str(v) for k, v in row.items()} for row in rows]
         return frame
 
     def _collect_probe_failures(self) -> None:

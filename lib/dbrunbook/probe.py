@@ -22,7 +22,7 @@ from pglast.stream import RawStream
 from psycopg import sql
 
 from . import report
-from .spec import IndexSize, ProbeData, ProbeQuery, ProbeSpec
+from .spec import IndexSize, ProbeData, ProbeQuery, ProbeSpec, WriteCost
 from .statements import render, split_postgresql
 
 CHART_FILE = "probe_timings.png"
@@ -281,3 +281,40 @@ def _pretty(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} GB"
+
+
+def write_overhead(conn: psycopg.Connection[Any], cost: WriteCost) -> tuple[dict[str, Any], str | None]:
+    """The write's median time with the indexes and without them (hidden in a savepoint), each
+    run rolled back, the two alternating so that drift (a checkpoint, the cache) hits both alike.
+    Returns the table row and, when the overhead exceeds the claim, the shortfall in one line."""
+    text = render(conn, cost.sql, {"rows": cost.rows})
+    laps: dict[str, list[float]] = {"with": [], "without": []}
+
+    def once(hidden: list[str]) -> float:
+        conn.execute("SAVEPOINT dbrunbook_write")
+        try:
+            for name in hidden:
+                conn.execute(sql.SQL("DROP INDEX {}").format(sql.Identifier(name)))
+            started = time.perf_counter()
+            conn.execute(text.encode())
+            return time.perf_counter() - started
+        finally:
+            conn.execute("ROLLBACK TO SAVEPOINT dbrunbook_write")
+            conn.execute("RELEASE SAVEPOINT dbrunbook_write")
+
+    once([])  # warm: both sides are timed warm
+    for lap in range(cost.repeat):
+        for which in (("with", "without") if lap % 2 == 0 else ("without", "with")):
+            laps[which].append(once([] if which == "with" else cost.indexes))
+    with_ms, without_ms = (statistics.median(laps[k]) * 1000 for k in ("with", "without"))
+    overhead = (with_ms / without_ms - 1) * 100 if without_ms else 0.0
+    row: dict[str, Any] = {"write": cost.name, "rows": cost.rows, "indexes": ", ".join(cost.indexes),
+                           "median ms without": round(without_ms, 2), "median ms with": round(with_ms, 2),
+                           "overhead": f"{overhead:+.0f}%"}
+    if cost.claim_max_pct is None:
+        return row, None
+    row["claimed"] = f"at most +{cost.claim_max_pct:g}% ({cost.claim_source or 'the plan'})"
+    if overhead <= cost.claim_max_pct:
+        return row, None
+    return row, (f"write '{cost.name}': the new indexes cost {overhead:+.0f}% per write, above the claimed "
+                 f"+{cost.claim_max_pct:g}% ({cost.claim_source or 'the plan'})")

@@ -271,6 +271,22 @@ class IndexSize(_Strict):
     claim_warn: str = ""
 
 
+class WriteCost(_Strict):
+    """What the new indexes cost the application's writes (seed 003: "Write overhead +5-10%"):
+    ``sql`` (a write that may use ``%(rows)s``) timed with the indexes and with them hidden (dropped
+    in a savepoint), each run rolled back, alternating, the median of ``repeat``."""
+
+    name: str
+    why: str = ""
+    sql: str
+    indexes: list[str]
+    rows: int = Field(default=5000, gt=0)
+    repeat: int = Field(default=7, gt=0)
+    claim_max_pct: float | None = None
+    claim_source: str = ""
+    claim_warn: str = ""
+
+
 class RaceOutcome(_Strict):
     """How a race must end: how many sessions succeed, fail with ``sqlstate``, and fetch."""
 
@@ -303,6 +319,7 @@ class BehaviourSpec(_Strict):
     data: ProbeData | None = None
     probes: list[ProbeSpec] = []
     index_sizes: list[IndexSize] = []
+    write_costs: list[WriteCost] = []
 
     @model_validator(mode="after")
     def _probes_need_data(self) -> BehaviourSpec:
