@@ -10,7 +10,7 @@ from dbrunbook.errors import ChecksFailed
 from dbrunbook.probe import CHART_FILE, plan_indexes
 from dbrunbook.spec import CaseOutcome
 
-from .conftest import apply_schema, connect
+from .conftest import apply_schema, cli, connect
 
 
 def counts(target: str) -> tuple[int, int]:
@@ -22,6 +22,9 @@ def counts(target: str) -> tuple[int, int]:
 def test_cases_and_probe_pass_and_leave_no_data(target: str, tmp_path: Path) -> None:
     commands.prepare("event_message_fk", target)
     apply_schema(target)
+    # The seed's order: the clean slate deletes the old events before the tests (its case 6 asks it).
+    cleaned = cli("run", "event_message_fk", "--target", target, "--phases", "clean_slate", "-p", f"confirm={target}")
+    assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
     before = counts(target)
     run = open_phase("test", "event_message_fk", target, rows=3000, archive_dir=tmp_path)
     cases = run.behaviour()
@@ -48,6 +51,7 @@ def test_cases_and_probe_pass_and_leave_no_data(target: str, tmp_path: Path) -> 
 def test_cases_fail_against_a_schema_without_the_fk(target: str) -> None:
     commands.prepare("event_message_fk", target)
     with connect(target) as conn:  # the column and index, as if the FK statement had been forgotten
+        conn.execute(sa.text('DELETE FROM "Event"'))  # as the clean slate does
         conn.execute(sa.text('ALTER TABLE "Event" ADD COLUMN "messageId" TEXT'))
         conn.execute(sa.text('CREATE INDEX "Event_messageId_idx" ON "Event"("messageId")'))
         conn.commit()
@@ -59,6 +63,18 @@ def test_cases_fail_against_a_schema_without_the_fk(target: str) -> None:
         "cascade delete when the message is deleted", "invalid messageId rejected by the FK"]
     with pytest.raises(ChecksFailed, match=r"test: 2 check\(s\) failed: case 'cascade delete"):
         run.finish()
+
+
+def test_case_6_asks_the_stored_events_so_old_events_fail_it(target: str) -> None:
+    """Seed 000's case 6 is not a re-read of its own insert: without the clean slate, 14 of the 16 old
+    events still carry messageId in their metadata, and the case says so."""
+    commands.prepare("event_message_fk", target)
+    apply_schema(target)
+    run = open_phase("test", "event_message_fk", target)
+    frame = run.behaviour().set_index("case")
+    assert frame.loc["no stored event carries messageId in its metadata", "actual"] == "value = 14"
+    assert list(frame[frame["result"] == "FAIL"].index) == ["no stored event carries messageId in its metadata"]
+    run.abandon()
 
 
 def test_probe_fails_when_the_index_is_not_used(target: str, tmp_path: Path) -> None:
