@@ -211,3 +211,23 @@ def test_code_verify_where_the_seeds_change_code(runbook: str, code: set[tuple[s
     prisma = {f.message for f in failing.findings if f.kind == "prisma"}
     assert models <= prisma, prisma
     failing.abandon()
+
+
+def test_the_fidelity_audit_totals_are_its_rows() -> None:
+    """runbooks/FIDELITY.md's summary is counted from its own rows, so it cannot drift from them."""
+    from .conftest import ROOT
+
+    text = (ROOT / "runbooks" / "FIDELITY.md").read_text()
+    summary, *sections = text.split("\n## ")
+    totals = [0, 0, 0, 0, 0]
+    for section in sections:
+        seed = section.split(":", 1)[0]
+        rows = [[c.strip() for c in line.strip("|").split("|")] for line in section.splitlines()
+                if line.startswith("| ") and not line.startswith("| step")]
+        counted = [len(rows), sum(r[1] == "✔" for r in rows), sum(r[2] == "✔" for r in rows),
+                   sum(r[2] == "◐" for r in rows), sum(r[2] == "✘" for r in rows)]
+        line = next(line for line in summary.splitlines() if line.startswith(f"| {seed} |"))
+        assert [int(c) for c in line.strip("|").split("|")[2:]] == counted, seed
+        totals = [a + b for a, b in zip(totals, counted, strict=True)]
+    line = next(line for line in summary.splitlines() if line.startswith("| all |"))
+    assert [int(c) for c in line.strip("|").split("|")[2:]] == totals
