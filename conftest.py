@@ -33,6 +33,9 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["DBRUNBOOK_PGDATA"] = str(_SESSION_DIR / "pgdata")
     os.environ["DBRUNBOOK_OUTPUTS"] = str(_SESSION_DIR / "outputs")
     os.environ["DBRUNBOOK_CONFIG"] = str(_SESSION_DIR / "dbrunbook.yaml")
+    # Production deploys need a recorded approval by default; the tests of deploy's own mechanics
+    # switch that off for the session, and tests/test_approval.py switches it back on.
+    (_SESSION_DIR / "dbrunbook.yaml").write_text("approvals: {required: false}\n")
     os.environ.pop("DATABASE_URL", None)
 
 

@@ -64,7 +64,6 @@ def test_demo_all_runs_every_runbook_on_its_own_databases() -> None:
     prod = next(Path(row[-1]) for row in lines if row[1] == "normalize_attachments_prod")
     page = (prod / "02_backfill.ipynb").read_text()
     assert "dual-read" in page and "Cleanup done:" in page and "the final schema" in page
-    assert "the plan reported 136.1 rows/s" in page
-    assert commands.status("normalize_attachments", "normalize_attachments_prod").migrations.iloc[0]["phase"] == "complete"
+    assert "the plan reported 136.1 rows/s" in page and "with the ledger's phase `complete`" in page
     for row in lines:
         assert Path(row[-1]).is_dir() and (Path(row[-1]) / "manifest.json").is_file()

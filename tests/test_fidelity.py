@@ -73,7 +73,9 @@ def test_a_claim_short_fails_unless_the_runbook_accepts_it_with_a_reason(tmp_pat
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert "warning: index Conversation_lead_open_unique: the partial index is" in passed.stdout
     page = json.loads((archive_of(passed.stdout) / "01_test.ipynb").read_text())
-    top = "".join(page["cells"][0]["source"])
+    # The page's status line comes first (issue 14), the warnings right under it.
+    assert "".join(page["cells"][0]["source"]).startswith("**PASSED** · conversation_integrity · test")
+    top = "".join(page["cells"][1]["source"])
     assert top.startswith("**Warnings of this run**") and "short of the claimed 98%" in top and reason[:40] in top
     manifest = json.loads((archive_of(passed.stdout) / "manifest.json").read_text())
     assert manifest["phases"][0]["warnings"] and manifest["status"] == "passed"

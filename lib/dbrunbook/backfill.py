@@ -589,7 +589,7 @@ class BackfillRun(BasePhase):
         found: list[tuple[str, str]] = []
         for statement in split_postgresql(read_sql_text(self.runbook.file(self.spec.dual_write), where), where):
             node: Any = parse_sql(statement.text)[0].stmt
-            if isinstance(node, ast.CreateTrigStmt):
+            if isinstance(node, ast.CreateTrigStmt) and node.relation is not None:
                 relation = node.relation
                 table = ".".join(sql.Identifier(str(p)).as_string(self.db) for p in (relation.schemaname, relation.relname)
                                  if p)

@@ -87,6 +87,26 @@ def build_parser() -> argparse.ArgumentParser:
     rehearse.add_argument("--target", required=True, help="a scratch target (never production)")
     rehearse.add_argument("--format", choices=["table", "json"], default="table")
 
+    history = sub.add_parser("history", help="every run, newest first: the archive joined with the targets' ledgers")
+    history.add_argument("--runbook")
+    history.add_argument("--target")
+    history.add_argument("--since", help="30m, 12h, 7d, 2w, or a date (2026-11-01)")
+    history.add_argument("--format", choices=["table", "json"], default="table")
+    history.add_argument("--no-ledgers", action="store_true", help="the archive alone (no database is read)")
+
+    archived = sub.add_parser("archive", help="the archive: its index page, and a check of every file and link")
+    archived.add_argument("action", choices=["index", "verify"])
+    archived.add_argument("runs", nargs="*", help="for verify: run ids or run folders")
+    archived.add_argument("--all", action="store_true", dest="every", help="for verify: every run in the archive")
+    archived.add_argument("--no-ledgers", action="store_true",
+                          help="for verify: files and chain only, no target's ledger is read")
+
+    approve = sub.add_parser("approve", help="record, in the target's ledger, an approval of the runbook as it is now")
+    approve.add_argument("runbook")
+    approve.add_argument("--target", required=True)
+    approve.add_argument("--as", dest="approver", help="who approves (default: $DBRUNBOOK_OPERATOR, else user@host)")
+    approve.add_argument("--note", help="why, or what was checked")
+
     demo = sub.add_parser("demo", help="play the seed-000 runbook on the embedded dev and prod databases")
     demo.add_argument("--all", action="store_true", dest="all_runbooks",
                       help="every example runbook, each on its own databases, then a summary table")
@@ -199,6 +219,34 @@ def _dispatch(args: argparse.Namespace) -> int:
                                layout=args.layout, squawk_options=options)
         print(linted.to_json() if args.format == "json" else linted.render())
         return 1 if lint_.reaches(linted.findings, args.fail_on) else 0
+    if args.command == "history":
+        from . import history as history_
+
+        since = history_.parse_since(args.since) if args.since else None
+        found, notes = history_.runs(runbook=args.runbook, target=args.target, since=since, ledgers=not args.no_ledgers)
+        print(history_.render_history(found, args.format))
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
+        return 0
+    if args.command == "archive":
+        from . import chain
+        from . import history as history_
+
+        if args.action == "index":
+            print(f"archive index: {history_.write_index()}")
+            return 0
+        if not args.runs and not args.every:
+            return _fail("archive verify: name runs (ids or folders) or give --all", 2)
+        ids = None if args.every else [Path(r).name.rsplit("_", 1)[-1] if "/" in r or Path(r).is_dir() else r
+                                       for r in args.runs]
+        verified = chain.verify_archive(ids, check_ledgers=not args.no_ledgers)
+        print(verified.render())
+        return 0 if verified.ok else 1
+    if args.command == "approve":
+        from . import approval
+
+        print(approval.approve(args.runbook, args.target, approver=args.approver, note=args.note).render())
+        return 0
     if args.command == "demo" and args.all_runbooks:
         rows = commands.demo_all()
         print()

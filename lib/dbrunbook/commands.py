@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -21,8 +22,11 @@ from .targets import TARGETS_ENV, Target, engine, resolve_target
 DEMO_RUNBOOK = "event_message_fk"
 # The seed-000 flow: rehearse everything on dev (clean_slate confirmed for dev only; the rollback
 # rehearsal proves the way back), then deploy to prod, rehearsed on dev.
+APPROVE = "approve"  # a flow step that records an approval instead of running phases
+DEMO_APPROVER = "reviewer (demo)"
 DEMO_FLOW: tuple[tuple[str, tuple[str, ...], dict[str, object]], ...] = (
     ("dev", ("review", "schema", "clean_slate", "code_verify", "test", "rollback", "schema"), {"confirm": "dev"}),
+    ("prod", (APPROVE,), {}),
     ("prod", ("deploy",), {"rehearsal": "dev"}),
 )
 
@@ -137,9 +141,12 @@ class StatusReport:
     detail: str
     events: pd.DataFrame
     migrations: pd.DataFrame = field(default_factory=pd.DataFrame)
+    approval: str = ""
 
     def render(self) -> str:
         lines = [f"runbook {self.runbook} on {self.target}: {self.state}", self.detail]
+        if self.approval:
+            lines.append(self.approval)
         for row in self.migrations.to_dict("records"):
             point = row["checkpoint"] or {}
             lines.append(f"data migration {row['name']}: phase {row['phase']}, status {row['status']}; checkpoint: "
@@ -172,11 +179,26 @@ def status(runbook_ref: str, target_ref: str) -> StatusReport:
         live = ledger.lock_held(conn, ledger.runbook_lock_key(book.name))
         events = ledger.events_frame(conn, book.name)
         migrations = ledger.migrations_frame(conn, book.name) if book.spec.backfill else pd.DataFrame()
+        approval = _approval_line(conn, book, target)
     if book.spec.backfill and migrations.empty:  # declared, not started: the seed's "pending"
         migrations = pd.DataFrame([{"name": book.spec.backfill.name, "phase": "backfill", "status": "pending",
                                     "processed_records": 0, "checkpoint": {}, "updated_at": None, "error": None}])
     text, detail = ledger.describe(state, book.migration_checksum(), live=live, script=book.script_name("migration"))
-    return StatusReport(book.name, target.name, text, detail, events, migrations)
+    return StatusReport(book.name, target.name, text, detail, events, migrations, approval)
+
+
+def _approval_line(conn: Any, book: Runbook, target: Any) -> str:
+    """The newest approval on the target and whether it still covers the runbook's files."""
+    from .approval import plan_checksums, plan_sha256
+
+    recorded = ledger.approvals(conn, book.name)
+    if not recorded:
+        return "approval: none recorded" + (" (a production deploy needs one)" if target.production else "")
+    last = recorded[0]
+    valid = "covers the files as they are now" if last.plan_sha256 == plan_sha256(plan_checksums(book)) else \
+        "VOID: the files changed since"
+    return (f"approval: {last.approver} at {last.approved_at:%Y-%m-%d %H:%M} UTC, plan {last.plan_sha256[:12]}"
+            + (f", review {last.review_run_id}" if last.review_run_id else "") + f"; {valid}")
 
 
 # -- run --------------------------------------------------------------------------------------
@@ -246,6 +268,13 @@ def play_flow(runbook: str, flow: Flow, echo: Callable[[str], None] = print) -> 
         echo(f"prepared {prepared.target}: {prepared.statements} fixture statements loaded")
     steps: list[DemoStep] = []
     for target_ref, phases, parameters, *expected in flow:
+        if phases == [APPROVE]:
+            # A second person approves the plan the dev run reviewed, as seed 001 asks ("Get team
+            # approval before proceeding"); the production deploy then finds it in the ledger.
+            from .approval import approve
+
+            echo(approve(runbook, target_ref, approver=DEMO_APPROVER, note="demo: reviewed and rehearsed on dev").render())
+            continue
         shown = "".join(f" {k}={v}" for k, v in parameters.items())
         echo(f"running {runbook} on {target_ref}: {', '.join(phases)}" + (f" ({shown.strip()})" if shown else "")
              + (" - the plan's reviewers said no-go: a refusal is expected" if expected == ["no-go"] else ""))
@@ -298,7 +327,7 @@ def runbook_flow(book: Runbook) -> Flow:
     deploy_params: dict[str, object] = {"rehearsal": dev}
     if spec.backfill is not None and spec.backfill.cleanup is not None:
         deploy_params["cleanup"] = True
-    return [*refused, (dev, [*review, "schema", *declared, "rollback", "schema"], dev_params),
+    return [*refused, (dev, [*review, "schema", *declared, "rollback", "schema"], dev_params), (prod, [APPROVE], {}),
             (prod, ["deploy", *(["backfill"] if spec.backfill else [])], deploy_params)]
 
 

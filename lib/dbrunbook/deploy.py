@@ -199,6 +199,10 @@ class DeployRun(BasePhase):
             todo = {APPLY: "apply", RESUME: "resume: steps already done are skipped", NOOP: "up to date: verify only"}
             rows.append(_row("state on " + self.target.name, seen, todo[self.decision], "pass"))
 
+        approval_row, refused = self._approval()
+        rows.append(approval_row)
+        if refused is not None:
+            problems.append(refused)
         if not self.rehearsal:
             rows.append(_row("rehearsal", "(no rehearsal target given)", "not checked", "skip"))
         elif self.rehearsal == self.target.name:
@@ -224,6 +228,32 @@ class DeployRun(BasePhase):
         self.before = introspect.snapshot(self.conn)
         self.detail["decision"] = self.decision
         return frame
+
+    def _approval(self) -> tuple[dict[str, str], DbrunbookError | None]:
+        """A production deploy that changes something needs an approval of these exact files, by
+        someone other than the operator (unless the project allows self-approval)."""
+        from .approval import ApprovalRequired, approvals_required, valid_approval
+
+        found, why = valid_approval(self.conn, self.runbook, self.operator)
+        needed = (self.target.production and not self.dry_run and self.decision in (APPLY, RESUME)
+                  and approvals_required())
+        if found is not None:
+            self.detail["approval"] = {"approver": found.approver, "approved_at": found.approved_at.isoformat(),
+                                       "plan_sha256": found.plan_sha256, "review_run_id": found.review_run_id,
+                                       "note": found.note}
+            review = f", review {found.review_run_id}" if found.review_run_id else ""
+            report.say(f"**Approved** by {found.approver} at {found.approved_at:%Y-%m-%d %H:%M} UTC (plan "
+                       f"{found.plan_sha256[:12]}{review})" + (f": {found.note}" if found.note else "") + ".")
+            return _row("approval", f"{found.approver}, plan {found.plan_sha256[:12]}", "these files", "pass"), None
+        if not needed:
+            why_not = ("not production" if not self.target.production else "dry run" if self.dry_run else
+                       "nothing to apply" if self.decision not in (APPLY, RESUME) else
+                       "the project's dbrunbook.yaml sets approvals.required: false")
+            return _row("approval", why or "-", f"not needed ({why_not})", "skip"), None
+        return (_row("approval", why, "an approval of these files by someone else", "FAIL"),
+                ApprovalRequired(f"deploy refused: {why} for {self.runbook.name} on {self.target.name}; run `dbrunbook "
+                                 f"approve {self.runbook.name} --target {self.target.name}` as someone other than "
+                                 f"{self.operator}; nothing was changed"))
 
     def plan(self) -> pd.DataFrame:
         """The online steps derived from the migration, with the lock each one takes."""

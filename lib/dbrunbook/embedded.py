@@ -92,11 +92,17 @@ def conninfo(database: str, socket_dir: Path) -> str:
     return f"postgresql://{SUPERUSER}@/{database}?host={socket_dir}"
 
 
-def ensure_database(database: str) -> Path:
-    """Start the server if needed and create ``database`` if missing; returns the socket dir."""
+def ensure_database(database: str, *, create: bool = True) -> Path:
+    """Start the server if needed and create ``database`` if missing (with ``create=False``, a
+    missing database is an error: a reader must not bring back a database someone dropped);
+    returns the socket dir."""
     socket_dir = ensure_running()
     with psycopg.connect(conninfo("postgres", socket_dir), autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
+        if not exists and not create:
+            from .errors import TargetError
+
+            raise TargetError(f"embedded database {database} does not exist")
         if not exists:
             try:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))

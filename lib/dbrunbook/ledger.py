@@ -36,7 +36,7 @@ from .introspect import Snapshot
 SCHEMA = "dbrunbook"
 #: The ledger schema this code writes. 1: events, state, data_migrations (no version table);
 #: 2: the version table, the step in flight on ``state``, TRUNCATE refused on ``events``.
-VERSION = 2
+VERSION = 3
 
 # -- runbook states -----------------------------------------------------------------------------
 PENDING = "pending"            # no row: never applied here (or reset by prepare)
@@ -101,6 +101,8 @@ class Tables:
     state: sa.Table
     migrations: sa.Table
     version: sa.Table
+    archives: sa.Table
+    approvals: sa.Table
 
 
 @lru_cache(maxsize=2)
@@ -165,7 +167,34 @@ def tables(dialect: str) -> Tables:
         sa.Column("upgraded_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("operator", sa.Text, nullable=False),
     )
-    return Tables(events, state, migrations, version)
+    # Version 3: the seal of each archived run (its manifest's sha256 and the one before it on this
+    # target, so a changed, deleted or swapped run shows), and the approvals of exact plans.
+    archives = sa.Table(
+        prefix + "archives", metadata,
+        sa.Column("run_id", sa.Text, primary_key=True),
+        sa.Column("runbook", sa.Text, nullable=False),
+        sa.Column("target", sa.Text, nullable=False),
+        sa.Column("folder", sa.Text, nullable=False),
+        sa.Column("status", sa.Text, nullable=False),
+        sa.Column("manifest_sha256", sa.Text, nullable=False),
+        sa.Column("previous_run_id", sa.Text),
+        sa.Column("previous_sha256", sa.Text),
+        sa.Column("operator", sa.Text, nullable=False),
+        sa.Column("sealed_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    approvals = sa.Table(
+        prefix + "approvals", metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("runbook", sa.Text, nullable=False),
+        sa.Column("target", sa.Text, nullable=False),
+        sa.Column("approver", sa.Text, nullable=False),
+        sa.Column("note", sa.Text),
+        sa.Column("plan_sha256", sa.Text, nullable=False),
+        sa.Column("checksums", _JSON, nullable=False),
+        sa.Column("review_run_id", sa.Text),
+        sa.Column("approved_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    return Tables(events, state, migrations, version, archives, approvals)
 
 
 def _STATE_V2_COLUMNS() -> list[sa.Column[Any]]:  # noqa: N802 - a table fragment, named like one
@@ -212,7 +241,7 @@ def ensure_ledger(conn: Connection) -> None:
                            f"({VERSION}); upgrade dbrunbook")
     if found == VERSION:
         return
-    _upgrade_to_2(conn)
+    _upgrade_to_2(conn)  # idempotent; version 3 only adds tables, which create_all made above
     conn.execute(t.version.insert().values(version=VERSION, upgraded_at=now(), operator=operator()))
 
 
@@ -691,3 +720,82 @@ def migrations_frame(conn: Connection, runbook: str) -> pd.DataFrame:
                                         lock_held(conn, backfill_lock_key(runbook, str(r["name"]))))
                        for r in frame.to_dict("records")]
     return frame
+
+
+# -- archive seals (version 3) -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Seal:
+    """What the target's ledger holds of one archived run: its manifest's sha256, and the run and
+    manifest sha256 before it on this target (the archive's chain)."""
+
+    run_id: str
+    runbook: str
+    target: str
+    folder: str
+    status: str
+    manifest_sha256: str
+    previous_run_id: str | None
+    previous_sha256: str | None
+    operator: str
+    sealed_at: datetime
+
+
+def last_seal(conn: Connection, target: str) -> Seal | None:
+    """The newest sealed run on this target, or None (no ledger yet, or nothing sealed)."""
+    if ledger_version(conn) is None or (ledger_version(conn) or 0) < 3:
+        return None
+    t = tables(conn.dialect.name)
+    row = conn.execute(sa.select(t.archives).where(t.archives.c.target == target)
+                       .order_by(t.archives.c.sealed_at.desc(), t.archives.c.run_id.desc()).limit(1)).mappings().first()
+    return Seal(**row) if row else None
+
+
+def record_seal(conn: Connection, seal: Seal) -> None:
+    """Seal a run in the caller's transaction; a run is sealed once."""
+    ensure_ledger(conn)
+    t = tables(conn.dialect.name)
+    conn.execute(t.archives.insert().values(**asdict(seal)))
+
+
+def seals(conn: Connection, target: str | None = None) -> list[Seal]:
+    if (ledger_version(conn) or 0) < 3:
+        return []
+    t = tables(conn.dialect.name)
+    query = sa.select(t.archives).order_by(t.archives.c.sealed_at, t.archives.c.run_id)
+    if target is not None:
+        query = query.where(t.archives.c.target == target)
+    return [Seal(**row) for row in conn.execute(query).mappings().all()]
+
+
+# -- approvals (version 3) -----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Approval:
+    """An approval of one exact plan: the sha256 of every runbook file, and the review it rests on."""
+
+    runbook: str
+    target: str
+    approver: str
+    plan_sha256: str
+    checksums: dict[str, str]
+    review_run_id: str | None
+    approved_at: datetime
+    note: str | None = None
+
+
+def record_approval(conn: Connection, approval: Approval) -> None:
+    ensure_ledger(conn)
+    t = tables(conn.dialect.name)
+    conn.execute(t.approvals.insert().values(**asdict(approval)))
+
+
+def approvals(conn: Connection, runbook: str | None = None) -> list[Approval]:
+    """Approvals recorded on this target, newest first."""
+    if (ledger_version(conn) or 0) < 3:
+        return []
+    t = tables(conn.dialect.name)
+    query = sa.select(t.approvals).order_by(t.approvals.c.approved_at.desc(), t.approvals.c.id.desc())
+    if runbook is not None:
+        query = query.where(t.approvals.c.runbook == runbook)
+    return [Approval(**{k: v for k, v in row.items() if k != "id"}) for row in conn.execute(query).mappings().all()]

@@ -57,10 +57,20 @@ class TargetConfig(BaseModel):
         return self
 
 
+class ApprovalsConfig(BaseModel):
+    """Who may approve a production deploy: by default never the operator who deploys (four eyes)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    required: bool = True
+    allow_self_approval: bool = False
+
+
 class ProjectConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     targets: dict[str, TargetConfig] = {}
+    approvals: ApprovalsConfig = ApprovalsConfig()
 
 
 @dataclass(frozen=True)
@@ -242,12 +252,16 @@ def check_parameter_safe(ref: str) -> None:
     refuse_password("target", ref)
 
 
-def engine(target: Target) -> Engine:
-    """An engine for the target, starting the embedded server on demand."""
+def engine(target: Target, *, create: bool = True) -> Engine:
+    """An engine for the target, starting the embedded server on demand; ``create=False`` for a
+    reader (history, verify, the overview): a dropped embedded database stays dropped."""
     url = target.url
+    if not create and target.dialect == "sqlite" and url.database and url.database != ":memory:" \
+            and not Path(url.database).exists():
+        raise TargetError(f"SQLite file {url.database} does not exist")  # connecting would create it
     if target.embedded_db:
         # The wheel may put the socket elsewhere when the data path is too long for one.
-        socket_dir = embedded.ensure_database(target.embedded_db)
+        socket_dir = embedded.ensure_database(target.embedded_db, create=create)
         url = url.update_query_dict({"host": str(socket_dir)})
     return _engine(url)
 
