@@ -19,13 +19,17 @@ ROOT = Path(__file__).resolve().parents[1]
 SEED_000 = ROOT / "runbooks" / "event_message_fk"
 
 
-def add_target(name: str, entry: dict[str, object]) -> None:
-    """Add a named target to this session's dbrunbook.yaml (see the root conftest)."""
+def add_config(section: str, name: str, entry: dict[str, object]) -> None:
+    """Add an entry (a target, a group) to this session's dbrunbook.yaml (see the root conftest)."""
     path = Path(os.environ["DBRUNBOOK_CONFIG"])
     config = yaml.safe_load(path.read_text()) if path.exists() else {}
     config = config or {}
-    config.setdefault("targets", {})[name] = entry
+    config.setdefault(section, {})[name] = entry
     path.write_text(yaml.safe_dump(config))
+
+
+def add_target(name: str, entry: dict[str, object]) -> None:
+    add_config("targets", name, entry)
 
 
 @pytest.fixture

@@ -183,6 +183,8 @@ def _check_seals(runs: dict[str, list[ArchivedRun]], selected: list[str], everyt
     by_target: dict[str, list[str]] = {}
     for run_id in selected:
         for run in runs.get(run_id, []):
+            if run.manifest.get("kind") == "fleet":  # each database's runs are in its own ledger
+                continue
             by_target.setdefault(str(run.manifest.get("target")), []).append(run_id)
     for name, ids in sorted(by_target.items()):
         try:

@@ -107,6 +107,19 @@ def build_parser() -> argparse.ArgumentParser:
     approve.add_argument("--as", dest="approver", help="who approves (default: $DBRUNBOOK_OPERATOR, else user@host)")
     approve.add_argument("--note", help="why, or what was checked")
 
+    fleet = sub.add_parser("fleet", help="one runbook to many databases, in waves, on Dask")
+    fleet.add_argument("action", choices=["run", "status"])
+    fleet.add_argument("runbook")
+    chosen = fleet.add_mutually_exclusive_group(required=True)
+    chosen.add_argument("--group", help="a group of targets in dbrunbook.yaml")
+    chosen.add_argument("--targets", help="target names, comma-separated, in order")
+    fleet.add_argument("--phases", default="deploy", help="for run: comma-separated, in order (default: deploy)")
+    fleet.add_argument("-p", "--parameter", action="append", type=_parameter, default=[], metavar="KEY=VALUE")
+    fleet.add_argument("--waves", default="1,100%", help="cumulative: 1,10%%,100%% (default: a canary, then all)")
+    fleet.add_argument("--parallel", type=int, default=2, help="databases at once within a wave (default 2)")
+    fleet.add_argument("--on-error", choices=["halt", "continue"], default="halt")
+    fleet.add_argument("--scheduler", help="a running Dask scheduler's address (default: a LocalCluster here)")
+
     demo = sub.add_parser("demo", help="play the seed-000 runbook on the embedded dev and prod databases")
     demo.add_argument("--all", action="store_true", dest="all_runbooks",
                       help="every example runbook, each on its own databases, then a summary table")
@@ -246,6 +259,23 @@ def _dispatch(args: argparse.Namespace) -> int:
         from . import approval
 
         print(approval.approve(args.runbook, args.target, approver=args.approver, note=args.note).render())
+        return 0
+    if args.command == "fleet":
+        from . import fleet as fleet_
+
+        refs = fleet_.group_targets(args.group) if args.group else [r.strip() for r in args.targets.split(",")
+                                                                       if r.strip()]
+        if args.action == "status":
+            print(fleet_.fleet_status(args.runbook, refs).to_string(index=False))
+            return 0
+        result = fleet_.fleet_run(args.runbook, refs, commands.parse_phases(args.phases),
+                                  parameters=dict(args.parameter), waves=args.waves, parallel=args.parallel,
+                                  on_error=args.on_error, scheduler=args.scheduler,
+                                  echo=lambda line: print(line, flush=True))
+        print(result.render())
+        if not result.ok:
+            return _fail(f"fleet {result.fleet_id}: {len(result.failed)} database(s) failed"
+                         + (", the rollout halted" if args.on_error == "halt" else ""), 1)
         return 0
     if args.command == "demo" and args.all_runbooks:
         rows = commands.demo_all()

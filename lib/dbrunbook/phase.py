@@ -647,3 +647,10 @@ def open_phase(phase: str, runbook: str | Path, target: str, *, dry_run: bool = 
     _current = run
     run.banner()
     return run
+
+
+def abandon_current() -> None:
+    """Roll back and close the run this process opened last, if it is still open (a fleet worker
+    runs many databases in one process, one after the other)."""
+    if _current is not None:
+        _current.abandon()

@@ -66,11 +66,37 @@ class ApprovalsConfig(BaseModel):
     allow_self_approval: bool = False
 
 
+class GroupConfig(BaseModel):
+    """A group of targets for a fleet run: an explicit list of target names, the databases of a
+    server whose names match ``pattern`` (``tenant_*``), or the rows of ``query`` run on the
+    catalog target ``on`` (each a database name on ``server``, a target name or ``env:VAR``:
+    references, never URLs with secrets; Atlas's ``for_each`` over a query is the model)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    targets: list[str] = []
+    pattern: str | None = None
+    query: str | None = None
+    on: str | None = None
+    server: str = "dev"           # the target whose server holds the databases
+    production: bool | None = None  # default: the server target's flag
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> GroupConfig:
+        given = [k for k in ("targets", "pattern", "query") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of targets, pattern, query")
+        if self.query and not self.on:
+            raise ValueError("a query group names the target it runs on (on: ...)")
+        return self
+
+
 class ProjectConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     targets: dict[str, TargetConfig] = {}
     approvals: ApprovalsConfig = ApprovalsConfig()
+    groups: dict[str, GroupConfig] = {}
 
 
 @dataclass(frozen=True)
@@ -187,6 +213,20 @@ def sqlite_dir() -> Path:
     return folder
 
 
+GROUP_SEP = "/"  # a database of a pattern or query group: "<group>/<database>"
+
+
+def member_target(ref: str, group: GroupConfig, database: str, root: Path | None = None) -> Target:
+    """A database on the group's server, named ``<group>/<database>`` (what its ledger records and
+    what ``status --target`` takes afterwards)."""
+    server = resolve_target(group.server, root)
+    if server.dialect != "postgresql":
+        raise TargetError(f"group {ref.split(GROUP_SEP)[0]}: its server {group.server} is not PostgreSQL")
+    production = server.production if group.production is None else group.production
+    return Target(name=ref, url=server.url.set(database=database), production=production,
+                  embedded_db=database if server.embedded_db else None)
+
+
 def resolve_target(ref: str, root: Path | None = None) -> Target:
     """Resolve a target reference: a configured name, ``env:VAR``, a default name, or a URL.
 
@@ -208,6 +248,9 @@ def resolve_target(ref: str, root: Path | None = None) -> Target:
         url = parse_url(value)
         return Target(name=ref, url=url, production=not _is_local(url))
     config = load_config(root)
+    group, _, database = ref.partition(GROUP_SEP)
+    if database and group in config.groups and not config.groups[group].targets:
+        return member_target(ref, config.groups[group], database, root)
     entry = config.targets.get(ref)
     if entry is not None:
         if entry.embedded:

@@ -1,0 +1,112 @@
+"""Fleet rollout on Dask (a LocalCluster of processes) and real embedded databases: waves, a
+halt after the failing wave, a resume, carry-on, and every database's own ledger."""
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from dbrunbook import commands, embedded, fleet, ledger
+
+from .conftest import add_config, cli, connect
+
+RUNBOOK = "event_message_fk"
+
+
+@pytest.fixture
+def tenants() -> Iterator[tuple[str, list[str]]]:
+    """A group of 12 tenant databases (a pattern over the embedded server), each with seed 000's
+    "before" schema."""
+    prefix = f"fl{uuid.uuid4().hex[:6]}"
+    group = f"g{prefix}"
+    names = [f"{prefix}_{i:02d}" for i in range(1, 13)]
+    add_config("groups", group, {"pattern": f"{prefix}_*", "server": "dev"})
+    for name in names:
+        embedded.ensure_database(name)
+        commands.prepare(RUNBOOK, f"{group}/{name}")
+    try:
+        yield group, [f"{group}/{n}" for n in names]
+    finally:
+        for name in names:
+            embedded.drop_database(name)
+
+
+def state(ref: str) -> str | None:
+    with connect(ref) as conn:
+        found = ledger.read_state(conn, RUNBOOK)
+    return None if found is None else found.state
+
+
+def fleet_json(stdout: str) -> dict[str, object]:
+    folder = Path(re.findall(r"archive: (\S+)", stdout)[-1])
+    return json.loads((folder / "fleet.json").read_text())
+
+
+def test_waves_halt_after_a_failing_wave_then_resume(tenants: tuple[str, list[str]]) -> None:
+    group, refs = tenants
+    assert fleet.group_targets(group) == refs
+    # Database 4 (in the second wave of 1, 3, 8) already has the column: its schema phase fails.
+    with connect(refs[3]) as conn:
+        conn.execute(sa.text('ALTER TABLE "Event" ADD COLUMN "messageId" TEXT'))
+        conn.commit()
+    halted = cli("fleet", "run", RUNBOOK, "--group", group, "--phases", "schema", "--waves", "1,4,100%",
+                 "--parallel", "2")
+    assert halted.returncode == 1, halted.stdout + halted.stderr
+    assert (f"wave 2 {refs[3]}: FAILED: StatementFailed: event_message_fk/migration.sql:5: statement 1 of 3 failed "
+            '[42701]: column "messageId" of relation "Event" already exists') in halted.stdout, halted.stdout
+    assert "halted after the first failure: 8 database(s) in later waves not started" in halted.stdout
+    assert "database(s) failed, the rollout halted" in halted.stderr
+    report = fleet_json(halted.stdout)
+    statuses = {d["target"]: d["status"] for d in report["databases"]}  # type: ignore[index, union-attr]
+    assert [statuses[r] for r in refs[:4]] == ["passed", "passed", "passed", "failed"]
+    assert all(statuses[r] == "not started" for r in refs[4:])
+    assert [state(r) for r in refs[:3]] == ["applied"] * 3
+    assert state(refs[3]) is None  # the failed transaction left nothing, not even a state
+    assert all(state(r) is None for r in refs[4:])  # later waves untouched
+    # Each database's evidence is structured: its phases, their frames, its fingerprint.
+    first = next(d for d in report["databases"] if d["target"] == refs[0])  # type: ignore[union-attr]
+    assert first["phases"][0]["phase"] == "schema" and "checks" in first["phases"][0]["frames"]
+    assert first["fingerprint"] and first["run_id"] and first["worker"] != "local"
+    page = (Path(re.findall(r"archive: (\S+)", halted.stdout)[-1]) / "fleet.html").read_text()
+    assert "Wave 3: 8 database(s)" in page and "not started" in page and "image/png" in page
+    # Fixed, the same command resumes: the three applied are skipped, the rest applied.
+    with connect(refs[3]) as conn:
+        conn.execute(sa.text('ALTER TABLE "Event" DROP COLUMN "messageId"'))
+        conn.commit()
+    resumed = cli("fleet", "run", RUNBOOK, "--group", group, "--phases", "schema", "--waves", "1,4,100%")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    statuses = {d["target"]: d["status"] for d in fleet_json(resumed.stdout)["databases"]}  # type: ignore[union-attr]
+    assert [statuses[r] for r in refs[:3]] == ["skipped"] * 3 and all(statuses[r] == "passed" for r in refs[3:])
+    assert all(state(r) == "applied" for r in refs)
+    shown = cli("fleet", "status", RUNBOOK, "--group", group)
+    assert shown.stdout.count("applied (up to date)") == 12
+    # Each database's ledger works alone afterwards: status, and a rollback of one of them.
+    assert "applied (up to date)" in cli("status", RUNBOOK, "--target", refs[5]).stdout
+    back = cli("run", RUNBOOK, "--target", refs[5], "--phases", "rollback")
+    assert back.returncode == 0 and state(refs[5]) == "rolled_back", back.stdout + back.stderr
+
+
+def test_on_error_continue_applies_every_other_database(tenants: tuple[str, list[str]]) -> None:
+    group, refs = tenants
+    with connect(refs[0]) as conn:  # the canary itself is broken
+        conn.execute(sa.text('ALTER TABLE "Event" ADD COLUMN "messageId" TEXT'))
+        conn.commit()
+    result = fleet.fleet_run(RUNBOOK, refs, ["schema"], waves="1,50%,100%", parallel=2, on_error="continue")
+    assert not result.ok and [d.target for d in result.failed] == [refs[0]]
+    assert all(d.status == "passed" for d in result.databases if d.target != refs[0])
+    assert [state(r) for r in refs[1:]] == ["applied"] * 11
+    assert f"wave 1 {refs[0]}: FAILED" in result.render()
+
+
+def test_waves_are_cumulative_and_must_reach_every_database() -> None:
+    assert fleet.parse_waves("1,10%,100%", 40) == [1, 3, 36]
+    assert fleet.parse_waves("1,100%", 1) == [1]
+    assert fleet.parse_waves("5,5,100%", 12) == [5, 7]
+    with pytest.raises(Exception, match="reaches 4 of 12"):
+        fleet.parse_waves("1,4", 12)
+    with pytest.raises(Exception, match="neither a count nor a percentage"):
+        fleet.parse_waves("one,100%", 3)
