@@ -10,7 +10,7 @@ from dbrunbook.errors import ChecksFailed
 from dbrunbook.probe import CHART_FILE, plan_indexes
 from dbrunbook.spec import CaseOutcome
 
-from .conftest import apply_schema, cli, connect
+from .conftest import apply_schema, connect
 
 
 def counts(target: str) -> tuple[int, int]:
@@ -22,9 +22,6 @@ def counts(target: str) -> tuple[int, int]:
 def test_cases_and_probe_pass_and_leave_no_data(target: str, tmp_path: Path) -> None:
     commands.prepare("event_message_fk", target)
     apply_schema(target)
-    # The seed's order: the clean slate deletes the old events before the tests (its case 6 asks it).
-    cleaned = cli("run", "event_message_fk", "--target", target, "--phases", "clean_slate", "-p", f"confirm={target}")
-    assert cleaned.returncode == 0, cleaned.stdout + cleaned.stderr
     before = counts(target)
     run = open_phase("test", "event_message_fk", target, rows=3000, archive_dir=tmp_path)
     cases = run.behaviour()
@@ -51,7 +48,6 @@ def test_cases_and_probe_pass_and_leave_no_data(target: str, tmp_path: Path) -> 
 def test_cases_fail_against_a_schema_without_the_fk(target: str) -> None:
     commands.prepare("event_message_fk", target)
     with connect(target) as conn:  # the column and index, as if the FK statement had been forgotten
-        conn.execute(sa.text('DELETE FROM "Event"'))  # as the clean slate does
         conn.execute(sa.text('ALTER TABLE "Event" ADD COLUMN "messageId" TEXT'))
         conn.execute(sa.text('CREATE INDEX "Event_messageId_idx" ON "Event"("messageId")'))
         conn.commit()
@@ -65,15 +61,24 @@ def test_cases_fail_against_a_schema_without_the_fk(target: str) -> None:
         run.finish()
 
 
-def test_case_6_asks_the_stored_events_so_old_events_fail_it(target: str) -> None:
-    """Seed 000's case 6 is not a re-read of its own insert: without the clean slate, 14 of the 16 old
-    events still carry messageId in their metadata, and the case says so."""
+def test_case_6_asks_the_stored_events_so_a_write_path_that_keeps_the_copy_fails_it(target: str) -> None:
+    """Seed 000's case 6 is not a re-read of its own insert: it asks the events in the database.
+    The 14 old events (messageId only in the metadata) pass it; one written with the FK that still
+    carries the copy, as a write path the code change missed would, fails it."""
     commands.prepare("event_message_fk", target)
     apply_schema(target)
+    case = "no event with the FK carries messageId in its metadata"
+    run = open_phase("test", "event_message_fk", target)
+    assert run.behaviour().set_index("case").loc[case, "result"] == "pass"
+    run.abandon()
+    with connect(target) as conn:
+        conn.execute(sa.text("""INSERT INTO "Event" ("id", "messageId", "eventType", "metadata")
+            VALUES ('missed', 'msg_002', 'copy', '{"messageId": "msg_002"}')"""))
+        conn.commit()
     run = open_phase("test", "event_message_fk", target)
     frame = run.behaviour().set_index("case")
-    assert frame.loc["no stored event carries messageId in its metadata", "actual"] == "value = 14"
-    assert list(frame[frame["result"] == "FAIL"].index) == ["no stored event carries messageId in its metadata"]
+    assert frame.loc[case, "actual"] == "value = 1"
+    assert list(frame[frame["result"] == "FAIL"].index) == [case]
     run.abandon()
 
 

@@ -9,13 +9,29 @@ import pytest
 from .conftest import ROOT
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+# The phase pages; notebooks/overview.ipynb reads ledgers and the archive and changes nothing.
+PHASE_NOTEBOOKS = [p for p in NOTEBOOKS if p.stem != "overview"]
 
 
 def test_the_spine_phases_exist() -> None:
     assert {p.stem for p in NOTEBOOKS} >= {"schema", "rollback", "clean_slate", "code_verify", "test", "deploy"}
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_the_overview_is_a_page_of_its_own() -> None:
+    nb = nbformat.read(ROOT / "notebooks" / "overview.ipynb", as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "commit notebooks clean"
+    assert "parameters" in code[0].metadata.get("tags", []) and "targets = None" in code[0].source
+    for cell in code[1:]:
+        lines = [line for line in cell.source.splitlines() if line.strip() and not line.startswith("import ")]
+        assert len(lines) <= 2, cell.source
+    for index, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and cell is not code[0]:
+            assert nb.cells[index - 1].cell_type == "markdown"
+
+
+@pytest.mark.parametrize("path", PHASE_NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_is_a_runbook_page(path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
     nbformat.validate(nb)

@@ -35,7 +35,9 @@ def test_run_schema_then_rollback_archives_everything(target: str) -> None:
     folder = archive_of(done.stdout)
     assert folder.parent == Path(os.environ["DBRUNBOOK_OUTPUTS"]) / "event_message_fk"
     names = sorted(p.name for p in folder.iterdir() if p.name != "kernel_stderr.log")  # kernel noise, if any
-    assert names == ["01_schema.html", "01_schema.ipynb", "02_rollback.html", "02_rollback.ipynb", "manifest.json"]
+    assert names == ["01_schema.html", "01_schema.ipynb", "02_rollback.html", "02_rollback.ipynb", "manifest.json",
+                     "sql"]  # the SQL the phases read, copied (issue 14)
+    assert sorted(p.name for p in (folder / "sql").iterdir()) == ["fixtures", "migration.sql", "rollback.sql"]
 
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["status"] == "passed" and manifest["target"] == target
