@@ -190,3 +190,27 @@ def test_kernel_noise_goes_to_the_archive_not_to_stderr(tmp_path: Path) -> None:
         subprocess.run([sys.executable, "-c", "pass"], check=True)
     assert noisy.read_text() == "Assertion failed: zmq"
     assert not quiet.exists()  # nothing written, no file left behind
+
+
+def test_one_kernel_serves_a_runs_notebooks_each_in_a_clean_namespace(tmp_path: Path) -> None:
+    """The run's phases share one kernel (its start and the imports are paid once), and no
+    notebook sees what the one before it left behind."""
+    import nbformat
+
+    from dbrunbook import archive
+
+    def notebook(name: str, *sources: str) -> Path:
+        path = tmp_path / f"{name}.ipynb"
+        cells = [nbformat.v4.new_code_cell("pid_file = ''", metadata={"tags": ["parameters"]})]
+        cells += [nbformat.v4.new_code_cell(s) for s in sources]
+        nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": {
+            "name": "python3", "display_name": "Python 3", "language": "python"}}), str(path))
+        return path
+
+    first = notebook("first", "import os\nleftover = 1\nopen(pid_file, 'w').write(str(os.getpid()))")
+    second = notebook("second", "import os\nassert 'leftover' not in globals(), 'the namespace was not cleaned'\n"
+                                "open(pid_file, 'w').write(str(os.getpid()))")
+    with archive.run_kernel(tmp_path, ROOT) as kernel:
+        archive.execute_phase(first, tmp_path / "out1.ipynb", {"pid_file": str(tmp_path / "pid1")}, ROOT, kernel)
+        archive.execute_phase(second, tmp_path / "out2.ipynb", {"pid_file": str(tmp_path / "pid2")}, ROOT, kernel)
+    assert (tmp_path / "pid1").read_text() == (tmp_path / "pid2").read_text()  # one kernel

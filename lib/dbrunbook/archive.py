@@ -140,20 +140,84 @@ def tidy_kernel_log(path: Path) -> None:
         path.write_text("".join(kept))
 
 
-def execute_phase(notebook: Path, output: Path, parameters: dict[str, object], cwd: Path) -> None:
+# The kernel's own warnings (ipykernel 7 warns about plain TCP on loopback) would bury the one line
+# an unattended run prints on failure; its errors still come through.
+KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
+
+
+def _kernel_manager_class() -> Any:
+    from jupyter_client.manager import KernelManager
+
+    class RunKernelManager(KernelManager):  # type: ignore[misc]
+        """Remembers the clients Papermill opens on the shared kernel, so each notebook's client
+        is closed when its notebook ends (Papermill leaves them open when it does not own the kernel)."""
+
+        def client(self, **kwargs: Any) -> Any:
+            made = super().client(**kwargs)
+            self.__dict__.setdefault("_run_clients", []).append(made)
+            return made
+
+        def close_clients(self) -> None:
+            for made in self.__dict__.pop("_run_clients", []):
+                made.stop_channels()
+
+    return RunKernelManager
+
+
+@contextmanager
+def run_kernel(folder: Path, cwd: Path) -> Iterator[Any]:
+    """One kernel for all the phases of a run: started once (the kernel's start and the library's
+    imports are paid once, not per phase), each notebook in a clean namespace, shut down at the end."""
+    manager = _kernel_manager_class()(kernel_name="python3")
+    with stderr_to(folder / KERNEL_LOG):  # the kernel inherits fd 2 at its start: its noise goes to the log
+        manager.start_kernel(cwd=str(cwd), extra_arguments=KERNEL_ARGUMENTS)
+    try:
+        yield manager
+    finally:
+        try:
+            manager.close_clients()
+            manager.shutdown_kernel(now=True)
+        except Exception:  # already killed by a signal's stop_kernel
+            pass
+        tidy_kernel_log(folder / KERNEL_LOG)
+
+
+def clean_namespace(manager: Any) -> None:
+    """Forget the previous notebook's variables (``%reset -f``); modules stay imported, which is the
+    point. A kernel that died is started again."""
+    if not manager.is_alive():
+        manager.restart_kernel(now=True)
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+        client.execute_interactive("get_ipython().run_line_magic('reset', '-f')", silent=True, store_history=False,
+                                   timeout=60)
+    finally:
+        manager.close_clients()
+
+
+def execute_phase(notebook: Path, output: Path, parameters: dict[str, object], cwd: Path,
+                  kernel: Any | None = None) -> None:
     import papermill
 
     with stderr_to(output.parent / KERNEL_LOG):
-        _execute(papermill, notebook, output, parameters, cwd)
+        if kernel is not None:
+            clean_namespace(kernel)
+        try:
+            _execute(papermill, notebook, output, parameters, cwd, kernel)
+        finally:
+            if kernel is not None:
+                kernel.close_clients()
 
 
-def _execute(papermill: Any, notebook: Path, output: Path, parameters: dict[str, object], cwd: Path) -> None:
+def _execute(papermill: Any, notebook: Path, output: Path, parameters: dict[str, object], cwd: Path,
+             kernel: Any | None = None) -> None:
+    shared = {"km": kernel} if kernel is not None else {}
     papermill.execute_notebook(
         str(notebook), str(output), parameters=parameters, cwd=str(cwd),
         progress_bar=False, log_output=False, request_save_on_cell_execute=True,
-        # The kernel's own warnings (ipykernel 7 warns about plain TCP on loopback) would bury
-        # the one line an unattended run prints on failure; its errors still come through.
-        extra_arguments=["--IPKernelApp.log_level=ERROR"],
+        extra_arguments=KERNEL_ARGUMENTS, **shared,
     )
 
 
@@ -317,55 +381,57 @@ def run_phases(book: Runbook | RunbookSet, target: Target, target_ref: str, phas
         echo(f"{book.name} on {target.name} (run {run_id}):\n  archive: {folder}")
     steps = run_steps(book, phases)
     unwritten: str | None = None  # the archive failed after what the phases applied was recorded
-    for number, (member, phase) in enumerate(steps, start=1):
-        notebook = phase_notebook(phase, root)
-        label = phase if member is book else f"{member.name}_{phase}"
-        output = folder / f"{number:02d}_{label}.ipynb"
-        base = {"runbook": _relative(member.path, root), "target": target_parameter(target, target_ref),
-                "run_id": run_id, "archive_dir": _relative(folder, root), "dry_run": dry_run}
-        began = time.perf_counter()
-        at = datetime.now(UTC).isoformat(timespec="seconds")
-        error = None
-        # Each notebook gets only the parameters it declares (papermill would warn about the rest).
-        own = set(registry.phase_info(phase).all_params())
-        try:
-            execute_phase(notebook, output, {**base, **{k: v for k, v in parameters.items() if k in own}}, root)
-            status = ledger.PASSED
-        except KeyboardInterrupt as stop:
-            _interrupted(stop, book, member, target, result, phase, number, at, began, started, dry_run, parameters)
-        except Exception as exc:  # papermill raises its own error for a failed cell
-            status, error = ledger.FAILED, _error_line(exc)
-            if type(exc).__name__ != "PapermillExecutionError" and recorded_outcome(target, run_id, member.name, phase):
-                # The phase ran to its end and the ledger has it; it was the saving that failed.
-                status, error, unwritten = ledger.PASSED, None, f"{output.name}: {_error_line(exc)}"
-        duration = time.perf_counter() - began
-        detail = recorded_detail(target, run_id, member.name, phase) if status == ledger.PASSED else {}
-        warnings = detail.get("warnings", [])
-        if detail.get("approval"):
-            result.approval = detail["approval"]
-        if warnings and output.exists():
-            put_warnings_on_top(output, warnings)
-        html = None
-        if output.exists():
+    with run_kernel(folder, root) as kernel:
+        for number, (member, phase) in enumerate(steps, start=1):
+            notebook = phase_notebook(phase, root)
+            label = phase if member is book else f"{member.name}_{phase}"
+            output = folder / f"{number:02d}_{label}.ipynb"
+            base = {"runbook": _relative(member.path, root), "target": target_parameter(target, target_ref),
+                    "run_id": run_id, "archive_dir": _relative(folder, root), "dry_run": dry_run}
+            began = time.perf_counter()
+            at = datetime.now(UTC).isoformat(timespec="seconds")
+            error = None
+            # Each notebook gets only the parameters it declares (papermill would warn about the rest).
+            own = set(registry.phase_info(phase).all_params())
             try:
-                title = page_title(member.name, phase, target, status)
-                put_status_on_page(output, title, status, error)
-                html = render_html(output, title).name
+                execute_phase(notebook, output, {**base, **{k: v for k, v in parameters.items() if k in own}}, root,
+                              kernel)
+                status = ledger.PASSED
+            except KeyboardInterrupt as stop:
+                _interrupted(stop, book, member, target, result, phase, number, at, began, started, dry_run, parameters)
+            except Exception as exc:  # papermill raises its own error for a failed cell
+                status, error = ledger.FAILED, _error_line(exc)
+                if type(exc).__name__ != "PapermillExecutionError" and recorded_outcome(target, run_id, member.name, phase):
+                    # The phase ran to its end and the ledger has it; it was the saving that failed.
+                    status, error, unwritten = ledger.PASSED, None, f"{output.name}: {_error_line(exc)}"
+            duration = time.perf_counter() - began
+            detail = recorded_detail(target, run_id, member.name, phase) if status == ledger.PASSED else {}
+            warnings = detail.get("warnings", [])
+            if detail.get("approval"):
+                result.approval = detail["approval"]
+            if warnings and output.exists():
+                put_warnings_on_top(output, warnings)
+            html = None
+            if output.exists():
+                try:
+                    title = page_title(member.name, phase, target, status)
+                    put_status_on_page(output, title, status, error)
+                    html = render_html(output, title).name
+                except OSError as exc:
+                    unwritten = f"{output.with_suffix('.html').name}: {exc.strerror or exc}"
+                except Exception as exc:
+                    error = (error + "; " if error else "") + f"HTML rendering failed: {_error_line(exc)}"
+                    status = ledger.FAILED
+            result.phases.append(PhaseResult(label if member is not book else phase, notebook.name, status, at,
+                                             round(duration, 3), output.name, html, error, warnings))
+            try:
+                write_manifest(folder, book, target, result, started, dry_run, parameters, status="running")
             except OSError as exc:
-                unwritten = f"{output.with_suffix('.html').name}: {exc.strerror or exc}"
-            except Exception as exc:
-                error = (error + "; " if error else "") + f"HTML rendering failed: {_error_line(exc)}"
-                status = ledger.FAILED
-        result.phases.append(PhaseResult(label if member is not book else phase, notebook.name, status, at,
-                                         round(duration, 3), output.name, html, error, warnings))
-        try:
-            write_manifest(folder, book, target, result, started, dry_run, parameters, status="running")
-        except OSError as exc:
-            unwritten = f"{MANIFEST}: {exc.strerror or exc}"
-        if echo is not None:
-            echo(result.render_phase(result.phases[-1]))
-        if status != ledger.PASSED or unwritten:
-            break
+                unwritten = f"{MANIFEST}: {exc.strerror or exc}"
+            if echo is not None:
+                echo(result.render_phase(result.phases[-1]))
+            if status != ledger.PASSED or unwritten:
+                break
     try:
         scrubbed = scrub_secrets(folder)
         if scrubbed:
