@@ -381,12 +381,14 @@ def run_phases(book: Runbook | RunbookSet, target: Target, target_ref: str, phas
         echo(f"{book.name} on {target.name} (run {run_id}):\n  archive: {folder}")
     steps = run_steps(book, phases)
     unwritten: str | None = None  # the archive failed after what the phases applied was recorded
+    # A raw URL reaches the notebooks as env:VAR: set before the kernel starts, which inherits it.
+    target_param = target_parameter(target, target_ref)
     with run_kernel(folder, root) as kernel:
         for number, (member, phase) in enumerate(steps, start=1):
             notebook = phase_notebook(phase, root)
             label = phase if member is book else f"{member.name}_{phase}"
             output = folder / f"{number:02d}_{label}.ipynb"
-            base = {"runbook": _relative(member.path, root), "target": target_parameter(target, target_ref),
+            base = {"runbook": _relative(member.path, root), "target": target_param,
                     "run_id": run_id, "archive_dir": _relative(folder, root), "dry_run": dry_run}
             began = time.perf_counter()
             at = datetime.now(UTC).isoformat(timespec="seconds")
