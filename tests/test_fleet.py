@@ -102,6 +102,17 @@ def test_on_error_continue_applies_every_other_database(tenants: tuple[str, list
     assert f"wave 1 {refs[0]}: FAILED" in result.render()
 
 
+def test_full_notebooks_per_database_on_request(tenants: tuple[str, list[str]]) -> None:
+    _, refs = tenants
+    result = fleet.fleet_run(RUNBOOK, refs[:2], ["schema", "rollback"], waves="100%", parallel=2, notebooks=True)
+    assert result.ok, result.render()
+    for ref in refs[:2]:
+        folder = result.folder / "databases" / ref.replace("/", "__")
+        assert (folder / "01_schema.ipynb").is_file() and (folder / "02_rollback.html").is_file()
+        assert "Fingerprint restored" in (folder / "02_rollback.html").read_text()
+    assert [state(r) for r in refs[:2]] == ["rolled_back"] * 2
+
+
 def test_waves_are_cumulative_and_must_reach_every_database() -> None:
     assert fleet.parse_waves("1,10%,100%", 40) == [1, 3, 36]
     assert fleet.parse_waves("1,100%", 1) == [1]

@@ -196,7 +196,6 @@ def test_one_kernel_serves_a_runs_notebooks_each_in_a_clean_namespace(tmp_path: 
     """The run's phases share one kernel (its start and the imports are paid once), and no
     notebook sees what the one before it left behind."""
     import nbformat
-
     from dbrunbook import archive
 
     def notebook(name: str, *sources: str) -> Path:

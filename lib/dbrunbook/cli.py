@@ -119,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     fleet.add_argument("--parallel", type=int, default=2, help="databases at once within a wave (default 2)")
     fleet.add_argument("--on-error", choices=["halt", "continue"], default="halt")
     fleet.add_argument("--scheduler", help="a running Dask scheduler's address (default: a LocalCluster here)")
+    fleet.add_argument("--notebooks", action="store_true",
+                       help="also archive a full notebook per database and phase (slower: a kernel per database)")
 
     demo = sub.add_parser("demo", help="play the seed-000 runbook on the embedded dev and prod databases")
     demo.add_argument("--all", action="store_true", dest="all_runbooks",
@@ -270,7 +272,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             return 0
         result = fleet_.fleet_run(args.runbook, refs, commands.parse_phases(args.phases),
                                   parameters=dict(args.parameter), waves=args.waves, parallel=args.parallel,
-                                  on_error=args.on_error, scheduler=args.scheduler,
+                                  on_error=args.on_error, scheduler=args.scheduler, notebooks=args.notebooks,
                                   echo=lambda line: print(line, flush=True))
         print(result.render())
         if not result.ok:

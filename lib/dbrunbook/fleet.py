@@ -101,6 +101,7 @@ class DatabaseTask:
     parameters: dict[str, Any]
     archive_dir: str
     wave: int
+    notebooks: bool = False  # also a full archived notebook per phase (Papermill, one kernel per database)
 
 
 @dataclass
@@ -191,9 +192,13 @@ def run_database(task: DatabaseTask) -> DatabaseEvidence:
                 evidence.run_id = new_run_id()
                 folder = Path(task.archive_dir)
                 folder.mkdir(parents=True, exist_ok=True)
-                for phase in task.phases:
-                    for member in (list(reversed(members)) if phase == "rollback" else members):
-                        one = _run_phase(phase_notebook(phase), phase, member.path, task, evidence.run_id, folder)
+                steps = [(phase, member) for phase in task.phases
+                         for member in (list(reversed(members)) if phase == "rollback" else members)]
+                with contextlib.ExitStack() as stack:
+                    kernel = stack.enter_context(_kernel(folder)) if task.notebooks else None
+                    for number, (phase, member) in enumerate(steps, start=1):
+                        one = _run_phase(phase_notebook(phase), phase, member.path, task, evidence.run_id, folder,
+                                         kernel, number)
                         evidence.phases.append(one)
                         if one.status != PASSED:
                             evidence.status, evidence.error = FAILED, one.error
@@ -221,8 +226,17 @@ class _Stop(Exception):
     """A phase failed: the database's later phases do not run."""
 
 
+@contextlib.contextmanager
+def _kernel(folder: Path) -> Any:
+    from .archive import run_kernel
+    from .project import project_root
+
+    with run_kernel(folder, project_root()) as kernel:
+        yield kernel
+
+
 def _run_phase(notebook: Path, phase: str, runbook: Path, task: DatabaseTask, run_id: str,
-               folder: Path) -> PhaseEvidence:
+               folder: Path, kernel: Any = None, number: int = 1) -> PhaseEvidence:
     from . import registry
     from .targets import redact
 
@@ -232,7 +246,18 @@ def _run_phase(notebook: Path, phase: str, runbook: Path, task: DatabaseTask, ru
     began = time.perf_counter()
     namespace: dict[str, Any] = {}
     try:
-        namespace = execute_cells(notebook, parameters)
+        if kernel is not None:  # the full page, as `dbrunbook run` archives it
+            from .archive import execute_phase, render_html
+            from .project import project_root
+
+            output = folder / f"{number:02d}_{phase}.ipynb"
+            try:
+                execute_phase(notebook, output, parameters, project_root(), kernel)
+            finally:
+                if output.exists():
+                    render_html(output, f"{Path(runbook).name} · {phase} · {task.target}")
+        else:
+            namespace = execute_cells(notebook, parameters)
         status, error = PASSED, ""
     except Exception as exc:
         status, error = FAILED, redact(" ".join(f"{type(exc).__name__}: {exc}".split()))
@@ -315,7 +340,7 @@ def _client(parallel: int, scheduler: str | None) -> Any:
 
 def fleet_run(runbook_ref: str, targets: list[str], phases: list[str], *, parameters: dict[str, object] | None = None,
               waves: str = "1,100%", parallel: int = 2, on_error: str = HALT, scheduler: str | None = None,
-              echo: Callable[[str], None] | None = None) -> FleetResult:
+              notebooks: bool = False, echo: Callable[[str], None] | None = None) -> FleetResult:
     """Run the phases on every database, wave by wave, on Dask; the result says what happened to each."""
     from . import registry
     from .archive import utc_stamp
@@ -364,7 +389,7 @@ def fleet_run(runbook_ref: str, targets: list[str], phases: list[str], *, parame
                 result.databases += [DatabaseEvidence(ref, number, NOT_STARTED) for ref in wave]
                 continue
             tasks = [DatabaseTask(str(book.path), ref, tuple(phases), checked,
-                                  str(folder / "databases" / ref.replace("/", "__")), number) for ref in wave]
+                                  str(folder / "databases" / ref.replace("/", "__")), number, notebooks) for ref in wave]
             futures = client.map(run_database, tasks, pure=False)
             for future in as_completed(futures):
                 done: DatabaseEvidence = future.result()
