@@ -383,7 +383,9 @@ def run_phases(book: Runbook | RunbookSet, target: Target, target_ref: str, phas
     unwritten: str | None = None  # the archive failed after what the phases applied was recorded
     # A raw URL reaches the notebooks as env:VAR: set before the kernel starts, which inherits it.
     target_param = target_parameter(target, target_ref)
-    with run_kernel(folder, root) as kernel:
+    # The whole run with fd 2 on the kernel's log: a kernel killed by a signal makes the client
+    # say so ("Kernel died ..."), which must not bury the one line the runner prints.
+    with stderr_to(folder / KERNEL_LOG), run_kernel(folder, root) as kernel:
         for number, (member, phase) in enumerate(steps, start=1):
             notebook = phase_notebook(phase, root)
             label = phase if member is book else f"{member.name}_{phase}"
