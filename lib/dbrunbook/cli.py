@@ -270,13 +270,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.action == "status":
             print(fleet_.fleet_status(args.runbook, refs).to_string(index=False))
             return 0
-        result = fleet_.fleet_run(args.runbook, refs, commands.parse_phases(args.phases),
-                                  parameters=dict(args.parameter), waves=args.waves, parallel=args.parallel,
-                                  on_error=args.on_error, scheduler=args.scheduler, notebooks=args.notebooks,
-                                  echo=lambda line: print(line, flush=True))
-        print(result.render())
-        if not result.ok:
-            return _fail(f"fleet {result.fleet_id}: {len(result.failed)} database(s) failed"
+        rollout = fleet_.fleet_run(args.runbook, refs, commands.parse_phases(args.phases),
+                                   parameters=dict(args.parameter), waves=args.waves, parallel=args.parallel,
+                                   on_error=args.on_error, scheduler=args.scheduler, notebooks=args.notebooks,
+                                   echo=lambda line: print(line, flush=True))
+        print(rollout.render())
+        if not rollout.ok:
+            return _fail(f"fleet {rollout.fleet_id}: {len(rollout.failed)} database(s) failed"
                          + (", the rollout halted" if args.on_error == "halt" else ""), 1)
         return 0
     if args.command == "demo" and args.all_runbooks:

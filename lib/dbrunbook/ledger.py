@@ -743,7 +743,7 @@ class Seal:
 
 def last_seal(conn: Connection, target: str) -> Seal | None:
     """The newest sealed run on this target, or None (no ledger yet, or nothing sealed)."""
-    if ledger_version(conn) is None or (ledger_version(conn) or 0) < 3:
+    if (ledger_version(conn) or 0) < 3:
         return None
     t = tables(conn.dialect.name)
     row = conn.execute(sa.select(t.archives).where(t.archives.c.target == target)
