@@ -121,3 +121,68 @@ def test_waves_are_cumulative_and_must_reach_every_database() -> None:
         fleet.parse_waves("1,4", 12)
     with pytest.raises(Exception, match="neither a count nor a percentage"):
         fleet.parse_waves("one,100%", 3)
+
+
+def test_a_killed_fleet_leaves_every_ledger_true_and_a_rerun_completes(tenants: tuple[str, list[str]]) -> None:
+    """SIGINT or SIGKILL to `dbrunbook fleet run` at a random moment: each database is applied (its
+    ledger says so, and the column is there) or untouched (no state, no column); the same command
+    then completes the rest, and a fleet rollback brings every fingerprint back."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from dbrunbook import introspect
+
+    from .conftest import ROOT
+    from .test_interrupts import default_sigint
+
+    group, refs = tenants
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    sig = rng.choice([signal.SIGINT, signal.SIGKILL])
+    before = {}
+    for ref in refs:
+        with connect(ref) as conn:
+            before[ref] = introspect.snapshot(conn).fingerprint
+    run = subprocess.Popen([sys.executable, "-m", "dbrunbook", "fleet", "run", RUNBOOK, "--group", group,
+                            "--phases", "schema", "--waves", "1,100%", "--parallel", "2"], cwd=ROOT,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=default_sigint)
+    assert run.stdout is not None
+    while "wave 1" not in run.stdout.readline():  # the canary is done: the second wave is under way
+        assert run.poll() is None, f"seed {seed}: the fleet ended before the kill"
+    time.sleep(rng.uniform(0.0, 1.5))
+    run.send_signal(sig)
+    _, err = run.communicate(timeout=120)
+    context = f"seed {seed}, {sig.name}"
+    assert run.returncode == (130 if sig == signal.SIGINT else -signal.SIGKILL), f"{context}: {err}"
+    # Workers of a killed coordinator may finish the database they hold: wait until nothing is connected.
+    deadline = time.monotonic() + 60
+    names = [ref.split("/", 1)[1] for ref in refs]
+    while True:
+        with connect("dev") as conn:
+            busy = conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE datname = ANY(:n)"),
+                                {"n": names}).scalar()
+        if not busy:
+            break
+        assert time.monotonic() < deadline, f"{context}: sessions still open on the tenants"
+        time.sleep(0.2)
+    applied = 0
+    for ref in refs:
+        with connect(ref) as conn:
+            has_column = conn.execute(sa.text("SELECT count(*) FROM information_schema.columns WHERE "
+                                              "table_name = 'Event' AND column_name = 'messageId'")).scalar() == 1
+        assert (state(ref) == "applied") == has_column, f"{context}: {ref} ledger {state(ref)}, column {has_column}"
+        assert state(ref) in ("applied", None), f"{context}: {ref} {state(ref)}"
+        applied += has_column
+    assert 1 <= applied, context  # the canary at least
+    print(f"{context}: {applied} of {len(refs)} applied when the kill landed")
+    again = cli("fleet", "run", RUNBOOK, "--group", group, "--phases", "schema")
+    assert again.returncode == 0, f"{context}\n{again.stdout}{again.stderr}"
+    assert all(state(r) == "applied" for r in refs), context
+    back = cli("fleet", "run", RUNBOOK, "--group", group, "--phases", "rollback", "--waves", "100%")
+    assert back.returncode == 0, f"{context}\n{back.stdout}{back.stderr}"
+    for ref in refs:
+        with connect(ref) as conn:
+            assert introspect.snapshot(conn).fingerprint == before[ref], f"{context}: {ref}"
