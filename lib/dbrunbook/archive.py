@@ -473,17 +473,22 @@ def run_steps(book: Runbook | RunbookSet, phases: list[str]) -> list[tuple[Runbo
             for member in (list(reversed(book.members)) if phase == "rollback" else book.members)]
 
 
-def recorded_detail(target: Target, run_id: str, runbook: str, phase: str) -> dict[str, Any]:
-    """What a phase recorded in its ledger events' detail: the warnings (a claim accepted short,
-    with its reason) and, for a deploy, the approval it found."""
+def _phase_events(target: Target, run_id: str, runbook: str, phase: str) -> list[dict[str, Any]]:
+    """The ledger events this run's phase recorded (none when the ledger cannot be read)."""
     from .targets import engine
 
     try:
         with engine(target).connect() as conn:
             events = ledger.run_events(conn, run_id)
     except Exception:
-        return {}
-    mine = [e.get("detail") or {} for e in events if e["phase"] == phase and e["runbook"] == runbook]
+        return []
+    return [e for e in events if e["phase"] == phase and e["runbook"] == runbook]
+
+
+def recorded_detail(target: Target, run_id: str, runbook: str, phase: str) -> dict[str, Any]:
+    """What a phase recorded in its ledger events' detail: the warnings (a claim accepted short,
+    with its reason) and, for a deploy, the approval it found."""
+    mine = [e.get("detail") or {} for e in _phase_events(target, run_id, runbook, phase)]
     approval = next((d["approval"] for d in reversed(mine) if d.get("approval")), None)
     return {"warnings": [str(w) for d in mine for w in d.get("warnings", [])], "approval": approval}
 
@@ -501,15 +506,7 @@ def put_warnings_on_top(output: Path, warnings: list[str]) -> None:
 
 def recorded_outcome(target: Target, run_id: str, runbook: str, phase: str) -> str | None:
     """What the target's ledger recorded for this run's phase (passed, noop, paused), if anything."""
-    from .targets import engine
-
-    try:
-        with engine(target).connect() as conn:
-            events = ledger.run_events(conn, run_id)
-    except Exception:
-        return None
-    done = [e["status"] for e in events if e["phase"] == phase and e["runbook"] == runbook
-            and e["status"] != ledger.FAILED]
+    done = [e["status"] for e in _phase_events(target, run_id, runbook, phase) if e["status"] != ledger.FAILED]
     return done[-1] if done else None
 
 

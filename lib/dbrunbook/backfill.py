@@ -442,8 +442,9 @@ class BackfillRun(BasePhase):
         if self.spec.dual_read is not None and "dual_read" not in verification:
             self._fail(CleanupRefused(f"cleanup refused: no passed dual-read is recorded for {self.spec.name} on "
                                       f"{self.target.name}; the arrays stay until reading the new tables is proven"))
-        statements = self._dual_write_removal() + split_postgresql(read_sql_text(self.runbook.file(self.spec.cleanup)),
-                                                                   self.runbook.display(self.spec.cleanup))
+        removal = self._dual_write_removal()
+        statements = removal + split_postgresql(read_sql_text(self.runbook.file(self.spec.cleanup)),
+                                                self.runbook.display(self.spec.cleanup))
         self.checksums[self.spec.cleanup] = self.runbook.checksum(self.spec.cleanup)
         # On the phase's own connection: the final schema's expectations are checked inside the
         # cleanup's transaction, so a miss rolls the cleanup back with the ledger's phase.
@@ -472,17 +473,21 @@ class BackfillRun(BasePhase):
         m.phase, m.status, m.completed_at = "complete", COMPLETED, ledger.now()
         write_migration(raw, m)
         self.conn.commit()
-        removed = f" (the dual-write first: {len(self._dual_write_removal())} statement(s))" if self.spec.dual_write else ""
+        removed = f" (the dual-write first: {len(removal)} statement(s))" if removal else ""
         report.say(f"**Cleanup done:** {len(statements)} statement(s){removed} and `{self.spec.cleanup}` committed "
                    "with the ledger's phase `complete`. The rollback window is closed.")
         return steps
 
+    def _dual_write_statements(self) -> tuple[str, list[Statement]]:
+        """The dual-write file's statements, and how messages name it (none declared: no statements)."""
+        if self.spec.dual_write is None:
+            return "", []
+        where = self.runbook.display(self.spec.dual_write)
+        return where, split_postgresql(read_sql_text(self.runbook.file(self.spec.dual_write), where), where)
+
     def _dual_write_removal(self) -> list[Statement]:
         """What the dual-write file created (its triggers, functions), dropped in reverse order."""
-        if self.spec.dual_write is None:
-            return []
-        where = self.runbook.display(self.spec.dual_write)
-        created = split_postgresql(read_sql_text(self.runbook.file(self.spec.dual_write), where), where)
+        where, created = self._dual_write_statements()
         drops: list[Statement] = []
         for statement in reversed(created):
             inverse = invert(statement.text)
@@ -583,11 +588,8 @@ class BackfillRun(BasePhase):
 
     def _dual_write_triggers(self) -> list[tuple[str, str]]:
         """(trigger, its table as written in SQL) for each trigger the dual-write file creates."""
-        if self.spec.dual_write is None:
-            return []
-        where = self.runbook.display(self.spec.dual_write)
         found: list[tuple[str, str]] = []
-        for statement in split_postgresql(read_sql_text(self.runbook.file(self.spec.dual_write), where), where):
+        for statement in self._dual_write_statements()[1]:
             node: Any = parse_sql(statement.text)[0].stmt
             if isinstance(node, ast.CreateTrigStmt) and node.relation is not None:
                 relation = node.relation

@@ -6,7 +6,6 @@ points at nothing), and a swapped run (a folder holding another run's manifest) 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 
 from . import ledger
 from .project import outputs_dir
+from .spec import sha256_file
 
 MANIFEST = "manifest.json"
 # Written by the tool beside the runs, not part of any run.
@@ -21,7 +21,7 @@ _NOT_RUN_FILES = {MANIFEST, MANIFEST + ".tmp"}
 
 
 def manifest_sha256(folder: Path) -> str:
-    return hashlib.sha256((folder / MANIFEST).read_bytes()).hexdigest()
+    return sha256_file(folder / MANIFEST)
 
 
 def previous_seal(target: Any) -> dict[str, str] | None:
@@ -112,7 +112,7 @@ def archived_runs(root: Path | None = None) -> dict[str, list[ArchivedRun]]:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
             data = {"run_id": path.parent.name.rsplit("_", 1)[-1], "unreadable": True}
-        run = ArchivedRun(path.parent, data, hashlib.sha256(path.read_bytes()).hexdigest())
+        run = ArchivedRun(path.parent, data, sha256_file(path))
         found.setdefault(run.run_id, []).append(run)
     return found
 
@@ -151,7 +151,7 @@ def _check_folder(run: ArchivedRun, claims: int) -> list[Problem]:
         path = folder / name
         if not path.is_file():
             out.append(Problem(run.run_id, "missing file", name))
-        elif hashlib.sha256(path.read_bytes()).hexdigest() != digest:
+        elif sha256_file(path) != digest:
             out.append(Problem(run.run_id, "changed file", f"{name} (its sha256 is not the manifest's)"))
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         name = str(path.relative_to(folder))
