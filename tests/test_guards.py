@@ -283,7 +283,7 @@ def test_a_piped_run_shows_its_id_and_each_phase_as_it_ends(target: str) -> None
 
 
 def test_kernel_noise_is_dropped_from_its_log(tmp_path: Path) -> None:
-    from dbrunbook.archive import tidy_kernel_log
+    from dbrunbook.kernel import tidy_kernel_log
 
     log = tmp_path / "kernel_stderr.log"
     log.write_text("[IPKernelApp] WARNING | Kernel is running over TCP without encryption. All communication...\n"

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import nbformat
+import pytest
 from dbrunbook import commands, introspect, ledger
 from dbrunbook.spec import sha256_file
 
@@ -181,12 +182,12 @@ def test_db_verbs_and_on_demand_start(target: str) -> None:
 
 
 def test_kernel_noise_goes_to_the_archive_not_to_stderr(tmp_path: Path) -> None:
-    from dbrunbook import archive
+    from dbrunbook import kernel
 
     noisy, quiet = tmp_path / "noisy.log", tmp_path / "quiet.log"
-    with archive.stderr_to(noisy):  # a child process inherits fd 2, as the kernel does
+    with kernel.stderr_to(noisy):  # a child process inherits fd 2, as the kernel does
         subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write('Assertion failed: zmq')"], check=True)
-    with archive.stderr_to(quiet):
+    with kernel.stderr_to(quiet):
         subprocess.run([sys.executable, "-c", "pass"], check=True)
     assert noisy.read_text() == "Assertion failed: zmq"
     assert not quiet.exists()  # nothing written, no file left behind
@@ -195,21 +196,64 @@ def test_kernel_noise_goes_to_the_archive_not_to_stderr(tmp_path: Path) -> None:
 def test_one_kernel_serves_a_runs_notebooks_each_in_a_clean_namespace(tmp_path: Path) -> None:
     """The run's phases share one kernel (its start and the imports are paid once), and no
     notebook sees what the one before it left behind."""
-    import nbformat
-    from dbrunbook import archive
+    from dbrunbook import archive, kernel
 
-    def notebook(name: str, *sources: str) -> Path:
-        path = tmp_path / f"{name}.ipynb"
-        cells = [nbformat.v4.new_code_cell("pid_file = ''", metadata={"tags": ["parameters"]})]
-        cells += [nbformat.v4.new_code_cell(s) for s in sources]
-        nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": {
-            "name": "python3", "display_name": "Python 3", "language": "python"}}), str(path))
-        return path
-
-    first = notebook("first", "import os\nleftover = 1\nopen(pid_file, 'w').write(str(os.getpid()))")
-    second = notebook("second", "import os\nassert 'leftover' not in globals(), 'the namespace was not cleaned'\n"
-                                "open(pid_file, 'w').write(str(os.getpid()))")
-    with archive.run_kernel(tmp_path, ROOT) as kernel:
-        archive.execute_phase(first, tmp_path / "out1.ipynb", {"pid_file": str(tmp_path / "pid1")}, ROOT, kernel)
-        archive.execute_phase(second, tmp_path / "out2.ipynb", {"pid_file": str(tmp_path / "pid2")}, ROOT, kernel)
+    first = _notebook(tmp_path, "first", "import os\nleftover = 1\nopen(pid_file, 'w').write(str(os.getpid()))")
+    second = _notebook(tmp_path, "second", "import os\nassert 'leftover' not in globals(), 'the namespace was not "
+                                           "cleaned'\nopen(pid_file, 'w').write(str(os.getpid()))")
+    with kernel.run_kernel(tmp_path, ROOT) as manager:
+        archive.execute_phase(first, tmp_path / "out1.ipynb", {"pid_file": str(tmp_path / "pid1")}, ROOT, manager)
+        archive.execute_phase(second, tmp_path / "out2.ipynb", {"pid_file": str(tmp_path / "pid2")}, ROOT, manager)
     assert (tmp_path / "pid1").read_text() == (tmp_path / "pid2").read_text()  # one kernel
+
+
+def _notebook(folder: Path, name: str, *sources: str) -> Path:
+    import nbformat
+
+    path = folder / f"{name}.ipynb"
+    cells = [nbformat.v4.new_code_cell("pid_file = ''", metadata={"tags": ["parameters"]})]
+    cells += [nbformat.v4.new_code_cell(s) for s in sources]
+    nbformat.write(nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": {
+        "name": "python3", "display_name": "Python 3", "language": "python"}}), str(path))
+    return path
+
+
+def test_a_kernel_started_ahead_is_the_runs_kernel_warm_clean_and_losing_no_output(tmp_path: Path) -> None:
+    """`dbrunbook run` starts its kernel before its own imports: the run takes that kernel (same
+    process), which has the library imported but binds no name, and the first cell's output is
+    on the page (the quicker handshake still waits for the broadcast channel)."""
+    import nbformat
+    from dbrunbook import archive, kernel
+
+    kernel.start_ahead(ROOT)
+    ahead = kernel._AHEAD[0]
+    ahead_pid = ahead.manager.provisioner.pid
+    first = _notebook(tmp_path, "first", "import os, sys\nprint('first output', 'pandas' in sys.modules)\n"
+                                         "print(sorted(k for k in globals() if not k.startswith('_')))\n"
+                                         "open(pid_file, 'w').write(str(os.getpid()))")
+    with kernel.run_kernel(tmp_path, ROOT) as manager:
+        assert not kernel._AHEAD
+        archive.execute_phase(first, tmp_path / "out.ipynb", {"pid_file": str(tmp_path / "pid")}, ROOT, manager)
+    assert (tmp_path / "pid").read_text() == str(ahead_pid)
+    assert not ahead.log.exists()  # its stderr log was moved into the run's folder (or dropped as noise)
+    out = nbformat.read(str(tmp_path / "out.ipynb"), as_version=4)
+    printed = "".join(o.get("text", "") for c in out.cells for o in c.get("outputs", []))
+    assert "first output True" in printed, printed
+    assert "['In', 'Out', 'exit', 'get_ipython', 'open', 'os', 'pid_file', 'quit', 'sys']" in printed, printed
+
+
+def test_a_kernel_started_ahead_is_not_taken_after_the_environment_changed(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A raw URL reaches the kernel in an environment variable set after the CLI's start: a kernel
+    started before it would not have it, so the run starts its own and shuts the early one down."""
+    from dbrunbook import archive, kernel
+
+    kernel.start_ahead(ROOT)
+    ahead = kernel._AHEAD[0]
+    monkeypatch.setenv("DBRUNBOOK_TEST_LATE", "1")
+    first = _notebook(tmp_path, "first", "import os\nassert os.environ['DBRUNBOOK_TEST_LATE'] == '1'\n"
+                                         "open(pid_file, 'w').write(str(os.getpid()))")
+    with kernel.run_kernel(tmp_path, ROOT) as manager:
+        archive.execute_phase(first, tmp_path / "out.ipynb", {"pid_file": str(tmp_path / "pid")}, ROOT, manager)
+    assert (tmp_path / "pid").read_text() != str(ahead.manager.provisioner.pid or "")
+    assert not ahead.manager.is_alive() and not kernel._AHEAD

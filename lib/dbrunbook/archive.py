@@ -9,16 +9,16 @@ passwords; a hit is scrubbed and fails the run.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
 import re
 import shutil
 import subprocess
-import sys
+import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -27,7 +27,13 @@ from typing import Any
 
 from . import chain, ledger, registry
 from .errors import ArchiveError, ArchiveNotWritten, PhaseFailed
-from .phase import new_run_id
+from .kernel import (
+    KERNEL_ARGUMENTS,
+    KERNEL_LOG,
+    clean_namespace,
+    run_kernel,
+    stderr_to,
+)
 from .project import outputs_dir, phase_notebook, project_root
 from .sets import RunbookSet
 from .spec import Runbook, sha256_file
@@ -101,102 +107,6 @@ def target_parameter(target: Target, target_ref: str) -> str:
     return target_ref
 
 
-KERNEL_LOG = "kernel_stderr.log"
-
-
-@contextmanager
-def stderr_to(path: Path) -> Iterator[None]:
-    """Send file descriptor 2 to ``path`` for the block: the kernel Papermill starts inherits it,
-    so its noise (ipykernel warnings, libzmq's shutdown assertions under load) lands in the
-    archive instead of burying the one line an unattended run prints on failure."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with path.open("ab") as log:
-        os.dup2(log.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-    tidy_kernel_log(path)
-
-
-#: Lines a kernel writes that say nothing about the run: the transport notice ipykernel 7 logs on
-#: plain TCP over loopback, and the KeyboardInterrupt it logs when the runner shuts it down.
-KERNEL_NOISE = ("Kernel is running over TCP without encryption", "KeyboardInterrupt caught in kernel")
-
-
-def tidy_kernel_log(path: Path) -> None:
-    """Drop the kernel's known noise from its log, and the log when nothing else is left: a
-    reviewer should find a kernel_stderr.log only when it holds something worth reading."""
-    if not path.exists():
-        return
-    lines = path.read_text(errors="replace").splitlines(keepends=True)
-    kept = [line for line in lines if not any(noise in line for noise in KERNEL_NOISE)]
-    if not "".join(kept).strip():
-        path.unlink()
-    elif len(kept) != len(lines):
-        path.write_text("".join(kept))
-
-
-# The kernel's own warnings (ipykernel 7 warns about plain TCP on loopback) would bury the one line
-# an unattended run prints on failure; its errors still come through.
-KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
-
-
-def _kernel_manager_class() -> Any:
-    from jupyter_client.manager import KernelManager
-
-    class RunKernelManager(KernelManager):  # type: ignore[misc]
-        """Remembers the clients Papermill opens on the shared kernel, so each notebook's client
-        is closed when its notebook ends (Papermill leaves them open when it does not own the kernel)."""
-
-        def client(self, **kwargs: Any) -> Any:
-            made = super().client(**kwargs)
-            self.__dict__.setdefault("_run_clients", []).append(made)
-            return made
-
-        def close_clients(self) -> None:
-            for made in self.__dict__.pop("_run_clients", []):
-                made.stop_channels()
-
-    return RunKernelManager
-
-
-@contextmanager
-def run_kernel(folder: Path, cwd: Path) -> Iterator[Any]:
-    """One kernel for all the phases of a run: started once (the kernel's start and the library's
-    imports are paid once, not per phase), each notebook in a clean namespace, shut down at the end."""
-    manager = _kernel_manager_class()(kernel_name="python3")
-    with stderr_to(folder / KERNEL_LOG):  # the kernel inherits fd 2 at its start: its noise goes to the log
-        manager.start_kernel(cwd=str(cwd), extra_arguments=KERNEL_ARGUMENTS)
-    try:
-        yield manager
-    finally:
-        try:
-            manager.close_clients()
-            manager.shutdown_kernel(now=True)
-        except Exception:  # already killed by a signal's stop_kernel
-            pass
-        tidy_kernel_log(folder / KERNEL_LOG)
-
-
-def clean_namespace(manager: Any) -> None:
-    """Forget the previous notebook's variables (``%reset -f``); modules stay imported, which is the
-    point. A kernel that died is started again."""
-    if not manager.is_alive():
-        manager.restart_kernel(now=True)
-    client = manager.client()
-    client.start_channels()
-    try:
-        client.wait_for_ready(timeout=60)
-        client.execute_interactive("get_ipython().run_line_magic('reset', '-f')", silent=True, store_history=False,
-                                   timeout=60)
-    finally:
-        manager.close_clients()
-
-
 def execute_phase(notebook: Path, output: Path, parameters: dict[str, object], cwd: Path,
                   kernel: Any | None = None) -> None:
     import papermill
@@ -245,14 +155,47 @@ def offline_html(body: str) -> str:
     return body.replace("</head>", _WRAP_CSS + "</head>", 1)
 
 
-def render_html(notebook: Path, title: str | None = None) -> Path:
-    import nbformat
+@functools.cache
+def html_exporter() -> Any:
+    """One exporter per process: building one loads and compiles its templates (about 0.15 s),
+    which every page after the first would pay again."""
     from nbconvert import HTMLExporter
 
+    return HTMLExporter(template_name="lab", mathjax_url="", require_js_url="", mermaid_js_url="",
+                        jquery_url="", widget_renderer_url="")
+
+
+def warm_html() -> threading.Thread:
+    """Pay the first page's one-off costs (imports, templates, the highlighter's and the markdown
+    parser's patterns, the notebook validator: about 0.5 s) in a thread, while the kernel runs the first phase. Join it
+    before rendering: one exporter is not shared by two threads at once."""
+    def _warm() -> None:
+        import nbformat
+
+        v4 = nbformat.v4
+        node = v4.new_notebook(cells=[
+            v4.new_markdown_cell("# warm\n\n| a | b |\n|---|---|\n| `1` | **2** |"),
+            v4.new_code_cell("x = 1", outputs=[
+                v4.new_output("stream", name="stdout", text="x\n"),
+                v4.new_output("display_data", data={"text/html": "<table><tr><td>1</td></tr></table>",
+                                                     "text/markdown": "**x**", "text/plain": "x"}),
+                v4.new_output("error", ename="E", evalue="e", traceback=["E: e"])])])
+        try:
+            nbformat.validate(node)  # compiles the schema validator every save of the run uses
+            html_exporter().from_notebook_node(node, resources={"metadata": {"name": "warm"}})
+        except Exception:  # the run's own render says what is wrong, on the page it concerns
+            pass
+
+    thread = threading.Thread(target=_warm, name="dbrunbook-warm-html", daemon=True)
+    thread.start()
+    return thread
+
+
+def render_html(notebook: Path, title: str | None = None) -> Path:
+    import nbformat
+
     node = nbformat.read(str(notebook), as_version=4)
-    exporter = HTMLExporter(template_name="lab", mathjax_url="", require_js_url="", mermaid_js_url="",
-                            jquery_url="", widget_renderer_url="")
-    body, _ = exporter.from_notebook_node(node, resources={"metadata": {"name": title or notebook.stem}})
+    body, _ = html_exporter().from_notebook_node(node, resources={"metadata": {"name": title or notebook.stem}})
     html = notebook.with_suffix(".html")
     html.write_text(offline_html(body))
     return html
@@ -367,7 +310,7 @@ def run_phases(book: Runbook | RunbookSet, target: Target, target_ref: str, phas
     each phase over its members in order (a rollback in reverse), one page per member and phase,
     in one archive."""
     root = project_root()
-    run_id = new_run_id()
+    run_id = ledger.new_run_id()
     try:
         folder = new_run_folder(book.name, run_id)
         result = RunResult(book.name, target.name, run_id, folder, previous=chain.previous_seal(target))
@@ -385,6 +328,8 @@ def run_phases(book: Runbook | RunbookSet, target: Target, target_ref: str, phas
     target_param = target_parameter(target, target_ref)
     # The whole run with fd 2 on the kernel's log: a kernel killed by a signal makes the client
     # say so ("Kernel died ..."), which must not bury the one line the runner prints.
+    warming = warm_html()
+    import papermill  # noqa: F401 - here, while a kernel started ahead is still importing the library
     with stderr_to(folder / KERNEL_LOG), run_kernel(folder, root) as kernel:
         for number, (member, phase) in enumerate(steps, start=1):
             notebook = phase_notebook(phase, root)
@@ -420,6 +365,7 @@ def run_phases(book: Runbook | RunbookSet, target: Target, target_ref: str, phas
                 try:
                     title = page_title(member.name, phase, target, status)
                     put_status_on_page(output, title, status, error)
+                    warming.join()
                     html = render_html(output, title).name
                 except OSError as exc:
                     unwritten = f"{output.with_suffix('.html').name}: {exc.strerror or exc}"

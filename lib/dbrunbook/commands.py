@@ -6,15 +6,12 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from . import archive, embedded, ledger, registry, sets
 from . import lint as lint_
 from .errors import DbrunbookError, GuardRefused, SpecError, TargetError
 from .execute import run_statements
-from .phase import new_run_id
 from .project import PHASES, phase_notebook, project_root
 from .spec import Runbook, load_runbook
 from .targets import TARGETS_ENV, Target, engine, resolve_target
@@ -29,6 +26,9 @@ DEMO_FLOW: tuple[tuple[str, tuple[str, ...], dict[str, object]], ...] = (
     ("prod", (APPROVE,), {}),
     ("prod", ("deploy",), {"rehearsal": "dev"}),
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 # -- the embedded server ------------------------------------------------------------------
@@ -107,7 +107,7 @@ def prepare(runbook_ref: str, target_ref: str, *, allow_production: bool = False
         raise GuardRefused(f"runbook {book.name} is written for {book.spec.engine}, "
                            f"but target {target.name} is {target.dialect}")
     statements, _ = book.read_script("fixture", target.dialect)
-    run_id = new_run_id()
+    run_id = ledger.new_run_id()
     started = ledger.now()
     eng = engine(target)
     with eng.begin() as conn:
@@ -133,6 +133,13 @@ def prepare(runbook_ref: str, target_ref: str, *, allow_production: bool = False
 
 # -- status ---------------------------------------------------------------------------------
 
+def _frame(rows: Any = None, columns: list[str] | None = None) -> pd.DataFrame:
+    """A frame, with pandas imported when a command first needs one (``run`` does not)."""
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=columns)
+
+
 @dataclass(frozen=True)
 class StatusReport:
     runbook: str
@@ -140,7 +147,7 @@ class StatusReport:
     state: str
     detail: str
     events: pd.DataFrame
-    migrations: pd.DataFrame = field(default_factory=pd.DataFrame)
+    migrations: pd.DataFrame = field(default_factory=lambda: _frame())
     approval: str = ""
 
     def render(self) -> str:
@@ -154,6 +161,8 @@ class StatusReport:
                          f"{point.get('succeeded', 0)}, failed {point.get('failed', 0)}, last id {point.get('last_id')}"
                          + (f"; error: {row['error']}" if row.get("error") else ""))
         if not self.events.empty:
+            import pandas as pd
+
             shown = self.events.copy()
             shown["started_at"] = pd.to_datetime(shown["started_at"], utc=True).dt.strftime("%Y-%m-%d %H:%M:%S")
             shown["duration_s"] = shown["duration_s"].round(3)
@@ -178,10 +187,10 @@ def status(runbook_ref: str, target_ref: str) -> StatusReport:
         state = ledger.read_state(conn, book.name)
         live = ledger.lock_held(conn, ledger.runbook_lock_key(book.name))
         events = ledger.events_frame(conn, book.name)
-        migrations = ledger.migrations_frame(conn, book.name) if book.spec.backfill else pd.DataFrame()
+        migrations = ledger.migrations_frame(conn, book.name) if book.spec.backfill else _frame()
         approval = _approval_line(conn, book, target)
     if book.spec.backfill and migrations.empty:  # declared, not started: the seed's "pending"
-        migrations = pd.DataFrame([{"name": book.spec.backfill.name, "phase": "backfill", "status": "pending",
+        migrations = _frame([{"name": book.spec.backfill.name, "phase": "backfill", "status": "pending",
                                     "processed_records": 0, "checkpoint": {}, "updated_at": None, "error": None}])
     text, detail = ledger.describe(state, book.migration_checksum(), live=live, script=book.script_name("migration"))
     return StatusReport(book.name, target.name, text, detail, events, migrations, approval)
@@ -361,7 +370,7 @@ def demo_all(echo: Callable[[str], None] = print) -> list[DemoRow]:
 
 
 def demo_table(rows: list[DemoRow]) -> str:
-    frame = pd.DataFrame([vars(r) for r in rows], columns=list(DemoRow.__dataclass_fields__))
+    frame = _frame([vars(r) for r in rows], columns=list(DemoRow.__dataclass_fields__))
     frame = frame.rename(columns={"duration_s": "duration s"})
     return frame.to_string(index=False)
 

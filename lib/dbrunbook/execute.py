@@ -3,14 +3,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from sqlalchemy.engine import Connection
 
 from .errors import StatementFailed
 from .statements import Statement
 from .targets import redact
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,8 @@ def run_statements(conn: Connection, statements: list[Statement]) -> list[Execut
 
 
 def statements_frame(statements: list[Statement]) -> pd.DataFrame:
+    import pandas as pd  # frames are for the notebook's pages
+
     return pd.DataFrame(
         [{"#": s.index, "line": s.line, "statement": s.summary,
           "in transaction": "yes" if s.transactional else "no"} for s in statements],
@@ -94,6 +98,8 @@ def statements_frame(statements: list[Statement]) -> pd.DataFrame:
 
 
 def executed_frame(executed: list[Executed]) -> pd.DataFrame:
+    import pandas as pd
+
     return pd.DataFrame(
         [{"#": e.statement.index, "line": e.statement.line, "statement": e.statement.summary,
           "ms": round(e.seconds * 1000, 2), "rows": e.rowcount} for e in executed],

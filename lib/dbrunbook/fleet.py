@@ -171,7 +171,7 @@ def _frames(namespace: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 def run_database(task: DatabaseTask) -> DatabaseEvidence:
     """The phases on one database, in this process: what a Dask worker runs."""
     from . import phase as phase_module
-    from .phase import new_run_id
+    from .ledger import new_run_id
     from .project import phase_notebook
     from .sets import resolve_set
     from .spec import load_runbook
@@ -228,7 +228,7 @@ class _Stop(Exception):
 
 @contextlib.contextmanager
 def _kernel(folder: Path) -> Any:
-    from .archive import run_kernel
+    from .kernel import run_kernel
     from .project import project_root
 
     with run_kernel(folder, project_root()) as kernel:
@@ -344,7 +344,7 @@ def fleet_run(runbook_ref: str, targets: list[str], phases: list[str], *, parame
     """Run the phases on every database, wave by wave, on Dask; the result says what happened to each."""
     from . import registry
     from .archive import utc_stamp
-    from .phase import new_run_id
+    from .ledger import new_run_id
     from .project import outputs_dir
     from .sets import resolve_set
     from .spec import load_runbook

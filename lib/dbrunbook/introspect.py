@@ -9,11 +9,13 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 LEDGER_SCHEMA = "dbrunbook"
 _USER_NS = (
@@ -99,6 +101,8 @@ class Snapshot:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     def summary(self) -> pd.DataFrame:
+        import pandas as pd  # for readers; a run's start and its fingerprints do not need it
+
         kinds = pd.Series([key.split(" ", 1)[0] for key in self.objects], dtype="object")
         counts = kinds.value_counts().sort_index()
         return counts.rename_axis("object kind").reset_index(name="count")
@@ -151,6 +155,8 @@ def diff(before: Snapshot, after: Snapshot) -> pd.DataFrame:
         kind, name = key.split(" ", 1)
         rows.append({"change": change, "kind": kind, "object": name,
                      "before": old or "", "after": new or ""})
+    import pandas as pd
+
     return pd.DataFrame(rows, columns=["change", "kind", "object", "before", "after"])
 
 

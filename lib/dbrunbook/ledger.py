@@ -20,15 +20,18 @@ from __future__ import annotations
 import getpass
 import os
 import socket
+import uuid
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 from .errors import DbrunbookError, DriftError, GuardRefused
 from .introspect import Snapshot
@@ -80,6 +83,11 @@ APPLY, RESUME, REFUSE = "apply", "resume", "refuse"
 FORWARD, BACKWARD = "forward", "backward"
 
 _JSON = sa.JSON().with_variant(JSONB(), "postgresql")
+
+
+def new_run_id() -> str:
+    """The id of one run (the ledger's events and the archive's folder share it)."""
+    return uuid.uuid4().hex[:12]
 
 
 class IllegalTransition(DbrunbookError):
@@ -330,6 +338,8 @@ def record_event(conn: Connection, event: Event) -> None:
 
 def events_frame(conn: Connection, runbook: str, limit: int = 50) -> pd.DataFrame:
     """The latest events of a runbook on this target, newest first."""
+    import pandas as pd  # frames are for readers; a run's start does not pay for pandas
+
     columns = ["run_id", "phase", "action", "status", "dry_run", "operator", "started_at",
                "duration_s", "error"]
     if not ledger_exists(conn):
@@ -709,6 +719,8 @@ def mark_migrations_rolled_back(conn: Connection, runbook: str) -> None:
 
 def migrations_frame(conn: Connection, runbook: str) -> pd.DataFrame:
     """The runbook's data migrations on this target: phase, status (as it truly is) and checkpoint."""
+    import pandas as pd
+
     columns = ["name", "phase", "status", "processed_records", "checkpoint", "updated_at", "error"]
     if not ledger_exists(conn):
         return pd.DataFrame(columns=columns)

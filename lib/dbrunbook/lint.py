@@ -17,15 +17,17 @@ import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import sqlalchemy as sa
 from pglast import ast, parse_sql
 from pglast.enums import AlterTableType, ConstrType, DropBehavior, ObjectType
 
 from .errors import DbrunbookError, SpecError
 from .statements import Statement, read_statements
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ERROR, WARNING, INFO = "error", "warning", "info"
 SEVERITIES = (INFO, WARNING, ERROR)
@@ -64,6 +66,8 @@ class Finding:
 
 
 def findings_frame(findings: Iterable[Finding]) -> pd.DataFrame:
+    import pandas as pd  # for the notebook's table; `run` and `lint` do not need it
+
     return pd.DataFrame([{"severity": f.severity, "rule": f.rule, "where": f.where, "statement": f.statement,
                           "message": f.message, "fix": f.fix} for f in findings], columns=FINDING_COLUMNS)
 

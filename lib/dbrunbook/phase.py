@@ -9,7 +9,6 @@ the ledger on a separate connection, and raises one readable line.
 from __future__ import annotations
 
 import importlib
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -42,6 +41,7 @@ from .execute import (
     run_statement,
     statements_frame,
 )
+from .ledger import new_run_id
 from .project import outputs_dir
 from .spec import Expectations, Runbook, load_runbook
 from .statements import Statement
@@ -60,10 +60,6 @@ class Plan:
     statements: list[Statement]
     in_transaction: bool
     reason: str
-
-
-def new_run_id() -> str:
-    return uuid.uuid4().hex[:12]
 
 
 def guard_production(phase: str, target: Target, confirm: str) -> dict[str, str] | None:

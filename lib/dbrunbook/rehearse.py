@@ -57,7 +57,7 @@ class Rehearsal:
         import nbformat
 
         from .archive import new_run_folder, render_html
-        from .phase import new_run_id
+        from .ledger import new_run_id
 
         run_id = new_run_id()
         folder = new_run_folder(name, run_id)
