@@ -58,6 +58,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=order)  # stable: tests/ first, then the notebooks in phase order
 
 
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """Under pytest-xdist (``-n``) every test stands alone, on whichever worker is free, except the
+    notebooks' cells: they all run on one worker, in phase order, each building on the one before.
+    Each worker has its own embedded server, archive and config (pytest_configure runs in each)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class NotebooksTogether(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            return "notebooks" if nodeid.startswith("notebooks/") else nodeid
+
+    return NotebooksTogether(config, log)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     name = Path(str(item.fspath)).name
     if name in _NOTEBOOK_ORDER and "dev" not in _prepared:

@@ -175,7 +175,7 @@ def test_a_bad_row_fails_its_batch_whole_and_the_fix_resumes(applied: str) -> No
     run = backfill_run(applied)
     assert "resume after key" in run.detail["decision"]
     run.run()
-    assert list(run.verify()["result"]) == ["pass"] * 4
+    assert list(run.verify().value["result"]) == ["pass"] * 4
     run.finish()
 
 
@@ -183,7 +183,7 @@ def test_cleanup_needs_a_passed_verification_and_closes_the_rollback_window(appl
     generate(applied, 1_000)
     run = backfill_run(applied, max_batches=1, batch_size=100, cleanup=True)
     run.run()
-    verdict = run.verify()  # paused part-way: verification waits for the end of the keyset
+    verdict = run.verify().value  # paused part-way: verification waits for the end of the keyset
     assert verdict.empty and checkpoint(applied).status == backfill.PAUSED  # type: ignore[union-attr]
     with pytest.raises(backfill.CleanupRefused, match="no verification is recorded"):
         run.cleanup()
@@ -198,7 +198,7 @@ def test_cleanup_needs_a_passed_verification_and_closes_the_rollback_window(appl
         conn.execute(sa.text("""INSERT INTO messages ("conversationId", "userId", role, content, attachments)
             VALUES (1, 1, 'user', 'late', '[{"type": "file", "name": "x", "storageId": "s", "mimeType": "m", "size": 1}]')"""))
         conn.commit()
-    verdict = run.verify()
+    verdict = run.verify().value
     parity = next(c for c in verdict["check"] if c.startswith("dual-write parity"))
     assert dict(zip(verdict["check"], verdict["result"], strict=True))[parity] == "FAIL"
     with pytest.raises(Exception, match="verification: array elements = rows"):
@@ -206,11 +206,11 @@ def test_cleanup_needs_a_passed_verification_and_closes_the_rollback_window(appl
     # The application dual-writes it; the next run catches up, verifies, and cleans up.
     run = backfill_run(applied, cleanup=True)
     run.run()
-    assert list(run.verify()["result"]) == ["pass"] * 4
+    assert list(run.verify().value["result"]) == ["pass"] * 4
     with pytest.raises(backfill.CleanupRefused, match="no passed dual-read is recorded"):
         run.cleanup()
     run = backfill_run(applied, cleanup=True)
-    assert list(run.dual_read()["result"]) == ["pass"]
+    assert list(run.dual_read().value["result"]) == ["pass"]
     assert checkpoint(applied).phase == "dual-read"  # type: ignore[union-attr]
     run.cleanup()
     run.finish()
@@ -271,7 +271,7 @@ def test_restart_walks_everything_again_and_writes_nothing_twice(applied: str) -
     before = verify_queries(applied)
     run = backfill_run(applied, restart=True)
     assert run.detail["decision"] == "restart from the beginning (restart=True)"
-    frame = run.run()
+    frame = run.run().value
     assert int(frame["rows"].sum()) == scalar(applied, "SELECT count(*) FROM messages")
     assert int(frame["written"].sum()) == 0
     assert verify_queries(applied) == before
@@ -375,7 +375,7 @@ def test_a_live_writer_during_the_backfill_loses_nothing_with_the_dual_write(app
     assert state is not None and state.verification and state.verification["passed"], f"seed {seed}"
     parity = next(c for c in state.verification["checks"] if c["check"].startswith("dual-write parity"))
     assert int(parity["check"].split(": ")[1].split(" ")[0]) > 0, f"seed {seed}: {parity}"
-    assert list(backfill_run(applied).dual_read()["result"]) == ["pass"], f"seed {seed}"
+    assert list(backfill_run(applied).dual_read().value["result"]) == ["pass"], f"seed {seed}"
 
 
 def test_without_the_dual_write_the_same_writer_is_caught_by_parity(applied: str, tmp_path: Path) -> None:
@@ -387,7 +387,7 @@ def test_without_the_dual_write_the_same_writer_is_caught_by_parity(applied: str
     with live_writer(applied, tmp_path) as writes:
         run.run()
         time.sleep(0.5)
-    frame = run.verify()
+    frame = run.verify().value
     verdict = dict(zip(frame["check"], frame["result"], strict=True))
     parity = next(c for c in verdict if c.startswith("dual-write parity"))
     assert verdict[parity] == "FAIL" and verdict["content checksum"] == "FAIL", f"seed {writes['seed']} {writes}"
@@ -403,7 +403,7 @@ def test_parity_covers_an_old_row_written_after_its_batch_not_only_the_latest(ap
         conn.execute(sa.text("""UPDATE messages SET attachments = '[{"type": "file", "name": "late.pdf",
             "storageId": "late", "mimeType": "application/pdf", "size": 1}]' WHERE id = 1000"""))
         conn.commit()
-    frame = run.verify()
+    frame = run.verify().value
     parity = frame[frame["check"].str.startswith("dual-write parity")].iloc[0]
     assert "1 row(s) written since the backfill began, and the latest 100" in parity["check"]
     assert (parity["source"], parity["result"]) == ("1 mismatch(es)", "FAIL")
@@ -413,7 +413,7 @@ def test_parity_covers_an_old_row_written_after_its_batch_not_only_the_latest(ap
 def test_stringified_args_become_json_and_a_partial_twin_merges_into_its_call(applied: str) -> None:
     run = backfill_run(applied)
     run.run()
-    assert list(run.verify()["result"]) == ["pass"] * 4
+    assert list(run.verify().value["result"]) == ["pass"] * 4
     run.abandon()
     with connect(applied) as conn:
         porto = conn.execute(sa.text("""SELECT jsonb_typeof(args), args->>'city', result->>'tempC' FROM "toolCalls"
@@ -444,7 +444,7 @@ def test_the_cleanup_removes_the_dual_write_and_a_missed_final_expectation_rolls
     assert (scalar(applied, trigger), scalar(applied, arrays)) == (1, 3)
     assert checkpoint(applied).phase == "dual-read"  # type: ignore[union-attr]
     run = backfill_run(applied, cleanup=True)  # the runbook as written
-    steps = run.cleanup()
+    steps = run.cleanup().value
     run.finish()
     assert list(steps["step"])[:2] == ['DROP TRIGGER "messages_dual_write" ON "messages"',
                                      'DROP FUNCTION "messages_dual_write"()']

@@ -24,19 +24,19 @@ def test_cases_and_probe_pass_and_leave_no_data(target: str, tmp_path: Path) -> 
     apply_schema(target)
     before = counts(target)
     run = open_phase("test", "event_message_fk", target, rows=3000, archive_dir=tmp_path)
-    cases = run.behaviour()
+    cases = run.behaviour().value
     assert list(cases["result"]) == ["pass"] * 8  # the seed's eight test cases
     assert "23503" in cases.iloc[-1]["actual"]
-    generated = run.generate()
+    generated = run.generate().value
     assert int(generated.set_index("table").loc["Event", "rows"]) == before[0] + 3000
-    timings = run.time_access_paths()
+    timings = run.time_access_paths().value
     assert timings.iloc[0]["rows found"] == timings.iloc[1]["rows found"] > 0
     [probe] = run.probes
     assert probe.speedup > 0 and probe.value is not None
     assert (tmp_path / CHART_FILE).stat().st_size > 1000
-    plans = run.explain()
+    plans = run.explain().value
     assert plans.set_index("path").loc["after", "result"] == "pass"
-    sizes = run.index_sizes()
+    sizes = run.index_sizes().value
     assert sizes.iloc[0]["index"] == "Event_messageId_idx" and sizes.iloc[0]["bytes"] > 0
     run.finish()
     assert counts(target) == before
@@ -52,7 +52,7 @@ def test_cases_fail_against_a_schema_without_the_fk(target: str) -> None:
         conn.execute(sa.text('CREATE INDEX "Event_messageId_idx" ON "Event"("messageId")'))
         conn.commit()
     run = open_phase("test", "event_message_fk", target)
-    frame = run.behaviour().set_index("case")
+    frame = run.behaviour().value.set_index("case")
     assert frame.loc["cascade delete when the message is deleted", "actual"] == "value = 2"
     assert frame.loc["invalid messageId rejected by the FK", "actual"] == "no error; 0 row(s)"
     assert list(frame[frame["result"] == "FAIL"].index) == [
@@ -69,14 +69,14 @@ def test_case_6_asks_the_stored_events_so_a_write_path_that_keeps_the_copy_fails
     apply_schema(target)
     case = "no event with the FK carries messageId in its metadata"
     run = open_phase("test", "event_message_fk", target)
-    assert run.behaviour().set_index("case").loc[case, "result"] == "pass"
+    assert run.behaviour().value.set_index("case").loc[case, "result"] == "pass"
     run.abandon()
     with connect(target) as conn:
         conn.execute(sa.text("""INSERT INTO "Event" ("id", "messageId", "eventType", "metadata")
             VALUES ('missed', 'msg_002', 'copy', '{"messageId": "msg_002"}')"""))
         conn.commit()
     run = open_phase("test", "event_message_fk", target)
-    frame = run.behaviour().set_index("case")
+    frame = run.behaviour().value.set_index("case")
     assert frame.loc[case, "actual"] == "value = 1"
     assert list(frame[frame["result"] == "FAIL"].index) == [case]
     run.abandon()

@@ -43,11 +43,11 @@ def test_probes_hide_the_index_for_the_before_path(target: str, tmp_path: Path) 
     test = open_phase("test", RUNBOOK, target, rows=20000, archive_dir=tmp_path)
     test.generate()
     test.time_access_paths()
-    plans = test.explain().set_index(["probe", "path"])
+    plans = test.explain().value.set_index(["probe", "path"])
     assert plans.loc[("recent messages", "before"), "indexes scanned"] == "(none)"
     assert plans.loc[("recent messages", "after"), "result"] == "pass"
     assert plans.loc[("customer conversations", "after"), "result"] == "pass"
-    sizes = test.index_sizes().set_index("index")
+    sizes = test.index_sizes().value.set_index("index")
     partial = sizes.loc["Conversation_lead_open_unique"]
     assert 0 < partial["built fresh: as defined"] < partial["built fresh: without WHERE"]
     test.finish()
@@ -64,7 +64,7 @@ def test_write_overhead_is_measured_with_and_without_the_new_indexes(target: str
     test.generate()
     with connect(target) as conn:
         messages = conn.execute(sa.text('SELECT count(*) FROM "Message"')).scalar()
-    frame = test.write_overhead().set_index("write")
+    frame = test.write_overhead().value.set_index("write")
     print(frame.to_string())
     for write in ("new messages", "new conversations"):
         row = frame.loc[write]

@@ -149,7 +149,7 @@ def test_a_column_kept_on_rollback_is_the_one_difference_accepted(tmp_path: Path
     run = open_phase("rollback", book, target, archive_dir=tmp_path)
     run.plan()
     run.apply()
-    assert run.verify_restored().empty
+    assert run.verify_restored().value.empty
     run.finish()
 
 
@@ -162,7 +162,7 @@ def test_seed_003s_race_runs_as_two_real_sessions(tmp_path: Path, target: str) -
     commands.prepare(runbook, target)
     apply_schema(target, runbook)
     run = open_phase("test", runbook, target, archive_dir=tmp_path, rows=20000)
-    frame = run.concurrency()
+    frame = run.concurrency().value
     assert sorted(frame["outcome"]) == ["committed", "fetched"]
     loser = frame[frame["outcome"] == "fetched"].iloc[0]
     assert loser["sqlstate"] == "23505" and loser["waited_ms"] >= 150  # it met the winner's transaction
@@ -173,7 +173,7 @@ def test_seed_003s_race_runs_as_two_real_sessions(tmp_path: Path, target: str) -
         conn.execute(sa.text('DROP INDEX "Conversation_lead_open_unique"'))  # the race the index exists for
         conn.commit()
     unguarded = open_phase("test", runbook, target, archive_dir=tmp_path, rows=20000)
-    frame = unguarded.concurrency()
+    frame = unguarded.concurrency().value
     assert list(frame["outcome"]) == ["committed", "committed"]
     assert unguarded.failures and "expected 1 to succeed" in unguarded.failures[0]
     unguarded.abandon()

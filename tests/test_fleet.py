@@ -67,9 +67,15 @@ def test_waves_halt_after_a_failing_wave_then_resume(tenants: tuple[str, list[st
     assert [state(r) for r in refs[:3]] == ["applied"] * 3
     assert state(refs[3]) is None  # the failed transaction left nothing, not even a state
     assert all(state(r) is None for r in refs[4:])  # later waves untouched
-    # Each database's evidence is structured: its phases, their frames, its fingerprint.
+    # Each database's evidence is structured: its phases, what each step returned, its fingerprint.
     first = next(d for d in report["databases"] if d["target"] == refs[0])  # type: ignore[union-attr]
-    assert first["phases"][0]["phase"] == "schema" and "checks" in first["phases"][0]["frames"]
+    steps = first["phases"][0]["steps"]
+    assert first["phases"][0]["phase"] == "schema" and list(steps)[:3] == ["plan", "before", "applied"], steps
+    checks = steps["checks"]["tables"][0]["rows"]
+    assert checks and all(row["result"] == "pass" for row in checks), checks
+    assert any("Expectations:" in text for text in steps["checks"]["texts"])
+    broken = next(d for d in report["databases"] if d["target"] == refs[3])  # type: ignore[union-attr]
+    assert list(broken["phases"][0]["steps"]) == ["plan", "before"]  # what it found before the error
     assert first["fingerprint"] and first["run_id"] and first["worker"] != "local"
     page = (Path(re.findall(r"archive: (\S+)", halted.stdout)[-1]) / "fleet.html").read_text()
     assert "Wave 3: 8 database(s)" in page and "not started" in page and "image/png" in page

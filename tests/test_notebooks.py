@@ -1,6 +1,7 @@
 """The phase notebooks as files: committed clean, parameterized, one step per code cell."""
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import nbformat
@@ -45,10 +46,16 @@ def test_notebook_is_a_runbook_page(path: Path) -> None:
     # for production, defaults to prod rehearsed on dev.
     expected = 'target = "prod"' if path.stem == "deploy" else 'target = "dev"'
     assert expected in params[0].source
-    # Logic lives in the lib: after the parameters, each code cell is one step.
+    # Logic lives in the lib: after the parameters, each code cell is one step, and it ends with
+    # the step's result, which renders itself (the library prints nothing).
     for cell in code[1:]:
-        lines = [line for line in cell.source.splitlines() if line.strip() and not line.startswith("import ")]
-        assert len(lines) <= 2, cell.source
+        statements = [s for s in ast.parse(cell.source).body if not isinstance(s, ast.Import | ast.ImportFrom)]
+        assert len(statements) <= 2, cell.source
+        assert isinstance(statements[-1], ast.Expr), f"the cell does not end with its result: {cell.source}"
+        if len(statements) == 2:
+            assigned = statements[0]
+            assert isinstance(assigned, ast.Assign) and ast.unparse(assigned.targets[0]) == ast.unparse(
+                statements[-1].value), cell.source
     assert code[-1].source.strip() == "run.finish()"
     # Each step is explained: a markdown cell stands before every code cell.
     cells = nb.cells

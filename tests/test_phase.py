@@ -123,7 +123,7 @@ def test_failed_expectation_rolls_everything_back(target: str, runbook_copy: Pat
     run = open_phase("schema", runbook_copy, target)
     run.plan()
     run.apply()
-    frame = run.check_expectations()
+    frame = run.check_expectations().value
     assert list(frame["result"]).count("FAIL") == 1
     with pytest.raises(ChecksFailed, match="expected .*ON DELETE SET NULL.*, found .*ON DELETE CASCADE"):
         run.finish()
@@ -141,7 +141,7 @@ def test_incomplete_rollback_is_caught_by_the_fingerprint(target: str, runbook_c
     run.plan()
     run.apply()
     run.check_expectations()
-    diff = run.verify_restored()
+    diff = run.verify_restored().value
     assert list(diff["object"]) == ['public."Event"."messageId"', 'public."Event"']
     with pytest.raises(ChecksFailed, match="fingerprint .* differs"):
         run.finish()
@@ -179,9 +179,9 @@ def test_concurrent_index_runs_outside_a_transaction_and_says_so(target: str, ru
     with pytest.raises(GuardRefused, match=r"migration.sql:8: statement 2 cannot run inside a transaction"):
         dry.plan()
     run = open_phase("schema", runbook_copy, target)
-    plan = run.plan()
+    plan = run.plan().value
     assert not plan.in_transaction and [s.transactional for s in plan.statements] == [True, False, True]
     run.apply()
-    assert list(run.check_expectations()["result"]) == ["pass"] * 5
+    assert list(run.check_expectations().value["result"]) == ["pass"] * 5
     run.finish()
     assert state(target).state == ledger.APPLIED

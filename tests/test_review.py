@@ -143,7 +143,7 @@ def test_a_failing_precondition_is_an_error(target: str) -> None:
         conn.commit()
     run = open_phase("review", "conversation_integrity", target, squawk=False)
     run.scripts()
-    frame = run.preconditions()
+    frame = run.preconditions().value
     assert list(frame["result"]) == ["FAIL"]
     run.verdict()
     assert [(f.severity, f.rule, f.statement) for f in run.findings] == [

@@ -25,6 +25,7 @@ from psycopg import sql
 
 from . import ledger, report
 from .errors import DbrunbookError, GuardRefused, SpecError, StatementFailed
+from .evidence import step
 from .execute import describe_error
 from .expect import check_expectations
 from .expect import failures as expect_failures
@@ -199,6 +200,7 @@ class BackfillRun(BasePhase):
 
     # -- cells ----------------------------------------------------------------------------------
 
+    @step
     def plan(self) -> pd.DataFrame:
         """Where the backfill stands, and what this run will do."""
         self._guard_open()
@@ -239,6 +241,7 @@ class BackfillRun(BasePhase):
         self.detail.update({"name": self.spec.name, "decision": decision})
         return pd.DataFrame(rows, columns=["what", "value"])
 
+    @step
     def run(self, progress: Callable[..., Any] | None = None) -> pd.DataFrame:
         """The batches, each in one transaction with its checkpoint, until the source is done."""
         self._guard_open()
@@ -311,6 +314,7 @@ class BackfillRun(BasePhase):
                             "worst_batch_ms": round(max((b.ms for b in self.batches), default=0.0), 1)})
         return frame
 
+    @step
     def verify(self) -> pd.DataFrame:
         """Counts, content checksums and dual-write parity; the result goes to the ledger."""
         self._guard_open()
@@ -372,6 +376,7 @@ class BackfillRun(BasePhase):
         self.detail["verification"] = m.verification
         return frame
 
+    @step
     def dual_read(self) -> pd.DataFrame:
         """Seed 002's dual-read: every source row read through the new shape equals its old shape.
         Passing records the phase ``dual-read``; the cleanup needs it when the runbook declares it."""
@@ -419,6 +424,7 @@ class BackfillRun(BasePhase):
         self.detail["dual_read"] = {"rows": total, "mismatches": len(mismatches)}
         return frame
 
+    @step
     def cleanup(self) -> pd.DataFrame:
         """Drop the deprecated arrays, only with a passed verification in the ledger."""
         self._guard_open()
@@ -520,6 +526,7 @@ class BackfillRun(BasePhase):
                    f"({reference.source}): {ratio:.1f}x.")
         self.detail["reference_rows_per_s"] = reference.rows_per_s
 
+    @step
     def finish(self) -> None:
         """Record the run (``paused`` when it stopped at ``max_batches``); raise when verification failed."""
         self._guard_open()

@@ -18,6 +18,7 @@ import psycopg.errors
 
 from . import ledger, probe, report
 from .errors import GuardRefused, SpecError
+from .evidence import step
 from .phase import BasePhase
 from .spec import BehaviourCase, BehaviourSpec, CaseOutcome, Runbook
 from .statements import Statement, split_postgresql, split_sqlite
@@ -249,6 +250,7 @@ class BehaviourRun(BasePhase):
         return bool(self.spec.cases or self.spec.probes or self.spec.index_sizes or self.spec.concurrency
                     or self.spec.write_costs)
 
+    @step
     def concurrency(self) -> pd.DataFrame:
         """Cases raced by several real sessions at once; each must end as the runbook says."""
         self._guard_open()
@@ -279,6 +281,7 @@ class BehaviourRun(BasePhase):
             frames.append(frame.assign(case=case.name))
         return pd.concat(frames, ignore_index=True)
 
+    @step
     def behaviour(self) -> pd.DataFrame:
         """Every declared case, each in a savepoint that is rolled back."""
         self._guard_open()
@@ -299,6 +302,7 @@ class BehaviourRun(BasePhase):
         self.detail["cases"] = {r.case: r.passed for r in self.results}
         return frame
 
+    @step
     def generate(self) -> pd.DataFrame:
         """Generate the probes' data (rolled back with everything else at the end)."""
         self._guard_open()
@@ -316,6 +320,7 @@ class BehaviourRun(BasePhase):
         report.show(frame, caption="rows per table now")
         return frame
 
+    @step
     def time_access_paths(self) -> pd.DataFrame:
         """Median timings of each probe's BEFORE and AFTER paths, a chart, and the speedups."""
         self._guard_open()
@@ -336,6 +341,7 @@ class BehaviourRun(BasePhase):
         self._collect_probe_failures()
         return frame
 
+    @step
     def explain(self) -> pd.DataFrame:
         """EXPLAIN (ANALYZE, BUFFERS) of every path; AFTER plans must use the declared index."""
         self._guard_open()
@@ -345,6 +351,7 @@ class BehaviourRun(BasePhase):
         self._collect_probe_failures()
         return frame
 
+    @step
     def index_sizes(self) -> pd.DataFrame:
         """Sizes and usage counters of the declared indexes (partial against full where asked)."""
         self._guard_open()
@@ -362,6 +369,7 @@ class BehaviourRun(BasePhase):
         report.show(frame, caption="index sizes")
         return frame
 
+    @step
     def write_overhead(self) -> pd.DataFrame:
         """What the new indexes cost the declared writes, with against without (rolled back)."""
         self._guard_open()
@@ -407,6 +415,7 @@ class BehaviourRun(BasePhase):
             if failure not in self.failures:
                 self.failures.append(failure)
 
+    @step
     def finish(self) -> None:
         """Roll back every row the phase made; record the verdict; raise on any failure."""
         self._guard_open()

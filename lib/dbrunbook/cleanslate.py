@@ -20,6 +20,7 @@ from psycopg import sql
 
 from . import ledger, report
 from .errors import GuardRefused
+from .evidence import step
 from .phase import BasePhase
 from .spec import CleanSlateSpec, DeleteRows, Runbook, sha256_file
 from .targets import Target
@@ -92,6 +93,7 @@ class CleanSlateRun(BasePhase):
 
     # -- cells -------------------------------------------------------------------------------
 
+    @step
     def check_guard(self) -> pd.DataFrame:
         """Refuse unless ``confirm`` names the target (and production is explicitly allowed)."""
         self._guard_open()
@@ -123,6 +125,7 @@ class CleanSlateRun(BasePhase):
         report.say(f"**Guards passed:** deleting on {self.target.name} is confirmed.")
         return frame
 
+    @step
     def counts(self, when: str = "before") -> pd.DataFrame:
         """Rows matching each delete rule (after the delete every count must be 0)."""
         self._guard_open()
@@ -141,6 +144,7 @@ class CleanSlateRun(BasePhase):
         report.show(frame, caption=f"counts {when}", status_column="result")
         return frame
 
+    @step
     def sample(self, limit: int = SAMPLE_ROWS) -> dict[str, pd.DataFrame]:
         """A few of the rows about to be deleted, so a reviewer sees what kind of data went."""
         self._guard_open()
@@ -153,6 +157,7 @@ class CleanSlateRun(BasePhase):
             report.show(frame.astype(str), caption=f"{item.table}: sample of the rows to delete")
         return frames
 
+    @step
     def delete(self) -> pd.DataFrame:
         """Back up and delete, in the phase's transaction (nothing is committed yet)."""
         self._guard_open()
@@ -175,6 +180,7 @@ class CleanSlateRun(BasePhase):
         self.detail["deleted"] = dict(self.deleted)
         return frame
 
+    @step
     def reset(self) -> pd.DataFrame:
         """The optional reset (e.g. seed 000's Chunk_Performance counters), backed up first."""
         self._guard_open()
@@ -214,6 +220,7 @@ class CleanSlateRun(BasePhase):
         self.detail["reset"] = {r["table"]: r["rows reset"] for r in rows}
         return frame
 
+    @step
     def finish(self) -> None:
         """Commit the deletes with the ledger event when every count is 0 (a dry run rolls back)."""
         self._guard_open()

@@ -15,6 +15,7 @@ import pandas as pd
 
 from . import ledger, report
 from .errors import SpecError
+from .evidence import step
 from .phase import BasePhase
 from .spec import CodeRule, CodeVerifySpec, PrismaModel, PrismaSpec, Runbook
 from .targets import Target
@@ -286,6 +287,7 @@ class CodeVerifyRun(BasePhase):
                                  "app parameter" if app else "code_verify.app"))
         return root.resolve()
 
+    @step
     def describe(self) -> pd.DataFrame:
         """The rules, as declared."""
         self._guard_open()
@@ -308,6 +310,7 @@ class CodeVerifyRun(BasePhase):
         report.show(frame, caption="rules")
         return frame
 
+    @step
     def verify(self) -> pd.DataFrame:
         """Run every rule; one row per rule with its verdict."""
         self._guard_open()
@@ -329,6 +332,7 @@ class CodeVerifyRun(BasePhase):
         report.show(frame, caption="verdict per rule", status_column="result")
         return frame
 
+    @step
     def show_findings(self) -> pd.DataFrame:
         """Every finding as ``file:line``: what was found, and what the plan wants instead."""
         self._guard_open()
@@ -343,6 +347,7 @@ class CodeVerifyRun(BasePhase):
                             "findings": len(self.findings)})
         return frame
 
+    @step
     def finish(self) -> None:
         """Record the verdict; raise when there is any finding."""
         self._guard_open()

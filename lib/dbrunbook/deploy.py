@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from . import introspect, ledger, preflight, report, toolhistory
 from .errors import DbrunbookError, DriftError, GuardRefused, TargetError
+from .evidence import step
 from .execute import run_statements
 from .online import (
     Attempt,
@@ -158,6 +159,7 @@ class DeployRun(BasePhase):
 
     # -- cells -----------------------------------------------------------------------------------
 
+    @step
     def acquire_run_lock(self) -> pd.DataFrame:
         """Serialize deploys of this target: wait at most ``run_lock_wait_s`` for the run lock."""
         self._guard_open()
@@ -172,6 +174,7 @@ class DeployRun(BasePhase):
         report.show(frame)
         return frame
 
+    @step
     def preflight(self) -> pd.DataFrame:
         """Drift, state and rehearsal checks, then a schema-only dump of the target into the archive."""
         self._guard_open()
@@ -255,6 +258,7 @@ class DeployRun(BasePhase):
                                  f"approve {self.runbook.name} --target {self.target.name}` as someone other than "
                                  f"{self.operator}; nothing was changed"))
 
+    @step
     def plan(self) -> pd.DataFrame:
         """The online steps derived from the migration, with the lock each one takes."""
         statements = self._migration()
@@ -269,6 +273,7 @@ class DeployRun(BasePhase):
         report.show(frame, caption=f"{len(statements)} statement(s) of {self.runbook.script_name('migration')} -> {len(self.steps)} online step(s)")
         return frame
 
+    @step
     def apply(self) -> pd.DataFrame:
         """Each step in order (see :meth:`_apply_steps`); every attempt is logged and shown."""
         self._guard_open()
@@ -326,6 +331,7 @@ class DeployRun(BasePhase):
         return (f"**Applied {self.applied} of {len(self.steps)} step(s)** with {retries} lock-timeout "
                 f"retr{'y' if retries == 1 else 'ies'}.")
 
+    @step
     def verify(self) -> dict[str, pd.DataFrame]:
         """Every expectation, then what the database says of the indexes (see :meth:`_verify_indexes`)."""
         self._guard_open()
@@ -350,6 +356,7 @@ class DeployRun(BasePhase):
         report.show(stats)
         return indexes
 
+    @step
     def finish(self) -> None:
         """Record who deployed which checksum when, release the run lock, raise on any failure."""
         self._guard_open()
@@ -469,6 +476,7 @@ class SqliteDeployRun(DeployRun):
             self._fail(GuardRefused(f"deploy needs a SQLite database file; target {target.name} has none"))
         self.database = Path(database).resolve()
 
+    @step
     def acquire_run_lock(self) -> pd.DataFrame:
         """Serialize deploys of this database file with an exclusive lock on a file beside it."""
         self._guard_open()
@@ -500,13 +508,15 @@ class SqliteDeployRun(DeployRun):
         report.show(frame)
         return frame
 
+    @step
     def preflight(self) -> pd.DataFrame:
-        frame = super().preflight()
+        frame = super().preflight().value
         # Release SQLite's SHARED lock until the apply step: the application's writers go on.
         self.conn.commit()
         self.conn.begin()
         return frame
 
+    @step
     def plan(self) -> pd.DataFrame:
         """The script as written: one transaction, SQLite's database-wide write lock."""
         statements = self._migration()

@@ -29,6 +29,7 @@ import pandas as pd
 
 from . import ledger
 from .errors import DbrunbookError, SpecError, TargetError
+from .evidence import Evidence
 
 HALT, CONTINUE = "halt", "continue"
 PASSED, FAILED, SKIPPED, NOT_STARTED = "passed", "failed", "skipped", "not started"
@@ -111,7 +112,7 @@ class PhaseEvidence:
     seconds: float
     error: str = ""
     decision: str = ""
-    frames: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)  # each step's Evidence.to_dict(), by name
     detail: dict[str, Any] = field(default_factory=dict)
 
 
@@ -146,11 +147,13 @@ def _skip_reason(book: Any, target: Any, phases: tuple[str, ...]) -> str | None:
     return None
 
 
-def execute_cells(notebook: Path, parameters: dict[str, Any]) -> dict[str, Any]:
-    """Run a phase notebook's code cells in a fresh namespace, the parameters cell's defaults then
-    the given values (Papermill's order), without a kernel. An exception in a cell propagates."""
+def execute_cells(notebook: Path, parameters: dict[str, Any], namespace: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run a phase notebook's code cells in ``namespace`` (a fresh one by default), the parameters
+    cell's defaults then the given values (Papermill's order), without a kernel. An exception in a
+    cell propagates; the namespace keeps what the cells before it returned."""
     node = json.loads(notebook.read_text())
-    namespace: dict[str, Any] = {"__name__": "__dbrunbook_phase__"}
+    namespace = {} if namespace is None else namespace
+    namespace["__name__"] = "__dbrunbook_phase__"
     for number, cell in enumerate(c for c in node["cells"] if c["cell_type"] == "code"):
         source = "".join(cell["source"])
         exec(compile(source, f"<{notebook.name} cell {number}>", "exec"), namespace)  # noqa: S102 - our own notebooks
@@ -159,13 +162,10 @@ def execute_cells(notebook: Path, parameters: dict[str, Any]) -> dict[str, Any]:
     return namespace
 
 
-def _frames(namespace: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
-    out = {}
-    for name, value in namespace.items():
-        if isinstance(value, pd.DataFrame) and not name.startswith("_"):
-            out[name] = json.loads(value.head(EVIDENCE_ROWS).to_json(orient="records", date_format="iso",
-                                                                     default_handler=str))
-    return out
+def _steps(namespace: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The evidence each step of the page returned, as data, in the page's order."""
+    return {name: value.to_dict(EVIDENCE_ROWS) for name, value in namespace.items()
+            if isinstance(value, Evidence) and not name.startswith("_")}
 
 
 def run_database(task: DatabaseTask) -> DatabaseEvidence:
@@ -257,14 +257,14 @@ def _run_phase(notebook: Path, phase: str, runbook: Path, task: DatabaseTask, ru
                 if output.exists():
                     render_html(output, f"{Path(runbook).name} · {phase} · {task.target}")
         else:
-            namespace = execute_cells(notebook, parameters)
+            execute_cells(notebook, parameters, namespace)
         status, error = PASSED, ""
     except Exception as exc:
         status, error = FAILED, redact(" ".join(f"{type(exc).__name__}: {exc}".split()))
     run = namespace.get("run")
     detail = dict(getattr(run, "detail", {}) or {})
     return PhaseEvidence(phase, status, round(time.perf_counter() - began, 3), error,
-                         str(detail.get("decision", "")), _frames(namespace),
+                         str(detail.get("decision", "")), _steps(namespace),
                          json.loads(json.dumps(detail, default=str)))
 
 
@@ -486,11 +486,11 @@ def write_fleet_notebook(result: FleetResult, path: Path) -> None:
     cells.append(v4.new_code_cell(load + "fleet.chart()", outputs=[v4.new_output(
         "display_data", data={"image/png": png, "text/plain": "<durations chart>"})]))
     details = pd.DataFrame([{"database": d.target, "phase": p.phase, "status": p.status, "seconds": p.seconds,
-                             "decision": p.decision, "evidence": ", ".join(p.frames), "error": p.error}
+                             "decision": p.decision, "evidence": ", ".join(p.steps), "error": p.error}
                             for d in result.databases for p in d.phases],
                            columns=["database", "phase", "status", "seconds", "decision", "evidence", "error"])
-    cells.append(v4.new_markdown_cell("## Per database and phase\nThe frames each phase returned are in "
-                                      "`fleet.json` (`databases[].phases[].frames`)."))
+    cells.append(v4.new_markdown_cell("## Per database and phase\nWhat each step of each phase returned (its texts "
+                                      "and tables) is in `fleet.json` (`databases[].phases[].steps`)."))
     cells.append(v4.new_code_cell(load + "fleet.phases()", outputs=[v4.new_output(
         "display_data", data={"text/html": details.to_html(index=False), "text/plain": details.to_string(index=False)})]))
     cells.append(v4.new_markdown_cell(cells[0].source.split("\n\n")[0]))

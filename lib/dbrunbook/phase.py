@@ -34,6 +34,7 @@ from .errors import (
     SpecError,
     StatementFailed,
 )
+from .evidence import Evidence, step
 from .execute import (
     Executed,
     executed_frame,
@@ -97,14 +98,19 @@ class BasePhase:
         self.operator = ledger.operator()
         self.started_at = ledger.now()
         self.engine: Engine = engine(target)
-        with self.engine.begin() as setup:
-            ledger.ensure_ledger(setup)
         self.conn: Connection = self.engine.connect()
-        if target.dialect == "postgresql":
-            # pg_stat_activity says whose session this is; a runner that must stop the run finds it by its id.
-            self.conn.execute(sa.text("SELECT set_config('application_name', :name, false)"),
-                              {"name": f"dbrunbook {phase} {self.run_id}"[:63]})
+        try:
+            if target.dialect == "postgresql":
+                # pg_stat_activity says whose session this is; a runner that must stop the run finds it by its id.
+                self.conn.execute(sa.text("SELECT set_config('application_name', :name, false)"),
+                                  {"name": f"dbrunbook {phase} {self.run_id}"[:63]})
+            # On the phase's own session, committed apart: one connection less per phase (a fleet
+            # opens it on every database).
+            ledger.ensure_ledger(self.conn)
             self.conn.commit()
+        except BaseException:
+            self.conn.close()
+            raise
         self.conn.begin()
         self.state = ledger.read_state(self.conn, runbook.name)
         if target.dialect == "sqlite":
@@ -122,6 +128,7 @@ class BasePhase:
         # True while this run has the runbook's state in a step-by-step attempt (applying, rolling back).
         self.in_flight = False
         self._runbook_lock: Any = None
+        self.opening: Evidence[None] | None = None  # the banner, as open_phase showed it
 
     @property
     def archive_dir(self) -> Path:
@@ -132,6 +139,7 @@ class BasePhase:
         self._archive_dir.mkdir(parents=True, exist_ok=True)
         return self._archive_dir
 
+    @step
     def banner(self) -> None:
         version = ".".join(str(p) for p in (self.conn.dialect.server_version_info or ())) or "?"
         rows = [
@@ -152,6 +160,10 @@ class BasePhase:
         report.say(report.table(rows))
         if self.runbook.spec.summary:
             report.say(self.runbook.spec.summary)
+
+    def _ipython_display_(self) -> None:
+        """A run shows itself as its banner: what runs, where, by whom (as it was opened)."""
+        (self.opening or self.banner())._ipython_display_()
 
     # -- ledger and failures --------------------------------------------------------------
 
@@ -327,6 +339,7 @@ class PhaseRun(BasePhase):
     def expectations(self) -> Expectations:
         return self.runbook.spec.expect if self.phase == "schema" else self.runbook.rollback_expectations
 
+    @step
     def plan(self) -> Plan:
         """Read the script, decide what to do from the ledger, and show both."""
         self._guard_open()
@@ -382,6 +395,7 @@ class PhaseRun(BasePhase):
         report.show(statements_frame(statements), caption=self.script)
         return self.plan_
 
+    @step
     def snapshot(self) -> introspect.Snapshot:
         """Fingerprint the schema before anything changes."""
         self._guard_open()
@@ -390,6 +404,7 @@ class PhaseRun(BasePhase):
         report.show(self.before.summary(), caption="objects in the schema")
         return self.before
 
+    @step
     def apply(self) -> pd.DataFrame:
         """Run the script (or nothing, for a verified no-op)."""
         self._guard_open()
@@ -427,11 +442,13 @@ class PhaseRun(BasePhase):
         report.show(frame)
         return frame
 
+    @step
     def check_expectations(self) -> pd.DataFrame:
         """Check every declared expectation against the schema as it is now."""
         self._guard_open()
         return self._check(self.expectations)
 
+    @step
     def show_diff(self) -> pd.DataFrame:
         """What changed in the schema since :meth:`snapshot`."""
         self._guard_open()
@@ -444,6 +461,7 @@ class PhaseRun(BasePhase):
         report.show(frame, status_column="change")
         return frame
 
+    @step
     def verify_restored(self) -> pd.DataFrame:
         """Rollback only: prove the schema equals the one recorded before the migration."""
         self._guard_open()
@@ -478,6 +496,7 @@ class PhaseRun(BasePhase):
             report.show(frame, status_column="change")
         return frame
 
+    @step
     def finish(self) -> None:
         """Commit (or roll back a dry run), record the outcome, and raise if anything failed."""
         self._guard_open()
@@ -625,7 +644,7 @@ def phase_class(phase: str, dialect: str = "postgresql") -> type[BasePhase]:
 
 def open_phase(phase: str, runbook: str | Path, target: str, *, dry_run: bool = False,
                run_id: str = "", archive_dir: str | Path = "", **options: Any) -> Any:
-    """Start a phase run from notebook parameters and show its banner.
+    """Start a phase run from notebook parameters; it shows itself as its banner.
 
     ``options`` are the phase's own parameters (e.g. ``confirm`` for clean_slate). Opening a
     new run abandons (rolls back) one left open earlier in the same kernel, so re-running a
@@ -641,7 +660,7 @@ def open_phase(phase: str, runbook: str | Path, target: str, *, dry_run: bool = 
     args: dict[str, Any] = {"dry_run": bool(dry_run), "run_id": run_id, "archive_dir": archive_dir, **options}
     run = cls(phase, load_runbook(runbook), resolved, **args)
     _current = run
-    run.banner()
+    run.opening = run.banner()
     return run
 
 

@@ -205,11 +205,8 @@ def chart(probes: list[Probe], rows: int, folder: Path) -> Path:
     fig.tight_layout()
     path = folder / CHART_FILE
     fig.savefig(path, dpi=110)
-    if report.in_notebook():
-        from IPython.display import display
-
-        display(fig)
     plt.close(fig)
+    report.image(path.read_bytes(), path.name)
     return path
 
 

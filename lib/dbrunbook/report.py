@@ -1,89 +1,50 @@
-"""Showing evidence: Markdown and styled frames in Jupyter, plain text anywhere else."""
+"""Saying things from a phase's step: Markdown and tables become the step's evidence.
+
+Inside a step (see :mod:`dbrunbook.evidence`) what is said is gathered into the evidence the step
+returns; outside one it is shown at once (Markdown and styled frames in Jupyter, plain text
+anywhere else), unless a command asked for :func:`quiet`.
+"""
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from .errors import DbrunbookError
+from .evidence import (
+    Block,
+    Image,
+    Table,
+    Text,
+    emit,
+    in_notebook,
+    kernel_shell,
+    quiet,
+    show_blocks,
+)
 
-_PASS_STYLE = "background-color: #e6f4ea; color: #1e6b34"
-_FAIL_STYLE = "background-color: #fce8e6; color: #a50e0e; font-weight: bold"
-_SKIP_STYLE = "color: #666666"
+if TYPE_CHECKING:
+    import pandas as pd
 
-
-def _shell() -> Any:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return None
-    shell = get_ipython()
-    return shell if shell is not None and getattr(shell, "kernel", None) is not None else None
-
-
-def in_notebook() -> bool:
-    return _shell() is not None
-
-
-_QUIET = [0]
+__all__ = ["image", "in_notebook", "install_error_display", "quiet", "say", "show", "table"]
 
 
-@contextmanager
-def quiet() -> Iterator[None]:
-    """Show nothing outside a notebook for the block (a command that reports on its own)."""
-    _QUIET[0] += 1
-    try:
-        yield
-    finally:
-        _QUIET[0] -= 1
+def _say(block: Block) -> None:
+    if not emit(block):
+        show_blocks([block])
 
 
 def say(markdown: str) -> None:
-    """Show a paragraph of Markdown (plain text outside a notebook)."""
-    if _QUIET[0] and not in_notebook():
-        return
-    if in_notebook():
-        from IPython.display import Markdown, display
-
-        display(Markdown(markdown))
-    else:
-        print(markdown)
-
-
-def _result_style(value: object) -> str:
-    text = str(value).lower()
-    if text in ("fail", "failed", "error", "removed"):
-        return _FAIL_STYLE
-    if text in ("pass", "passed", "ok", "added"):
-        return _PASS_STYLE
-    if text in ("skip", "skipped", "noop"):
-        return _SKIP_STYLE
-    return ""
+    """A paragraph of Markdown."""
+    _say(Text(markdown))
 
 
 def show(frame: pd.DataFrame, caption: str | None = None, status_column: str | None = None) -> None:
-    """Show a frame; ``status_column`` is coloured pass/fail."""
-    if _QUIET[0] and not in_notebook():
-        return
-    if not in_notebook():
-        if caption:
-            print(caption)
-        print(frame.to_string(index=False) if len(frame) else "(none)")
-        return
-    from IPython.display import display
+    """A frame; ``status_column`` is coloured pass/fail."""
+    _say(Table(frame, caption, status_column))
 
-    if frame.empty:
-        say(f"{caption + ': ' if caption else ''}*(none)*")
-        return
-    styler = frame.style.hide(axis="index").format(precision=2, na_rep="")
-    if caption:
-        styler = styler.set_caption(caption)
-    if status_column and status_column in frame.columns:
-        styler = styler.map(_result_style, subset=[status_column])
-    styler = styler.set_properties(None, **{"text-align": "left", "white-space": "pre-wrap"})
-    display(styler)
+
+def image(png: bytes, path: str = "") -> None:
+    """A chart (PNG), and where its file is kept."""
+    _say(Image(png, path))
 
 
 def table(pairs: list[tuple[str, str]]) -> str:
@@ -98,7 +59,7 @@ def install_error_display() -> None:
     """In a notebook, show a dbrunbook error as its one line rather than a traceback.
 
     The cell still fails (so Papermill and nbval see the error); only the noise goes."""
-    shell = _shell()
+    shell = kernel_shell()
     if shell is None:
         return
 

@@ -14,6 +14,7 @@ import pandas as pd
 
 from . import expect, ledger, lint, preflight, report
 from .errors import GuardRefused, ReviewRejected, SpecError
+from .evidence import step
 from .phase import BasePhase
 from .spec import Runbook
 from .statements import Statement, read_statements
@@ -51,6 +52,7 @@ class ReviewRun(BasePhase):
 
     # -- what the notebook calls, in order ------------------------------------------------
 
+    @step
     def scripts(self) -> pd.DataFrame:
         """What is under review: the files, in the order they would run."""
         self._guard_open()
@@ -70,6 +72,7 @@ class ReviewRun(BasePhase):
         report.show(frame, caption=f"{len(self.statements)} statement(s) under review")
         return frame
 
+    @step
     def lint(self) -> pd.DataFrame:
         """squawk and our own rules, with the target's catalog and server version as context."""
         self._guard_open()
@@ -92,6 +95,7 @@ class ReviewRun(BasePhase):
         report.show(frame, caption="lint findings", status_column="severity")
         return frame
 
+    @step
     def locks_taken(self) -> pd.DataFrame:
         """The lock each statement takes on each table, when run as written."""
         self._guard_open()
@@ -103,6 +107,7 @@ class ReviewRun(BasePhase):
         report.show(frame, caption="locks per statement")
         return frame
 
+    @step
     def tables(self) -> pd.DataFrame:
         """Size and estimated rows of each existing table the migration locks."""
         self._guard_open()
@@ -110,6 +115,7 @@ class ReviewRun(BasePhase):
         report.show(frame, caption="tables the migration locks (existing ones)")
         return frame
 
+    @step
     def activity(self) -> dict[str, pd.DataFrame]:
         """Sessions holding locks on those tables, and long transactions, right now."""
         self._guard_open()
@@ -124,6 +130,7 @@ class ReviewRun(BasePhase):
         report.show(long_txns, caption=f"transactions open longer than {self.long_transaction_s:g} s")
         return {"lock holders": holders, "long transactions": long_txns}
 
+    @step
     def invalid_indexes(self) -> pd.DataFrame:
         """Indexes a failed concurrent build left invalid."""
         self._guard_open()
@@ -133,6 +140,7 @@ class ReviewRun(BasePhase):
         report.show(invalid, caption="invalid indexes")
         return invalid
 
+    @step
     def preconditions(self) -> pd.DataFrame:
         """The runbook's precondition queries: each must return no rows."""
         self._guard_open()
@@ -148,6 +156,7 @@ class ReviewRun(BasePhase):
         report.show(frame, caption="preconditions", status_column="result")
         return frame
 
+    @step
     def verdict(self) -> pd.DataFrame:
         """Every finding in one table, most severe first, and the go/no-go."""
         self._guard_open()
@@ -163,6 +172,7 @@ class ReviewRun(BasePhase):
         report.show(frame, caption="findings", status_column="severity")
         return frame
 
+    @step
     def finish(self) -> None:
         """Record the verdict in the ledger; raise on no-go."""
         self._guard_open()
