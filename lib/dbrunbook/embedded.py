@@ -97,6 +97,8 @@ def ensure_database(database: str, *, create: bool = True) -> Path:
     missing database is an error: a reader must not bring back a database someone dropped);
     returns the socket dir."""
     socket_dir = ensure_running()
+    if (str(socket_dir), database) in _KNOWN:
+        return socket_dir
     with psycopg.connect(conninfo("postgres", socket_dir), autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
         if not exists and not create:
@@ -108,11 +110,19 @@ def ensure_database(database: str, *, create: bool = True) -> Path:
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
             except psycopg.errors.DuplicateDatabase:
                 pass  # created concurrently by another process
+    _KNOWN.add((str(socket_dir), database))
     return socket_dir
+
+
+# Databases this process has seen exist, by server: asked once, not on every connection (a fleet
+# worker connects to each database several times). Dropped here, forgotten here; dropped by
+# another process, the next connection says so ("database ... does not exist").
+_KNOWN: set[tuple[str, str]] = set()
 
 
 def drop_database(database: str) -> None:
     socket_dir = ensure_running()
+    _KNOWN.discard((str(socket_dir), database))
     with psycopg.connect(conninfo("postgres", socket_dir), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
 
