@@ -234,6 +234,14 @@ def markdown_table(block: Table) -> str:
     return head + "\n".join(lines)
 
 
+def warm_up() -> None:
+    """Render one styled table, as a step shows it: pandas' Styler loads and compiles its templates
+    on first use (about 50 ms), which a kernel started ahead pays while it waits for its notebook."""
+    import pandas as pd
+
+    styled(Table(pd.DataFrame({"result": ["pass"]}), "warm", "result"))._repr_html_()
+
+
 def _result_style(value: object) -> str:
     text = str(value).lower()
     if text in ("fail", "failed", "error", "removed"):

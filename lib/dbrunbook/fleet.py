@@ -18,6 +18,7 @@ import fnmatch
 import io
 import json
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -326,6 +327,39 @@ class FleetResult:
         return "\n".join(lines)
 
 
+def _warm_worker() -> None:
+    """Import what every database's phases need, on each worker as the rollout starts."""
+    import importlib
+
+    from .kernel import WARM_MODULES
+
+    for module in WARM_MODULES:
+        importlib.import_module(module)
+
+
+def _close(client: Any, scheduler: str | None) -> None:
+    client.close()
+    if getattr(client, "cluster", None) is not None and not scheduler:
+        client.cluster.close()
+
+
+def _warm_archive() -> threading.Thread:
+    """The fleet page's imports and templates (nbconvert, matplotlib: about 1.5 s), paid while the
+    databases run: the driver only waits for them."""
+    from .archive import warm_html
+
+    def _warm() -> None:
+        warm_html().join()
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot  # noqa: F401
+
+    thread = threading.Thread(target=_warm, name="dbrunbook-warm-fleet-page", daemon=True)
+    thread.start()
+    return thread
+
+
 def _client(parallel: int, scheduler: str | None) -> Any:
     import logging
 
@@ -333,7 +367,9 @@ def _client(parallel: int, scheduler: str | None) -> Any:
 
     if scheduler:
         return Client(scheduler)
-    cluster = LocalCluster(n_workers=parallel, threads_per_worker=1, processes=True, dashboard_address=None,
+    # The scheduler's HTTP server on a free port: two fleets at once (or a dashboard already running)
+    # must not compete for 8787.
+    cluster = LocalCluster(n_workers=parallel, threads_per_worker=1, processes=True, dashboard_address=":0",
                            silence_logs=logging.ERROR)
     return Client(cluster)
 
@@ -380,6 +416,11 @@ def fleet_run(runbook_ref: str, targets: list[str], phases: list[str], *, parame
     say(f"fleet {fleet_id}: {book.name} on {len(targets)} database(s), waves {[len(w) for w in plan]}, "
         f"{parallel} at once\n  archive: {folder}")
     client = _client(parallel, scheduler)
+    warming = _warm_archive()
+    # Every worker warms up at once, not each on its first database (the canary's worker included).
+    warm = [client.submit(_warm_worker, workers=[address], pure=False)
+            for address in client.scheduler_info().get("workers", {})]
+    closing: threading.Thread | None = None
     try:
         from distributed import as_completed
 
@@ -397,14 +438,22 @@ def fleet_run(runbook_ref: str, targets: list[str], phases: list[str], *, parame
                 say(f"  wave {number} {done.target:<28} {done.status:<8} {done.seconds:6.1f}s"
                     + (f"  {done.error}" if done.error else ""))
             halted = on_error == HALT and any(d.status == FAILED for d in result.databases)
+        del warm
+        # The cluster's shutdown (about 1.5 s, mostly waiting on its processes) goes on while the
+        # archive is written.
+        closing = threading.Thread(target=_close, args=(client, scheduler), name="dbrunbook-close-cluster")
+        closing.start()
     finally:
-        client.close()
-        if getattr(client, "cluster", None) is not None and not scheduler:
-            client.cluster.close()
-    order = {ref: i for i, ref in enumerate(targets)}
-    result.databases.sort(key=lambda d: order.get(d.target, 0))
-    result.seconds = round(time.perf_counter() - began, 2)
-    write_fleet_archive(result)
+        if closing is None:  # an error or a signal: close now
+            _close(client, scheduler)
+    try:
+        order = {ref: i for i, ref in enumerate(targets)}
+        result.databases.sort(key=lambda d: order.get(d.target, 0))
+        result.seconds = round(time.perf_counter() - began, 2)
+        warming.join()
+        write_fleet_archive(result)
+    finally:
+        closing.join()
     return result
 
 
@@ -438,6 +487,11 @@ def write_fleet_archive(result: FleetResult) -> None:
     (result.folder / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
 
 
+#: Up to this many databases the chart has a labelled bar each; a bigger fleet gets one point each,
+#: in rollout order (200 labelled bars take seconds to lay out and cannot be read).
+LABELLED_BARS = 40
+
+
 def durations_png(result: FleetResult) -> bytes:
     import matplotlib
 
@@ -445,13 +499,22 @@ def durations_png(result: FleetResult) -> bytes:
     import matplotlib.pyplot as plt
 
     ran = [d for d in result.databases if d.status in (PASSED, FAILED)]
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.22 * max(len(ran), 1)))
     colours = {PASSED: "#188038", FAILED: "#c5221f"}
-    ax.barh([f"w{d.wave} {d.target}" for d in ran], [d.seconds for d in ran], color=[colours[d.status] for d in ran])
-    ax.invert_yaxis()
-    ax.set_xlabel("seconds per database (all its phases)")
+    if len(ran) <= LABELLED_BARS:
+        fig, ax = plt.subplots(figsize=(8, 1.2 + 0.22 * max(len(ran), 1)))
+        ax.barh([f"w{d.wave} {d.target}" for d in ran], [d.seconds for d in ran],
+                color=[colours[d.status] for d in ran])
+        ax.invert_yaxis()
+        ax.set_xlabel("seconds per database (all its phases)")
+        ax.tick_params(axis="y", labelsize=7)
+    else:
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        ax.scatter(range(1, len(ran) + 1), [d.seconds for d in ran], s=8, c=[colours[d.status] for d in ran])
+        for wave in sorted({d.wave for d in ran})[1:]:  # where each later wave begins
+            ax.axvline(next(i for i, d in enumerate(ran, start=1) if d.wave == wave) - 0.5, color="#999999", lw=0.8)
+        ax.set_xlabel("database, in rollout order (grey lines: wave boundaries; the table names each)")
+        ax.set_ylabel("seconds (all its phases)")
     ax.set_title(f"{result.runbook}: {len(ran)} database(s) ran, {result.parallel} at once", fontsize=9)
-    ax.tick_params(axis="y", labelsize=7)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)

@@ -33,10 +33,11 @@ KERNEL_NOISE = ("Kernel is running over TCP without encryption", "KeyboardInterr
 KERNEL_ARGUMENTS = ["--IPKernelApp.log_level=ERROR"]
 
 #: What a kernel started ahead does while it waits: import what every phase notebook's first cell
-#: needs, and render one table (pandas' HTML formatting has its own first-use cost). ``__import__``
-#: binds no name: the first notebook finds the namespace as a new kernel leaves it.
-WARM_UP = ("__import__('dbrunbook.expect'); __import__('dbrunbook.introspect'); "
-           "__import__('dbrunbook.phase').pd.DataFrame({'a': [1]})._repr_html_()")
+#: needs, and render one table as a step shows it. ``__import__`` binds no name: the first notebook
+#: finds the namespace as a new kernel leaves it.
+WARM_MODULES = ("dbrunbook.expect", "dbrunbook.introspect", "dbrunbook.phase")
+WARM_UP = "; ".join(f"__import__({m!r})" for m in WARM_MODULES) + \
+    "; __import__('dbrunbook.evidence', fromlist=['warm_up']).warm_up()"
 
 
 @contextmanager
