@@ -167,8 +167,8 @@ def html_exporter() -> Any:
 
 def warm_html() -> threading.Thread:
     """Pay the first page's one-off costs (imports, templates, the highlighter's and the markdown
-    parser's patterns, the notebook validator: about 0.5 s) in a thread, while the kernel runs the first phase. Join it
-    before rendering: one exporter is not shared by two threads at once."""
+    parser's patterns, the notebook validator: about 0.5 s) in a thread, while the kernel runs the
+    first phase. Join it before rendering: one exporter is not shared by two threads at once."""
     def _warm() -> None:
         import nbformat
 

@@ -139,7 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(_redact(str(exc)), getattr(exc, "exit_code", 1))
     except KeyboardInterrupt as stop:
         print("dbrunbook: interrupted", file=sys.stderr)
-        return 143 if type(stop).__name__ == "Terminated" else 130
+        archive = sys.modules.get(f"{__package__}.archive")  # SIGTERM is raised as Terminated only once it is imported
+        return 143 if archive is not None and isinstance(stop, archive.Terminated) else 130
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, and keep Python from complaining at exit.
         devnull = os.open(os.devnull, os.O_WRONLY)
