@@ -90,3 +90,11 @@ def test_a_real_phase_step_is_evidence_with_its_frame_and_its_verdict(target: st
     with connect(target) as conn:
         assert conn.exec_driver_sql('SELECT count(*) FROM information_schema.columns '
                                     "WHERE column_name = 'messageId'").scalar() == 1
+
+
+def test_the_archive_verdict_renders_itself_for_the_overview_page() -> None:
+    from dbrunbook.chain import Verification
+
+    shown = Verification(checked=["r1", "r2"], notes=["run r3 has no manifest yet"])._repr_markdown_()
+    assert shown == ("**archive verified: 2 run(s), every file, manifest and link intact**\n\n"
+                     "- `note: run r3 has no manifest yet`")

@@ -90,6 +90,11 @@ class Verification:
                    f"archive NOT intact: {len(self.problems)} problem(s) in {len(self.checked)} run(s) checked")
         return "\n".join([*lines, verdict])
 
+    def _repr_markdown_(self) -> str:
+        """In a notebook: the verdict in bold, each problem and note as a line of its own."""
+        *lines, verdict = self.render().splitlines()
+        return "\n".join([f"**{verdict}**", "", *(f"- `{line}`" for line in lines)])
+
 
 @dataclass(frozen=True)
 class ArchivedRun:
