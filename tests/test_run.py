@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat
@@ -257,3 +258,23 @@ def test_a_kernel_started_ahead_is_not_taken_after_the_environment_changed(tmp_p
         archive.execute_phase(first, tmp_path / "out.ipynb", {"pid_file": str(tmp_path / "pid")}, ROOT, manager)
     assert (tmp_path / "pid").read_text() != str(ahead.manager.provisioner.pid or "")
     assert not ahead.manager.is_alive() and not kernel._AHEAD
+
+
+def test_a_kernel_started_ahead_that_died_is_replaced(tmp_path: Path) -> None:
+    """A kernel that died before the run took it (killed, out of memory) is shut down and the run
+    starts its own: the run goes on."""
+    import signal
+
+    from dbrunbook import archive, kernel
+
+    kernel.start_ahead(ROOT)
+    ahead = kernel._AHEAD[0]
+    os.kill(ahead.manager.provisioner.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while ahead.manager.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    first = _notebook(tmp_path, "first", "import os\nopen(pid_file, 'w').write(str(os.getpid()))")
+    with kernel.run_kernel(tmp_path, ROOT) as manager:
+        archive.execute_phase(first, tmp_path / "out.ipynb", {"pid_file": str(tmp_path / "pid")}, ROOT, manager)
+    assert (tmp_path / "pid").read_text().isdigit() and not kernel._AHEAD
+    assert not ahead.log.exists()

@@ -166,6 +166,7 @@ def start_ahead(cwd: Path) -> None:
     # requests wait behind it. Silent, so nothing of it reaches any notebook.
     sent = client.execute(WARM_UP, silent=True, store_history=False)
     _AHEAD.append(_Ahead(manager, str(cwd), dict(os.environ), log, (client, sent)))
+    atexit.unregister(discard_ahead)  # once per process, however many runs start one
     atexit.register(discard_ahead)
 
 
@@ -195,7 +196,12 @@ def _take_ahead(cwd: Path) -> _Ahead | None:
     # session (and so a socket identity and message ids), and a reply left unread would reach
     # the next client as if it answered that client's own request.
     client, sent = ahead.warming
-    _await_reply(ahead.manager, client, sent)
+    try:
+        _await_reply(ahead.manager, client, sent)
+    except RuntimeError:  # it died warming up: shut it down, and the run starts its own
+        _AHEAD.append(ahead)
+        discard_ahead()
+        return None
     ahead.manager.close_clients()
     return ahead
 
