@@ -161,7 +161,9 @@ def start_ahead(cwd: Path) -> None:
     with stderr_to(log):
         manager.start_kernel(cwd=str(cwd), extra_arguments=KERNEL_ARGUMENTS)
     client = manager.client()
-    client.start_channels()
+    # No heartbeat channel: the manager knows whether its kernel lives, and a heartbeat thread
+    # stopped before it has made its socket would make one afterwards, for nothing.
+    client.start_channels(hb=False)
     # Queued on the shell channel: the kernel runs it as soon as it is up, and the first notebook's
     # requests wait behind it. Silent, so nothing of it reaches any notebook.
     sent = client.execute(WARM_UP, silent=True, store_history=False)
@@ -253,7 +255,7 @@ def clean_namespace(manager: Any) -> None:
         manager.__dict__["_has_run"] = True
         return
     client = manager.client()
-    client.start_channels()
+    client.start_channels(hb=False)
     try:
         # What `%reset -f` does, less its full garbage collection (0.1 s with pandas loaded).
         sent = client.execute("get_ipython().reset(new_session=False)", silent=True, store_history=False)
