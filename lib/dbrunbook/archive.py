@@ -165,28 +165,30 @@ def html_exporter() -> Any:
                         jquery_url="", widget_renderer_url="")
 
 
-def warm_html() -> threading.Thread:
+def warm_exporter() -> None:
     """Pay the first page's one-off costs (imports, templates, the highlighter's and the markdown
-    parser's patterns, the notebook validator: about 0.5 s) in a thread, while the kernel runs the
-    first phase. Join it before rendering: one exporter is not shared by two threads at once."""
-    def _warm() -> None:
-        import nbformat
+    parser's patterns, the notebook validator: about 0.5 s) by rendering a small page."""
+    import nbformat
 
-        v4 = nbformat.v4
-        node = v4.new_notebook(cells=[
-            v4.new_markdown_cell("# warm\n\n| a | b |\n|---|---|\n| `1` | **2** |"),
-            v4.new_code_cell("x = 1", outputs=[
-                v4.new_output("stream", name="stdout", text="x\n"),
-                v4.new_output("display_data", data={"text/html": "<table><tr><td>1</td></tr></table>",
-                                                     "text/markdown": "**x**", "text/plain": "x"}),
-                v4.new_output("error", ename="E", evalue="e", traceback=["E: e"])])])
-        try:
-            nbformat.validate(node)  # compiles the schema validator every save of the run uses
-            html_exporter().from_notebook_node(node, resources={"metadata": {"name": "warm"}})
-        except Exception:  # the run's own render says what is wrong, on the page it concerns
-            pass
+    v4 = nbformat.v4
+    node = v4.new_notebook(cells=[
+        v4.new_markdown_cell("# warm\n\n| a | b |\n|---|---|\n| `1` | **2** |"),
+        v4.new_code_cell("x = 1", outputs=[
+            v4.new_output("stream", name="stdout", text="x\n"),
+            v4.new_output("display_data", data={"text/html": "<table><tr><td>1</td></tr></table>",
+                                                 "text/markdown": "**x**", "text/plain": "x"}),
+            v4.new_output("error", ename="E", evalue="e", traceback=["E: e"])])])
+    try:
+        nbformat.validate(node)  # compiles the schema validator every save of the run uses
+        html_exporter().from_notebook_node(node, resources={"metadata": {"name": "warm"}})
+    except Exception:  # the run's own render says what is wrong, on the page it concerns
+        pass
 
-    thread = threading.Thread(target=_warm, name="dbrunbook-warm-html", daemon=True)
+
+def warm_html() -> threading.Thread:
+    """:func:`warm_exporter` in a thread, while the kernel runs the first phase. Join it before
+    rendering: one exporter is not shared by two threads at once."""
+    thread = threading.Thread(target=warm_exporter, name="dbrunbook-warm-html", daemon=True)
     thread.start()
     return thread
 
@@ -326,10 +328,10 @@ def run_phases(book: Runbook | RunbookSet, target: Target, target_ref: str, phas
     unwritten: str | None = None  # the archive failed after what the phases applied was recorded
     # A raw URL reaches the notebooks as env:VAR: set before the kernel starts, which inherits it.
     target_param = target_parameter(target, target_ref)
-    # The whole run with fd 2 on the kernel's log: a kernel killed by a signal makes the client
-    # say so ("Kernel died ..."), which must not bury the one line the runner prints.
     warming = warm_html()
     import papermill  # noqa: F401 - here, while a kernel started ahead is still importing the library
+    # The whole run with fd 2 on the kernel's log: a kernel killed by a signal makes the client
+    # say so ("Kernel died ..."), which must not bury the one line the runner prints.
     with stderr_to(folder / KERNEL_LOG), run_kernel(folder, root) as kernel:
         for number, (member, phase) in enumerate(steps, start=1):
             notebook = phase_notebook(phase, root)

@@ -35,7 +35,6 @@ from .evidence import Evidence
 HALT, CONTINUE = "halt", "continue"
 PASSED, FAILED, SKIPPED, NOT_STARTED = "passed", "failed", "skipped", "not started"
 FORWARD_PHASES = ("schema", "deploy")
-EVIDENCE_ROWS = 50  # rows kept per frame of a database's evidence
 
 
 class FleetError(DbrunbookError):
@@ -165,15 +164,16 @@ def execute_cells(notebook: Path, parameters: dict[str, Any], namespace: dict[st
 
 def _steps(namespace: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The evidence each step of the page returned, as data, in the page's order."""
-    return {name: value.to_dict(EVIDENCE_ROWS) for name, value in namespace.items()
+    return {name: value.to_dict() for name, value in namespace.items()
             if isinstance(value, Evidence) and not name.startswith("_")}
 
 
 def run_database(task: DatabaseTask) -> DatabaseEvidence:
     """The phases on one database, in this process: what a Dask worker runs."""
     from . import phase as phase_module
+    from .kernel import run_kernel
     from .ledger import new_run_id
-    from .project import phase_notebook
+    from .project import phase_notebook, project_root
     from .sets import resolve_set
     from .spec import load_runbook
     from .targets import engine, redact, resolve_target
@@ -196,7 +196,7 @@ def run_database(task: DatabaseTask) -> DatabaseEvidence:
                 steps = [(phase, member) for phase in task.phases
                          for member in (list(reversed(members)) if phase == "rollback" else members)]
                 with contextlib.ExitStack() as stack:
-                    kernel = stack.enter_context(_kernel(folder)) if task.notebooks else None
+                    kernel = stack.enter_context(run_kernel(folder, project_root())) if task.notebooks else None
                     for number, (phase, member) in enumerate(steps, start=1):
                         one = _run_phase(phase_notebook(phase), phase, member.path, task, evidence.run_id, folder,
                                          kernel, number)
@@ -225,15 +225,6 @@ def run_database(task: DatabaseTask) -> DatabaseEvidence:
 
 class _Stop(Exception):
     """A phase failed: the database's later phases do not run."""
-
-
-@contextlib.contextmanager
-def _kernel(folder: Path) -> Any:
-    from .kernel import run_kernel
-    from .project import project_root
-
-    with run_kernel(folder, project_root()) as kernel:
-        yield kernel
 
 
 def _run_phase(notebook: Path, phase: str, runbook: Path, task: DatabaseTask, run_id: str,
@@ -346,10 +337,10 @@ def _close(client: Any, scheduler: str | None) -> None:
 def _warm_archive() -> threading.Thread:
     """The fleet page's imports and templates (nbconvert, matplotlib: about 1.5 s), paid while the
     databases run: the driver only waits for them."""
-    from .archive import warm_html
+    from .archive import warm_exporter
 
     def _warm() -> None:
-        warm_html().join()
+        warm_exporter()
         import matplotlib
 
         matplotlib.use("Agg")

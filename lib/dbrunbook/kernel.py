@@ -11,6 +11,7 @@ Only the standard library and jupyter_client are imported here: this module runs
 from __future__ import annotations
 
 import atexit
+import functools
 import os
 import queue
 import sys
@@ -71,6 +72,7 @@ def tidy_kernel_log(path: Path) -> None:
         path.write_text("".join(kept))
 
 
+@functools.cache  # one class per process, made when first needed (jupyter_client is imported here)
 def _kernel_client_class() -> Any:
     from jupyter_client.blocking.client import BlockingKernelClient
 
@@ -111,6 +113,7 @@ def _new_manager() -> Any:
     return _kernel_manager_class()(kernel_name="python3", client_factory=_kernel_client_class())
 
 
+@functools.cache
 def _kernel_manager_class() -> Any:
     from jupyter_client.manager import KernelManager
 
