@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -85,6 +86,7 @@ def main() -> int:
         return 0 if per_phase <= GOAL_S else 1
     finally:
         embedded.stop()
+        shutil.rmtree(work, ignore_errors=True)  # a benchmark leaves nothing behind
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -89,6 +90,7 @@ def main() -> int:
         return 0
     finally:
         embedded.stop()
+        shutil.rmtree(work, ignore_errors=True)  # a benchmark leaves nothing behind
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import nbformat
 import sqlalchemy as sa
 from dbrunbook import commands, effects, introspect, ledger, open_phase
 from dbrunbook.online import derive_steps
@@ -115,6 +116,9 @@ def check_signal_outcome(done: subprocess.CompletedProcess[str], sig: int, conte
 def check_manifest(stdout: str, sig: int, context: str) -> None:
     folder = Path(stdout.splitlines()[1].split("archive:", 1)[1].strip())
     manifest = json.loads((folder / "manifest.json").read_text())
+    # Whenever the kill landed, each page saved so far is a whole, valid notebook.
+    for page in folder.glob("*.ipynb"):
+        nbformat.validate(nbformat.read(page, as_version=4))
     if manifest["complete"]:
         assert manifest["status"] == "passed", context
         return

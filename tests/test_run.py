@@ -56,6 +56,9 @@ def test_run_schema_then_rollback_archives_everything(target: str) -> None:
     assert "Expectations:** 5 of 5 passed" in text and "Event_messageId_fkey" in text
     assert schema_nb.metadata.papermill.parameters["target"] == target
     assert "Fingerprint restored" in (folder / "02_rollback.html").read_text()
+    for page in ("01_schema.ipynb", "02_rollback.ipynb"):  # finished: nbformat's own form, not a live save's
+        written = (folder / page).read_text()
+        assert written.rstrip() == nbformat.writes(nbformat.reads(written, as_version=4)).rstrip(), page
 
     with connect(target) as conn:
         frame = ledger.events_frame(conn, "event_message_fk")
@@ -68,6 +71,21 @@ def test_run_schema_then_rollback_archives_everything(target: str) -> None:
 
     status = cli("status", "event_message_fk", "--target", target)
     assert status.returncode == 0 and "rolled back" in status.stdout
+
+
+def test_a_page_saved_while_its_notebook_runs_reads_as_the_same_notebook(tmp_path: Path) -> None:
+    from dbrunbook.archive import write_live
+
+    node = nbformat.read(ROOT / "notebooks" / "schema.ipynb", as_version=4)
+    cell = next(c for c in node.cells if c.cell_type == "code")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="two\nlines ✓\n")]
+    page = tmp_path / "01_schema.ipynb"
+    write_live(node, page)
+    write_live(node, page)  # again over the first: swapped in whole, no partial file left
+    assert list(tmp_path.iterdir()) == [page]
+    read = nbformat.read(page, as_version=4)
+    nbformat.validate(read)
+    assert read == node
 
 
 def test_bad_statement_fails_the_run_and_names_it(target: str, runbook_copy: Path) -> None:

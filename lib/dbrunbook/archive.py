@@ -99,6 +99,10 @@ def new_run_folder(runbook: str, run_id: str) -> Path:
     return folder
 
 
+#: The name phases run under in Papermill's engine registry (see :func:`papermill_engine`).
+ENGINE = "dbrunbook"
+
+
 def target_parameter(target: Target, target_ref: str) -> str:
     """What the notebook receives as ``target``: a name, or ``env:VAR`` for a raw URL."""
     if "://" in target_ref:
@@ -127,8 +131,54 @@ def _execute(papermill: Any, notebook: Path, output: Path, parameters: dict[str,
     papermill.execute_notebook(
         str(notebook), str(output), parameters=parameters, cwd=str(cwd),
         progress_bar=False, log_output=False, request_save_on_cell_execute=True,
-        extra_arguments=KERNEL_ARGUMENTS, **shared,
+        extra_arguments=KERNEL_ARGUMENTS, engine_name=papermill_engine(), **shared,
     )
+
+
+def write_live(node: Any, path: Path) -> None:
+    """Save a page while its notebook runs: compact JSON (the C encoder; nbformat's indented form
+    takes the pure-Python one, plus a deep copy and a schema check), swapped in whole, so that a
+    run killed at any instant leaves a readable page up to the cell it died in. Papermill writes
+    the finished page itself, in nbformat's own form."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(node, ensure_ascii=False))
+    partial.replace(path)
+
+
+@functools.cache
+def papermill_engine() -> str:
+    """Register (once per process) and name the engine phases run with: Papermill's own, whose
+    saves at each cell's start and end (about 20 per phase) go through :func:`write_live`."""
+    from papermill.engines import (
+        NBClientEngine,
+        NotebookExecutionManager,
+        papermill_engines,
+    )
+
+    class LiveSaves(NotebookExecutionManager):  # type: ignore[misc]
+        def save(self, **kwargs: Any) -> None:
+            if self.output_path:
+                write_live(self.nb, Path(self.output_path))
+            self.last_save_time = self.now()
+
+    class Engine(NBClientEngine):  # type: ignore[misc]
+        @classmethod
+        def execute_notebook(cls, nb: Any, kernel_name: str, output_path: str | None = None,
+                             progress_bar: bool = True, log_output: bool = False, autosave_cell_every: int = 30,
+                             **kwargs: Any) -> Any:
+            # Papermill's Engine.execute_notebook, with LiveSaves as the execution manager.
+            nb_man = LiveSaves(nb, output_path=output_path, progress_bar=progress_bar, log_output=log_output,
+                               autosave_cell_every=autosave_cell_every)
+            nb_man.notebook_start()
+            try:
+                cls.execute_managed_notebook(nb_man, kernel_name, log_output=log_output, **kwargs)
+            finally:
+                nb_man.cleanup_pbar()
+                nb_man.notebook_complete()
+            return nb_man.nb
+
+    papermill_engines.register(ENGINE, Engine)
+    return ENGINE
 
 
 # The reviewer reads pages offline, often weeks later: every page carries its own styles and

@@ -10,13 +10,14 @@ import re
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from . import chain, ledger
 from .errors import DbrunbookError
 from .project import outputs_dir
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 INDEX = "index.html"
 COLUMNS = ["started_at", "runbook", "target", "production", "phases", "status", "operator", "duration_s",
@@ -135,6 +136,8 @@ def _join_ledger(name: str, rows: dict[str, RunRow]) -> list[str]:
 
 
 def history_frame(rows: list[RunRow]) -> pd.DataFrame:
+    import pandas as pd  # for readers: a run refreshes the index without it
+
     frame = pd.DataFrame([asdict(r) for r in rows], columns=[*COLUMNS, "error", "sealed"])
     frame["production"] = frame["production"].map(lambda p: "PRODUCTION" if p else "")
     return frame
@@ -316,6 +319,8 @@ def overview(targets: list[str] | None = None, *, last: int = 20, base: Path | N
         except Exception as exc:
             notes.append(f"{name}: not read ({str(exc).splitlines()[0]})")
     recent, more = runs(ledgers=False)
+    import pandas as pd
+
     return Overview(pd.DataFrame(states, columns=["runbook", "target", "production", "state", "detail"]),
                     recent[:last], pd.DataFrame(pending, columns=["runbook", "target", "state", "approval"]),
                     notes + more, (base or root / "notebooks").resolve())
