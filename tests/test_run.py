@@ -200,6 +200,44 @@ def test_db_verbs_and_on_demand_start(target: str) -> None:
     assert cli("db", "start").returncode == 0
 
 
+RACE_PROBE = """
+import json, sys, threading
+seen = []
+class Probe:
+    def find_spec(self, name, path=None, target=None):
+        warming = any(t.name == "dbrunbook-warm-html" and t.is_alive() for t in threading.enumerate())
+        seen.append((threading.current_thread().name, name, warming))
+sys.meta_path.insert(0, Probe())
+sys.argv = ["dbrunbook", "run", "event_message_fk", "--target", sys.argv[1], "--phases", "schema,rollback"]
+from dbrunbook.cli import main
+try:
+    main()
+except SystemExit as exc:
+    assert not exc.code, exc.code
+run = {name for thread, name, warming in seen if warming and thread == "MainThread"}
+warm = {name for thread, name, _ in seen if thread == "dbrunbook-warm-html"}
+top = lambda names: {n.split(".")[0] for n in names} - set(sys.stdlib_module_names)
+print(json.dumps({"modules": sorted(run & warm), "packages": sorted(top(run) & top(warm)), "warmed": len(warm)}))
+"""
+
+
+def test_the_page_warm_up_imports_nothing_the_run_imports_at_the_same_time(target: str) -> None:
+    """Two threads importing one package at once can fail on Python 3.11 (a fresh clone's first demo
+    died of KeyError: 'IPython'): while the HTML warm-up thread runs, the run's own thread imports no
+    module, and no third-party package, that the warm-up imports. A fresh interpreter, a raw URL (so
+    no kernel started ahead: the demo's path)."""
+    from dbrunbook.targets import resolve_target
+
+    commands.prepare("event_message_fk", target)
+    url = resolve_target(target).url.render_as_string(hide_password=False)
+    done = subprocess.run([sys.executable, "-c", RACE_PROBE, url], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["warmed"] > 100, found  # the probe saw the warm-up's own imports (nbconvert's)
+    assert (found["modules"], found["packages"]) == ([], []), found
+
+
 def test_kernel_noise_goes_to_the_archive_not_to_stderr(tmp_path: Path) -> None:
     from dbrunbook import kernel
 

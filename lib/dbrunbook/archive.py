@@ -378,11 +378,14 @@ def run_phases(book: Runbook | RunbookSet, target: Target, target_ref: str, phas
     unwritten: str | None = None  # the archive failed after what the phases applied was recorded
     # A raw URL reaches the notebooks as env:VAR: set before the kernel starts, which inherits it.
     target_param = target_parameter(target, target_ref)
-    warming = warm_html()
     import papermill  # noqa: F401 - here, while a kernel started ahead is still importing the library
     # The whole run with fd 2 on the kernel's log: a kernel killed by a signal makes the client
     # say so ("Kernel died ..."), which must not bury the one line the runner prints.
     with stderr_to(folder / KERNEL_LOG), run_kernel(folder, root) as kernel:
+        # Only now, once this thread has imported what the run needs (papermill; the kernel's start
+        # imports jupyter_client's lookups, IPython and ipykernel): two threads importing one package
+        # at once can fail on Python 3.11 (a fresh clone's first demo died of KeyError: 'IPython').
+        warming = warm_html()
         for number, (member, phase) in enumerate(steps, start=1):
             notebook = phase_notebook(phase, root)
             label = phase if member is book else f"{member.name}_{phase}"
