@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import chain, ledger, registry
-from .errors import ArchiveError, ArchiveNotWritten, PhaseFailed
+from .errors import ArchiveError, ArchiveNotWritten, PhaseFailed, Terminated
 from .kernel import (
     KERNEL_ARGUMENTS,
     KERNEL_LOG,
@@ -235,10 +235,17 @@ def warm_exporter() -> None:
         pass
 
 
-def warm_html() -> threading.Thread:
-    """:func:`warm_exporter` in a thread, while the kernel runs the first phase. Join it before
-    rendering: one exporter is not shared by two threads at once."""
-    thread = threading.Thread(target=warm_exporter, name="dbrunbook-warm-html", daemon=True)
+def warm_html(*also: Callable[[], None]) -> threading.Thread:
+    """:func:`warm_exporter` (then ``also``) in a thread, while the work before the first page goes
+    on. Join it before rendering: one exporter is not shared by two threads at once. Start it once
+    the calling thread has done its own imports: two threads importing one package at once can fail
+    on Python 3.11."""
+    def _warm() -> None:
+        warm_exporter()
+        for warm in also:
+            warm()
+
+    thread = threading.Thread(target=_warm, name="dbrunbook-warm-html", daemon=True)
     thread.start()
     return thread
 
@@ -286,10 +293,6 @@ def _error_line(exc: BaseException) -> str:
     evalue = getattr(exc, "evalue", None)
     text = f"{ename}: {evalue}" if ename else f"{type(exc).__name__}: {exc}"
     return redact(" ".join(text.split()))
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where SIGINT raises KeyboardInterrupt, so both stop a run the same way."""
 
 
 SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
@@ -382,9 +385,8 @@ def run_phases(book: Runbook | RunbookSet, target: Target, target_ref: str, phas
     # The whole run with fd 2 on the kernel's log: a kernel killed by a signal makes the client
     # say so ("Kernel died ..."), which must not bury the one line the runner prints.
     with stderr_to(folder / KERNEL_LOG), run_kernel(folder, root) as kernel:
-        # Only now, once this thread has imported what the run needs (papermill; the kernel's start
-        # imports jupyter_client's lookups, IPython and ipykernel): two threads importing one package
-        # at once can fail on Python 3.11 (a fresh clone's first demo died of KeyError: 'IPython').
+        # Only now: the kernel's start imports IPython and ipykernel here, and so does the warm-up
+        # (a fresh clone's first demo died of KeyError: 'IPython' when they overlapped).
         warming = warm_html()
         for number, (member, phase) in enumerate(steps, start=1):
             notebook = phase_notebook(phase, root)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import DbrunbookError
+from .errors import DbrunbookError, Terminated
 from .project import project_root
 
 
@@ -139,8 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(_redact(str(exc)), getattr(exc, "exit_code", 1))
     except KeyboardInterrupt as stop:
         print("dbrunbook: interrupted", file=sys.stderr)
-        archive = sys.modules.get(f"{__package__}.archive")  # SIGTERM is raised as Terminated only once it is imported
-        return 143 if archive is not None and isinstance(stop, archive.Terminated) else 130
+        return 143 if isinstance(stop, Terminated) else 130
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, and keep Python from complaining at exit.
         devnull = os.open(os.devnull, os.O_WRONLY)

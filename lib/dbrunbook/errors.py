@@ -115,3 +115,8 @@ class ArchiveNotWritten(DbrunbookError):
 
     def __init__(self, why: str) -> None:
         super().__init__(f"applied, recorded in the ledger; archive not written: {why}")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where SIGINT raises KeyboardInterrupt, so both stop a run the same way
+    (see :func:`dbrunbook.archive.install_sigterm`)."""

@@ -334,21 +334,12 @@ def _close(client: Any, scheduler: str | None) -> None:
         client.cluster.close()
 
 
-def _warm_archive() -> threading.Thread:
-    """The fleet page's imports and templates (nbconvert, matplotlib: about 1.5 s), paid while the
-    databases run: the driver only waits for them."""
-    from .archive import warm_exporter
+def _warm_chart() -> None:
+    """matplotlib's imports, for the fleet page's chart."""
+    import matplotlib
 
-    def _warm() -> None:
-        warm_exporter()
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot  # noqa: F401
-
-    thread = threading.Thread(target=_warm, name="dbrunbook-warm-fleet-page", daemon=True)
-    thread.start()
-    return thread
+    matplotlib.use("Agg")
+    import matplotlib.pyplot  # noqa: F401
 
 
 def _client(parallel: int, scheduler: str | None) -> Any:
@@ -370,7 +361,7 @@ def fleet_run(runbook_ref: str, targets: list[str], phases: list[str], *, parame
               notebooks: bool = False, echo: Callable[[str], None] | None = None) -> FleetResult:
     """Run the phases on every database, wave by wave, on Dask; the result says what happened to each."""
     from . import registry
-    from .archive import utc_stamp
+    from .archive import utc_stamp, warm_html
     from .ledger import new_run_id
     from .project import outputs_dir
     from .sets import resolve_set
@@ -407,7 +398,9 @@ def fleet_run(runbook_ref: str, targets: list[str], phases: list[str], *, parame
     say(f"fleet {fleet_id}: {book.name} on {len(targets)} database(s), waves {[len(w) for w in plan]}, "
         f"{parallel} at once\n  archive: {folder}")
     client = _client(parallel, scheduler)
-    warming = _warm_archive()
+    # The fleet page's imports and templates (nbconvert, matplotlib: about 1.5 s), paid while the
+    # databases run: the driver only waits for them.
+    warming = warm_html(_warm_chart)
     # Every worker warms up at once, not each on its first database (the canary's worker included).
     warm = [client.submit(_warm_worker, workers=[address], pure=False)
             for address in client.scheduler_info().get("workers", {})]
