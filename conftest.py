@@ -6,6 +6,7 @@ kernels inherit. Nothing touches the developer's .dbrunbook/ or outputs/.
 """
 from __future__ import annotations
 
+import compileall
 import json
 import os
 import shutil
@@ -28,6 +29,11 @@ collect_ignore = ["notebooks/clean_slate.ipynb", "notebooks/backfill.ipynb"]
 
 def pytest_configure(config: pytest.Config) -> None:
     global _SESSION_DIR
+    if not hasattr(config, "workerinput"):
+        # Some 200 CLI and kernel processes import the library: with bytecode writing off
+        # (PYTHONDONTWRITEBYTECODE, as on the CI machine) each would compile it from source again.
+        # An installed package has its bytecode written by pip; an editable one gets it here.
+        compileall.compile_dir(ROOT / "lib", quiet=1)
     # A short path: the server's Unix socket lives in its data folder.
     _SESSION_DIR = Path(tempfile.mkdtemp(prefix="dbrb-"))
     os.environ["DBRUNBOOK_HOME"] = str(ROOT)

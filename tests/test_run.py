@@ -334,3 +334,83 @@ def test_a_kernel_started_ahead_that_died_is_replaced(tmp_path: Path) -> None:
         archive.execute_phase(first, tmp_path / "out.ipynb", {"pid_file": str(tmp_path / "pid")}, ROOT, manager)
     assert (tmp_path / "pid").read_text().isdigit() and not kernel._AHEAD
     assert not ahead.log.exists()
+
+
+def test_a_runs_kernel_imports_with_the_collector_paused_and_collects_after_its_first_request() -> None:
+    """A run's kernel starts through dbrunbook.kernel_launcher: the cyclic collector is paused for the
+    kernel's start and the first request (a kernel started ahead imports the library in it), then
+    back on with the start-up heap frozen."""
+    from dbrunbook import kernel
+
+    manager = kernel._new_manager()
+    manager.start_kernel(cwd=str(ROOT), extra_arguments=kernel.KERNEL_ARGUMENTS)
+    client = manager.client()
+    client.start_channels()
+    try:
+        client.wait_for_ready(timeout=60)
+        seen: list[str] = []
+
+        def ask(code: str) -> str:
+            seen.clear()
+            client.execute_interactive(code, timeout=60, output_hook=lambda m: seen.append(
+                m["content"].get("text", "")) if m["msg_type"] == "stream" else None)
+            return "".join(seen).strip()
+
+        probe = "import gc, sys; print(gc.isenabled(), gc.get_freeze_count() > 0, sys.argv[0].endswith('kernel_launcher.py'))"
+        assert ask(probe) == "False False True"
+        assert ask(probe) == "True True True"
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
+
+
+def test_the_collector_is_settled_only_where_it_was_paused() -> None:
+    code = """if True:
+        import gc
+        from dbrunbook import startup
+        startup.settle()
+        untouched = gc.isenabled() and gc.get_freeze_count() == 0
+        startup.pause_collector()
+        paused = not gc.isenabled()
+        startup.settle()
+        settled = gc.isenabled() and gc.get_freeze_count() > 0
+        gc.disable()  # someone else's choice: settle leaves it alone
+        startup.settle()
+        print(untouched, paused, settled, gc.isenabled())
+    """
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["True", "True", "True", "False"], done.stderr
+
+
+def test_pages_get_the_accessibility_pass_of_nbconverts_own_exporter() -> None:
+    """Our pages skip HTMLExporter's reparse of the whole page; the attributes it adds (alt text on
+    images, focusable inputs and outputs) are still there, on the same elements."""
+    from bs4 import BeautifulSoup
+    from dbrunbook import archive
+    from nbconvert import HTMLExporter
+
+    v4 = nbformat.v4
+    png = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+    node = v4.new_notebook(cells=[
+        v4.new_markdown_cell('# T\n\n<img src="a.png">\n\n<img alt="kept" src="b.png">\n\n![md](c.png)'),
+        v4.new_code_cell("x", outputs=[
+            v4.new_output("display_data", data={"image/png": png, "text/plain": "<Figure>"}),
+            v4.new_output("stream", name="stdout", text="<img src='not a tag'>\n"),
+            v4.new_output("display_data", data={"text/html": '<div class="x"><img src="d.png"></div>'}),
+            v4.new_output("display_data", data={"text/markdown": "**m**"}),
+            v4.new_output("error", ename="E", evalue="e", traceback=["E: e"])]),
+        v4.new_code_cell("y")])
+    resources = {"metadata": {"name": "page"}}
+    theirs, _ = HTMLExporter(template_name="lab").from_notebook_node(node, resources=dict(resources))
+    ours, _ = archive.html_exporter().from_notebook_node(node, resources=dict(resources))
+
+    def marked(html: str) -> list[tuple[str, str, str | None, str | None]]:
+        soup = BeautifulSoup(html, features="html.parser")
+        return [(tag.name, " ".join(tag.get("class", [])), tag.get("alt"), tag.get("tabindex"))
+                for tag in soup.find_all(["img", "div"]) if tag.get("alt") or tag.get("tabindex")]
+
+    expected = marked(theirs)
+    assert len([m for m in expected if m[0] == "img"]) == 5 and len([m for m in expected if m[3]]) >= 7
+    assert marked(ours) == expected
+    # Text that merely looks like a tag is escaped on the page, and left as it is.
+    assert archive.NO_ALT in ours and "<img src='not a tag'>" not in ours and "not a tag" in ours

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from . import startup
 from .errors import DbrunbookError, Terminated
 from .project import project_root
 
@@ -161,6 +162,8 @@ def entry() -> None:
     left without its teardown (unloading some 1,500 modules costs about 0.4 s of every unattended
     run): the run has settled its ledger and archive and shut its kernel down by then, and the
     exit handlers still run."""
+    # Paused for the imports to come; the first phase, or the page warm-up's end, turns it back on.
+    startup.pause_collector()
     words = sys.argv[1:]
     code = main(words)
     if words[:1] == ["run"]:

@@ -323,9 +323,12 @@ def _warm_worker() -> None:
     import importlib
 
     from .kernel import WARM_MODULES
+    from .startup import pause_collector, settle
 
+    pause_collector()
     for module in WARM_MODULES:
         importlib.import_module(module)
+    settle()
 
 
 def _close(client: Any, scheduler: str | None) -> None:

@@ -109,6 +109,14 @@ def _kernel_client_class() -> Any:
     return RunKernelClient
 
 
+def launch_command(command: list[str]) -> list[str]:
+    """The kernel's command with :mod:`dbrunbook.kernel_launcher` in place of ipykernel's launcher,
+    when the kernel is this interpreter's own ipykernel; any other kernel command as it is."""
+    if command[:3] == [sys.executable, "-m", "ipykernel_launcher"]:
+        return [sys.executable, "-m", "dbrunbook.kernel_launcher", *command[3:]]
+    return command
+
+
 def _new_manager() -> Any:
     return _kernel_manager_class()(kernel_name="python3", client_factory=_kernel_client_class())
 
@@ -129,6 +137,9 @@ def _kernel_manager_class() -> Any:
         def close_clients(self) -> None:
             for made in self.__dict__.pop("_run_clients", []):
                 made.stop_channels()
+
+        def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+            return launch_command(super().format_kernel_cmd(extra_arguments))
 
         async def _async_wait(self, pollinterval: float = 0.1) -> None:
             # After its kill, a kernel is gone within milliseconds; jupyter_client polls every 0.1 s.

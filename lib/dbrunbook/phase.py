@@ -25,6 +25,7 @@ from . import (
     registry,
     report,
     salvage,
+    startup,
     toolhistory,
 )
 from .errors import (
@@ -85,6 +86,7 @@ class BasePhase:
 
     def __init__(self, phase: str, runbook: Runbook, target: Target, *, dry_run: bool = False,
                  run_id: str = "", archive_dir: str | Path = "", confirm: str = "") -> None:
+        startup.settle()  # a CLI that runs phases in-process (rehearse) has done its imports
         if runbook.spec.engine != target.dialect:
             raise GuardRefused(f"runbook {runbook.name} is written for {runbook.spec.engine}, "
                                f"but target {target.name} is {target.dialect}")
