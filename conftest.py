@@ -7,6 +7,7 @@ kernels inherit. Nothing touches the developer's .dbrunbook/ or outputs/.
 from __future__ import annotations
 
 import compileall
+import gc
 import json
 import os
 import shutil
@@ -89,6 +90,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         seconds[unit] = seconds.get(unit, 0.0) + float(recorded.get(item.nodeid, 0.0))
     # Longest unit first; a unit's own tests stay together and in their order (the sort is stable).
     items.sort(key=lambda item: (-seconds[work_unit(item.nodeid)], work_unit(item.nodeid)))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    # What collection imported (the library, pandas, SQLAlchemy) lives as long as the session: out
+    # of the cyclic collector's sight, as dbrunbook.startup does for the CLI and its kernels.
+    gc.freeze()
 
 
 _took: dict[str, float] = {}

@@ -287,12 +287,15 @@ def test_a_kernel_started_ahead_is_the_runs_kernel_warm_clean_and_losing_no_outp
     ahead_pid = ahead.manager.provisioner.pid
     first = _notebook(tmp_path, "first", "import os, sys\nprint('first output', 'pandas' in sys.modules)\n"
                                          "print(sorted(k for k in globals() if not k.startswith('_')))\n"
-                                         "open(pid_file, 'w').write(str(os.getpid()))")
+                                         "open(pid_file, 'w').write(str(os.getpid()))",
+                      "os.write(2, b'the kernel said this on its stderr\\n')")
     with kernel.run_kernel(tmp_path, ROOT) as manager:
         assert not kernel._AHEAD
         archive.execute_phase(first, tmp_path / "out.ipynb", {"pid_file": str(tmp_path / "pid")}, ROOT, manager)
     assert (tmp_path / "pid").read_text() == str(ahead_pid)
     assert not ahead.log.exists()  # its stderr log was moved into the run's folder (or dropped as noise)
+    # What it wrote there after its start too (its log was once removed as empty once it had started).
+    assert "the kernel said this on its stderr" in (tmp_path / kernel.KERNEL_LOG).read_text()
     out = nbformat.read(str(tmp_path / "out.ipynb"), as_version=4)
     printed = "".join(o.get("text", "") for c in out.cells for o in c.get("outputs", []))
     assert "first output True" in printed, printed
@@ -414,3 +417,37 @@ def test_pages_get_the_accessibility_pass_of_nbconverts_own_exporter() -> None:
     assert marked(ours) == expected
     # Text that merely looks like a tag is escaped on the page, and left as it is.
     assert archive.NO_ALT in ours and "<img src='not a tag'>" not in ours and "not a tag" in ours
+
+
+def test_kept_kernels_serve_the_next_run_each_with_its_own_log_and_end_with_the_block(tmp_path: Path) -> None:
+    """`demo` plays its runs in one kernel (kernel.kept_kernels): the second run gets the first
+    one's kernel, in a clean namespace; what the kernel writes to its stderr lands in the log of
+    the run it was serving; a run that stops on an exception shuts its kernel down; the block's
+    end shuts down the one kept."""
+    from dbrunbook import archive, kernel
+
+    # Under pytest, ipykernel leaves fd 2 alone (it pipes it into the page otherwise, echoing it).
+    first = _notebook(tmp_path, "first", "import os\nleftover = 1\nos.write(2, b'said in run a\\n')\n"
+                                         "open(pid_file, 'w').write(str(os.getpid()))")
+    second = _notebook(tmp_path, "second", "import os\nassert 'leftover' not in globals(), 'the namespace was "
+                                           "not cleaned'\nos.write(2, b'said in run b\\n')\n"
+                                           "open(pid_file, 'w').write(str(os.getpid()))")
+    runs = [tmp_path / name for name in ("a", "b", "c")]
+    for folder in runs:
+        folder.mkdir()
+    with kernel.kept_kernels():
+        for folder, notebook in zip(runs, (first, second), strict=False):
+            with kernel.run_kernel(folder, ROOT) as manager:
+                archive.execute_phase(notebook, folder / "out.ipynb", {"pid_file": str(folder / "pid")}, ROOT, manager)
+        kept = kernel._AHEAD[0]
+        assert kept.manager.is_alive() and len(kernel._AHEAD) == 1
+        with pytest.raises(RuntimeError), kernel.run_kernel(runs[2], ROOT) as manager:
+            assert manager is kept.manager
+            raise RuntimeError("the run stopped")
+        assert not kept.manager.is_alive() and not kernel._AHEAD
+        with kernel.run_kernel(runs[2], ROOT) as manager:  # the next run starts its own
+            replacement = manager
+    assert (runs[0] / "pid").read_text() == (runs[1] / "pid").read_text()
+    assert "said in run a" in (runs[0] / kernel.KERNEL_LOG).read_text()
+    assert (runs[1] / kernel.KERNEL_LOG).read_text().strip() == "said in run b"
+    assert not replacement.is_alive() and not kernel._AHEAD and not kept.log.exists()

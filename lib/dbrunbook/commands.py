@@ -12,6 +12,7 @@ from . import archive, embedded, ledger, registry, sets
 from . import lint as lint_
 from .errors import DbrunbookError, GuardRefused, SpecError, TargetError
 from .execute import run_statements
+from .kernel import kept_kernels
 from .project import PHASES, phase_notebook, project_root
 from .spec import Runbook, load_runbook
 from .targets import TARGETS_ENV, Target, engine, resolve_target
@@ -276,6 +277,12 @@ def play_flow(runbook: str, flow: Flow, echo: Callable[[str], None] = print) -> 
         prepared = prepare(runbook, target_ref, allow_production=True)
         echo(f"prepared {prepared.target}: {prepared.statements} fixture statements loaded")
     steps: list[DemoStep] = []
+    with kept_kernels():  # one kernel for the flow's runs, as for a run's phases
+        _play(runbook, flow, steps, echo)
+    return steps
+
+
+def _play(runbook: str, flow: Flow, steps: list[DemoStep], echo: Callable[[str], None]) -> None:
     for target_ref, phases, parameters, *expected in flow:
         if phases == [APPROVE]:
             # A second person approves the plan the dev run reviewed, as seed 001 asks ("Get team
@@ -297,7 +304,6 @@ def play_flow(runbook: str, flow: Flow, echo: Callable[[str], None] = print) -> 
         echo(result.render() + (f"\n  {outcome}" if expected else ""))
         if outcome == "failed":
             break
-    return steps
 
 
 def demo(echo: Callable[[str], None] = print) -> list[DemoStep]:
@@ -360,12 +366,13 @@ def demo_all(echo: Callable[[str], None] = print) -> list[DemoRow]:
     # The kernels Papermill starts inherit this: the notebooks resolve the same names.
     os.environ[TARGETS_ENV] = json.dumps(extra)
     rows: list[DemoRow] = []
-    for book in books:
-        for step in play_flow(book.name, runbook_flow(book), echo):
-            result = step.result
-            rows.append(DemoRow(book.name, step.target, ",".join(p.phase for p in result.phases),
-                                "no-go(expected)" if step.outcome == "refused (expected)" else step.outcome,
-                                round(sum(p.duration_s for p in result.phases), 1), str(result.folder)))
+    with kept_kernels():  # one kernel for every runbook's flow
+        for book in books:
+            for step in play_flow(book.name, runbook_flow(book), echo):
+                result = step.result
+                rows.append(DemoRow(book.name, step.target, ",".join(p.phase for p in result.phases),
+                                    "no-go(expected)" if step.outcome == "refused (expected)" else step.outcome,
+                                    round(sum(p.duration_s for p in result.phases), 1), str(result.folder)))
     return rows
 
 

@@ -42,10 +42,11 @@ WARM_UP = "; ".join(f"__import__({m!r})" for m in WARM_MODULES) + \
 
 
 @contextmanager
-def stderr_to(path: Path) -> Iterator[None]:
+def stderr_to(path: Path, *, tidy: bool = True) -> Iterator[None]:
     """Send file descriptor 2 to ``path`` for the block: the kernel Papermill starts inherits it,
     so its noise (ipykernel warnings, libzmq's shutdown assertions under load) lands in the
-    archive instead of burying the one line an unattended run prints on failure."""
+    archive instead of burying the one line an unattended run prints on failure. With ``tidy``,
+    an empty log is removed at the block's end (not for a kernel that goes on writing to it)."""
     sys.stderr.flush()
     saved = os.dup(2)
     with path.open("ab") as log:
@@ -56,7 +57,8 @@ def stderr_to(path: Path) -> Iterator[None]:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
-    tidy_kernel_log(path)
+    if tidy:
+        tidy_kernel_log(path)
 
 
 def tidy_kernel_log(path: Path) -> None:
@@ -150,17 +152,33 @@ def _kernel_manager_class() -> Any:
 
 @dataclass
 class _Ahead:
-    """A kernel started before its run knew its archive folder: its stderr goes to ``log`` until the
-    run takes it, and it is only taken where it was started (same working folder, same environment)."""
+    """A kernel not tied to one run's folder: started before its run knew its archive folder, or
+    kept from the run before (:func:`kept_kernels`). Its stderr goes to ``log``, whose bytes from
+    ``copied`` on belong to the run that has it; it is only taken where it was started (same working
+    folder, same environment)."""
 
     manager: Any
     cwd: str
     environ: dict[str, str]
     log: Path
-    warming: tuple[Any, str]  # the client that sent the imports, and its request's id
+    warming: tuple[Any, str] | None  # the client that sent the imports, and its request's id
+    copied: int = 0
 
 
 _AHEAD: list[_Ahead] = []
+_KEEP: list[bool] = []  # non-empty inside kept_kernels()
+
+
+def _start_logged(cwd: Path) -> _Ahead:
+    handle, name = tempfile.mkstemp(prefix="dbrunbook-kernel-", suffix=".log")
+    os.close(handle)
+    log = Path(name)
+    manager = _new_manager()
+    with stderr_to(log, tidy=False):  # the kernel writes to it after its start too
+        manager.start_kernel(cwd=str(cwd), extra_arguments=KERNEL_ARGUMENTS)
+    atexit.unregister(discard_ahead)  # once per process, however many runs start one
+    atexit.register(discard_ahead)
+    return _Ahead(manager, str(cwd), dict(os.environ), log, None)
 
 
 def start_ahead(cwd: Path) -> None:
@@ -168,22 +186,32 @@ def start_ahead(cwd: Path) -> None:
     caller gets on with its own start-up. Shut down at exit when no run takes it."""
     if _AHEAD:
         return
-    handle, name = tempfile.mkstemp(prefix="dbrunbook-kernel-", suffix=".log")
-    os.close(handle)
-    log = Path(name)
-    manager = _new_manager()
-    with stderr_to(log):
-        manager.start_kernel(cwd=str(cwd), extra_arguments=KERNEL_ARGUMENTS)
-    client = manager.client()
+    ahead = _start_logged(cwd)
+    client = ahead.manager.client()
     # No heartbeat channel: the manager knows whether its kernel lives, and a heartbeat thread
     # stopped before it has made its socket would make one afterwards, for nothing.
     client.start_channels(hb=False)
     # Queued on the shell channel: the kernel runs it as soon as it is up, and the first notebook's
     # requests wait behind it. Silent, so nothing of it reaches any notebook.
-    sent = client.execute(WARM_UP, silent=True, store_history=False)
-    _AHEAD.append(_Ahead(manager, str(cwd), dict(os.environ), log, (client, sent)))
-    atexit.unregister(discard_ahead)  # once per process, however many runs start one
-    atexit.register(discard_ahead)
+    ahead.warming = (client, client.execute(WARM_UP, silent=True, store_history=False))
+    _AHEAD.append(ahead)
+
+
+@contextmanager
+def kept_kernels() -> Iterator[None]:
+    """Within the block, a run's kernel outlives its run and serves the next run of this process
+    (``demo`` plays a dozen runs one after another): the kernel's start and the library's imports
+    are paid once, as they are for a run's phases. Each notebook still starts in a clean namespace;
+    what the kernel writes to its stderr goes to the log of the run it serves (ipykernel echoes a
+    C library's writes from a thread: one echoed after its run ended lands in the next run's log);
+    a run that stopped on an exception or a signal shuts its kernel down. Shut down at the block's end."""
+    _KEEP.append(True)
+    try:
+        yield
+    finally:
+        _KEEP.pop()
+        if not _KEEP:
+            discard_ahead()
 
 
 def discard_ahead() -> None:
@@ -211,14 +239,16 @@ def _take_ahead(cwd: Path) -> _Ahead | None:
     # Its reply is read here, by the client that asked: the clients of one kernel manager share a
     # session (and so a socket identity and message ids), and a reply left unread would reach
     # the next client as if it answered that client's own request.
-    client, sent = ahead.warming
-    try:
-        _await_reply(ahead.manager, client, sent)
-    except RuntimeError:  # it died warming up: shut it down, and the run starts its own
-        _AHEAD.append(ahead)
-        discard_ahead()
-        return None
-    ahead.manager.close_clients()
+    if ahead.warming is not None:
+        client, sent = ahead.warming
+        try:
+            _await_reply(ahead.manager, client, sent)
+        except RuntimeError:  # it died warming up: shut it down, and the run starts its own
+            _AHEAD.append(ahead)
+            discard_ahead()
+            return None
+        ahead.warming = None
+        ahead.manager.close_clients()
     return ahead
 
 
@@ -228,34 +258,48 @@ def run_kernel(folder: Path, cwd: Path) -> Iterator[Any]:
     and the library's imports are paid once, not per phase), shut down at the end. Its stderr ends
     in the run's ``kernel_stderr.log``."""
     ahead = _take_ahead(cwd)
+    if ahead is None and _KEEP:
+        ahead = _start_logged(cwd)  # its stderr in a log of its own: it will serve other runs
     if ahead is not None:
         manager = ahead.manager
     else:
         manager = _new_manager()
         with stderr_to(folder / KERNEL_LOG):  # the kernel inherits fd 2 at its start
             manager.start_kernel(cwd=str(cwd), extra_arguments=KERNEL_ARGUMENTS)
+    keep = False
     try:
         yield manager
+        keep = bool(_KEEP) and ahead is not None and manager.is_alive()
     finally:
-        try:
-            manager.close_clients()
-            manager.shutdown_kernel(now=True)
-        except Exception:  # already killed by a signal's stop_kernel
-            pass
         if ahead is not None:
-            _move_log(ahead.log, folder / KERNEL_LOG)
+            ahead.copied = _copy_log(ahead.log, folder / KERNEL_LOG, ahead.copied)
+        if keep and ahead is not None:
+            manager.close_clients()
+            _AHEAD.append(ahead)
+        else:
+            try:
+                manager.close_clients()
+                manager.shutdown_kernel(now=True)
+            except Exception:  # already killed by a signal's stop_kernel
+                pass
+            if ahead is not None:
+                _copy_log(ahead.log, folder / KERNEL_LOG, ahead.copied)
+                ahead.log.unlink(missing_ok=True)
         tidy_kernel_log(folder / KERNEL_LOG)
 
 
-def _move_log(source: Path, into: Path) -> None:
+def _copy_log(source: Path, into: Path, start: int) -> int:
+    """Append what ``source`` holds from byte ``start`` on to ``into``; returns where it ends."""
     try:
-        text = source.read_bytes()
-        source.unlink()
+        with source.open("rb") as log:
+            log.seek(start)
+            text = log.read()
     except OSError:
-        return
+        return start
     if text:
         with into.open("ab") as log:
             log.write(text)
+    return start + len(text)
 
 
 def clean_namespace(manager: Any) -> None:
