@@ -10,8 +10,10 @@ import compileall
 import gc
 import json
 import os
+import resource
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -60,9 +62,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 # The notebooks' cells run in phase order, each building on the one before; tests/test_reviewer.py
 # builds one archive for the module (a module-scoped fixture), which a second worker would build again.
 _TOGETHER = ("notebooks/", "tests/test_reviewer.py")
-# Seconds each test took in a recorded run (`pytest --store-durations`). Only the order depends on
-# it: the longest units start first, so that no long test begins when the others are nearly done.
+# Each test's wall and CPU seconds in a recorded run (`pytest --store-durations`). Only the order
+# depends on it (see order_units); with a stale or missing file the suite is slower, never wrong.
 DURATIONS = ROOT / "tests" / "durations.json"
+# A unit "mostly waits" when its own processes' CPU is under this share of its wall time: the kill
+# tests sleep, wait for sessions to end and re-run, and use about a third of a core.
+WAITING_SHARE = 0.45
 
 
 def work_unit(nodeid: str) -> str:
@@ -75,7 +80,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                      help=f"record each test's duration in {DURATIONS.relative_to(ROOT)} (orders the next runs)")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     def phase_order(item: pytest.Item) -> tuple[int, int]:
         name = Path(str(item.fspath)).name
         if name in _NOTEBOOK_ORDER:
@@ -84,12 +89,37 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     items.sort(key=phase_order)  # stable: tests/ first, then the notebooks in phase order
     recorded = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
-    seconds: dict[str, float] = {}
+    units: dict[str, tuple[float, float]] = {}
     for item in items:
         unit = work_unit(item.nodeid)
-        seconds[unit] = seconds.get(unit, 0.0) + float(recorded.get(item.nodeid, 0.0))
-    # Longest unit first; a unit's own tests stay together and in their order (the sort is stable).
-    items.sort(key=lambda item: (-seconds[work_unit(item.nodeid)], work_unit(item.nodeid)))
+        wall, cpu = recorded.get(item.nodeid, (0.0, 0.0))
+        had = units.get(unit, (0.0, 0.0))
+        units[unit] = (had[0] + wall, had[1] + cpu)
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    rank = {unit: n for n, unit in enumerate(order_units(units, workers))}
+    # A unit's own tests stay together and in their order (the sort is stable).
+    items.sort(key=lambda item: rank[work_unit(item.nodeid)])
+
+
+def order_units(units: dict[str, tuple[float, float]], workers: int) -> list[str]:
+    """The order units are handed to the workers: longest first, so that no long unit starts when the
+    others are nearly done; but a unit that mostly waits comes at most once in every ``workers``
+    units, while busy ones are left. Started side by side at the session's start, the kill tests
+    left the cores half idle for their first minute."""
+    pending = sorted(units, key=lambda unit: (-units[unit][0], unit))
+
+    def waits(unit: str) -> bool:
+        wall, cpu = units[unit]
+        return wall > 0 and cpu < WAITING_SHARE * wall
+
+    order: list[str] = []
+    busy_since = workers  # busy units placed since the last waiting one
+    while pending:
+        unit = next((u for u in pending if busy_since >= workers - 1 or not waits(u)), pending[0])
+        pending.remove(unit)
+        order.append(unit)
+        busy_since = 0 if waits(unit) else busy_since + 1
+    return order
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -98,18 +128,35 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     gc.freeze()
 
 
-_took: dict[str, float] = {}
+_took: dict[str, list[float]] = {}
+_CPU_AT = pytest.StashKey[float]()
+
+
+def _cpu_seconds() -> float:
+    """This process's CPU and that of the children it waited for (the CLI runs and their kernels)."""
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    if call.when == "teardown" and _CPU_AT in item.stash:
+        # Carried to the xdist controller with the report, which writes durations.json.
+        outcome.get_result().user_properties.append(("cpu_seconds", _cpu_seconds() - item.stash[_CPU_AT]))
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    _took[report.nodeid] = _took.get(report.nodeid, 0.0) + report.duration
+    took = _took.setdefault(report.nodeid, [0.0, 0.0])
+    took[0] += report.duration
+    took[1] += sum(value for key, value in report.user_properties if key == "cpu_seconds")
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
     # Under xdist the controller hears every worker's reports; a worker writes nothing.
     if session.config.getoption("store_durations") and not hasattr(session.config, "workerinput"):
-        DURATIONS.write_text(json.dumps({k: round(v, 1) for k, v in sorted(_took.items()) if v >= 0.05},
-                                        indent=0) + "\n")
+        DURATIONS.write_text(json.dumps({k: [round(wall, 1), round(cpu, 1)] for k, (wall, cpu) in sorted(_took.items())
+                                         if wall >= 0.05}, indent=0) + "\n")
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -137,6 +184,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_CPU_AT] = _cpu_seconds()
     name = Path(str(item.fspath)).name
     if name in _NOTEBOOK_ORDER and "dev" not in _prepared:
         from dbrunbook import commands
