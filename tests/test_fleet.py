@@ -119,6 +119,14 @@ def test_full_notebooks_per_database_on_request(tenants: tuple[str, list[str]]) 
     assert [state(r) for r in refs[:2]] == ["rolled_back"] * 2
 
 
+def test_no_more_workers_than_the_largest_wave_holds() -> None:
+    assert fleet.workers_needed(2, [["dev"]]) == 1  # the README's one-database fleet starts one worker
+    assert fleet.workers_needed(4, [["a"], ["b", "c", "d"]]) == 3
+    assert fleet.workers_needed(2, [["a"], ["b", "c", "d"]]) == 2
+    with pytest.raises(Exception, match="at least 1"):
+        fleet.workers_needed(0, [["a"]])
+
+
 def test_waves_are_cumulative_and_must_reach_every_database() -> None:
     assert fleet.parse_waves("1,10%,100%", 40) == [1, 3, 36]
     assert fleet.parse_waves("1,100%", 1) == [1]

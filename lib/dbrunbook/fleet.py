@@ -318,6 +318,14 @@ class FleetResult:
         return "\n".join(lines)
 
 
+def workers_needed(parallel: int, plan: list[list[str]]) -> int:
+    """How many databases can run at once: ``parallel``, but no more than the largest wave holds (a
+    worker process that no database will reach costs a second of CPU to start and stop)."""
+    if parallel < 1:
+        raise SpecError("--parallel", f"{parallel}: at least 1 database at once")
+    return min(parallel, max(len(wave) for wave in plan))
+
+
 def _warm_worker() -> None:
     """Import what every database's phases need, on each worker as the rollout starts."""
     import importlib
@@ -391,6 +399,7 @@ def fleet_run(runbook_ref: str, targets: list[str], phases: list[str], *, parame
     for size in sizes:
         plan.append(targets[at:at + size])
         at += size
+    parallel = workers_needed(parallel, plan)
     fleet_id = new_run_id()
     folder = outputs_dir() / book.name / f"{utc_stamp()}_fleet_{fleet_id}"
     folder.mkdir(parents=True)
