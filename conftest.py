@@ -68,6 +68,8 @@ DURATIONS = ROOT / "tests" / "durations.json"
 # A unit "mostly waits" when its own processes' CPU is under this share of its wall time: the kill
 # tests sleep, wait for sessions to end and re-run, and use about a third of a core.
 WAITING_SHARE = 0.45
+# Seconds of recorded work already queued on a worker above which its next unit is a short one.
+LOOKAHEAD_S = 5.0
 
 
 def work_unit(nodeid: str) -> str:
@@ -175,9 +177,22 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     and config (pytest_configure runs in each)."""
     from xdist.scheduler import LoadScopeScheduling
 
+    recorded = json.loads(DURATIONS.read_text()) if DURATIONS.exists() else {}
+
     class Units(LoadScopeScheduling):  # type: ignore[misc]
         def _split_scope(self, nodeid: str) -> str:
             return work_unit(nodeid)
+
+        def _assign_work_unit(self, node: object) -> None:
+            # A worker is always sent one unit ahead of the one it runs (it needs to know its next
+            # test). Behind a long unit, that one is the shortest left, not the next long one: the
+            # next long unit then goes to whichever worker comes free first, and two kill tests no
+            # longer run back to back on one worker while the others run out of work.
+            pending = [nodeid for scope in self.assigned_work.get(node, {}).values() for nodeid, done in scope.items()
+                       if not done]
+            if len(self.workqueue) > 1 and sum(recorded.get(n, (0.0, 0.0))[0] for n in pending) > LOOKAHEAD_S:
+                self.workqueue.move_to_end(next(reversed(self.workqueue)), last=False)
+            super()._assign_work_unit(node)
 
     config.option.loadscopereorder = False  # keep the collection's order: longest first
     return Units(config, log)
