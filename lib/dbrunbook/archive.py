@@ -584,6 +584,7 @@ def scrub_secrets(folder: Path) -> list[Path]:
     return hits
 
 
+@functools.cache  # the versions this process imported: the same for every manifest it writes
 def tool_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in TOOLS:
@@ -610,6 +611,11 @@ def write_manifest(folder: Path, book: Runbook | RunbookSet, target: Target, res
     """The run's manifest; ``status`` "running" (or "interrupted") marks it incomplete: it is
     written when the run starts and after each phase, so a killed run leaves one that says so."""
     root = project_root()
+    path = folder / MANIFEST
+    try:  # the code the run started with (git asked once per run, not at every phase)
+        git = json.loads(path.read_text())["git"]
+    except (OSError, ValueError, KeyError):
+        git = git_commit(root)
     manifest = {
         "runbook": book.name,
         "title": book.title if isinstance(book, RunbookSet) else book.spec.title,
@@ -626,7 +632,7 @@ def write_manifest(folder: Path, book: Runbook | RunbookSet, target: Target, res
         "error": result.error or next((p.error for p in result.phases if p.error), None),
         "parameters": {k: redact(str(v)) for k, v in parameters.items()},
         "tools": tool_versions(),
-        "git": git_commit(root),
+        "git": git,
         "phases": [asdict(p) for p in result.phases],
         # The chain: the run before this one on the target, as its ledger sealed it.
         "previous": result.previous,
@@ -643,7 +649,6 @@ def write_manifest(folder: Path, book: Runbook | RunbookSet, target: Target, res
         # The application tree may live anywhere: the manifest says which one was verified.
         app = parameters.get("app") or (book.path / book.spec.code_verify.app if book.spec.code_verify else "")
         manifest["code_verify_app"] = str(Path(str(app)).resolve())
-    path = folder / MANIFEST
     partial = path.with_name(MANIFEST + ".tmp")  # a kill mid-write must not leave half a manifest
     partial.write_text(redact(json.dumps(manifest, indent=2, default=str)) + "\n")
     partial.replace(path)
