@@ -70,6 +70,7 @@ class RunResult:
     previous: dict[str, str] | None = None
     notes: list[str] = field(default_factory=list)
     approval: dict[str, Any] | None = None  # the approval a production deploy found
+    git: dict[str, object] | None = None  # the project's commit when the run started (git_commit)
 
     @property
     def ok(self) -> bool:
@@ -401,7 +402,8 @@ def run_phases(book: Runbook | RunbookSet, target: Target, target_ref: str, phas
     run_id = ledger.new_run_id()
     try:
         folder = new_run_folder(book.name, run_id)
-        result = RunResult(book.name, target.name, run_id, folder, previous=chain.previous_seal(target))
+        result = RunResult(book.name, target.name, run_id, folder, previous=chain.previous_seal(target),
+                           git=git_commit(root))
         started = datetime.now(UTC)
         write_manifest(folder, book, target, result, started, dry_run, parameters, status="running")
     except OSError as exc:
@@ -610,12 +612,6 @@ def write_manifest(folder: Path, book: Runbook | RunbookSet, target: Target, res
                    dry_run: bool, parameters: dict[str, object], status: str | None = None) -> Path:
     """The run's manifest; ``status`` "running" (or "interrupted") marks it incomplete: it is
     written when the run starts and after each phase, so a killed run leaves one that says so."""
-    root = project_root()
-    path = folder / MANIFEST
-    try:  # the code the run started with (git asked once per run, not at every phase)
-        git = json.loads(path.read_text())["git"]
-    except (OSError, ValueError, KeyError):
-        git = git_commit(root)
     manifest = {
         "runbook": book.name,
         "title": book.title if isinstance(book, RunbookSet) else book.spec.title,
@@ -632,7 +628,7 @@ def write_manifest(folder: Path, book: Runbook | RunbookSet, target: Target, res
         "error": result.error or next((p.error for p in result.phases if p.error), None),
         "parameters": {k: redact(str(v)) for k, v in parameters.items()},
         "tools": tool_versions(),
-        "git": git,
+        "git": result.git,  # the code the run started with: git is asked once per run
         "phases": [asdict(p) for p in result.phases],
         # The chain: the run before this one on the target, as its ledger sealed it.
         "previous": result.previous,
@@ -649,6 +645,7 @@ def write_manifest(folder: Path, book: Runbook | RunbookSet, target: Target, res
         # The application tree may live anywhere: the manifest says which one was verified.
         app = parameters.get("app") or (book.path / book.spec.code_verify.app if book.spec.code_verify else "")
         manifest["code_verify_app"] = str(Path(str(app)).resolve())
+    path = folder / MANIFEST
     partial = path.with_name(MANIFEST + ".tmp")  # a kill mid-write must not leave half a manifest
     partial.write_text(redact(json.dumps(manifest, indent=2, default=str)) + "\n")
     partial.replace(path)

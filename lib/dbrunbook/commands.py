@@ -277,12 +277,6 @@ def play_flow(runbook: str, flow: Flow, echo: Callable[[str], None] = print) -> 
         prepared = prepare(runbook, target_ref, allow_production=True)
         echo(f"prepared {prepared.target}: {prepared.statements} fixture statements loaded")
     steps: list[DemoStep] = []
-    with kept_kernels():  # one kernel for the flow's runs, as for a run's phases
-        _play(runbook, flow, steps, echo)
-    return steps
-
-
-def _play(runbook: str, flow: Flow, steps: list[DemoStep], echo: Callable[[str], None]) -> None:
     for target_ref, phases, parameters, *expected in flow:
         if phases == [APPROVE]:
             # A second person approves the plan the dev run reviewed, as seed 001 asks ("Get team
@@ -304,11 +298,13 @@ def _play(runbook: str, flow: Flow, steps: list[DemoStep], echo: Callable[[str],
         echo(result.render() + (f"\n  {outcome}" if expected else ""))
         if outcome == "failed":
             break
+    return steps
 
 
 def demo(echo: Callable[[str], None] = print) -> list[DemoStep]:
-    """The seed-000 flow on the embedded dev and prod databases."""
-    return play_flow(DEMO_RUNBOOK, [(t, list(phases), params) for t, phases, params in DEMO_FLOW], echo)
+    """The seed-000 flow on the embedded dev and prod databases, its runs in one kernel."""
+    with kept_kernels():
+        return play_flow(DEMO_RUNBOOK, [(t, list(phases), params) for t, phases, params in DEMO_FLOW], echo)
 
 
 # -- demo --all ---------------------------------------------------------------------------------
@@ -366,7 +362,7 @@ def demo_all(echo: Callable[[str], None] = print) -> list[DemoRow]:
     # The kernels Papermill starts inherit this: the notebooks resolve the same names.
     os.environ[TARGETS_ENV] = json.dumps(extra)
     rows: list[DemoRow] = []
-    with kept_kernels():  # one kernel for every runbook's flow
+    with kept_kernels():  # one kernel for every runbook's runs
         for book in books:
             for step in play_flow(book.name, runbook_flow(book), echo):
                 result = step.result

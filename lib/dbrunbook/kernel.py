@@ -271,10 +271,9 @@ def run_kernel(folder: Path, cwd: Path) -> Iterator[Any]:
         yield manager
         keep = bool(_KEEP) and ahead is not None and manager.is_alive()
     finally:
-        if ahead is not None:
-            ahead.copied = _copy_log(ahead.log, folder / KERNEL_LOG, ahead.copied)
         if keep and ahead is not None:
             manager.close_clients()
+            ahead.copied = _copy_log(ahead.log, folder / KERNEL_LOG, ahead.copied)
             _AHEAD.append(ahead)
         else:
             try:
@@ -282,7 +281,7 @@ def run_kernel(folder: Path, cwd: Path) -> Iterator[Any]:
                 manager.shutdown_kernel(now=True)
             except Exception:  # already killed by a signal's stop_kernel
                 pass
-            if ahead is not None:
+            if ahead is not None:  # what it wrote for this run, to its very end
                 _copy_log(ahead.log, folder / KERNEL_LOG, ahead.copied)
                 ahead.log.unlink(missing_ok=True)
         tidy_kernel_log(folder / KERNEL_LOG)
