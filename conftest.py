@@ -12,6 +12,7 @@ import json
 import os
 import resource
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,9 +136,12 @@ _CPU_AT = pytest.StashKey[float]()
 
 
 def _cpu_seconds() -> float:
-    """This process's CPU and that of the children it waited for (the CLI runs and their kernels)."""
+    """This process's CPU and that of the children it waited for (the CLI runs and their kernels),
+    with the CLI runs forked by tests/cli_fork.py's server (its children, not ours)."""
     me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+    forking = getattr(sys.modules.get("tests.conftest"), "FORKING_CLI", None)
+    forked = forking.cpu_seconds if forking is not None else 0.0
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime + forked
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -15,6 +15,8 @@ import yaml
 from dbrunbook import commands, embedded, open_phase
 from dbrunbook.targets import engine, resolve_target
 
+from .cli_fork import ForkingCli
+
 ROOT = Path(__file__).resolve().parents[1]
 SEED_000 = ROOT / "runbooks" / "event_message_fk"
 
@@ -72,12 +74,17 @@ class Blocker:
         self.release()
 
 
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real command line, as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", "dbrunbook", *args], cwd=ROOT, capture_output=True, text=True,
-        env={**os.environ, **(env or {})}, timeout=600,
-    )
+FORKING_CLI = ForkingCli()
+
+
+def cli(*args: str, env: dict[str, str] | None = None, fresh: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run the real command line, as a user would: in a process of its own, forked from one that has
+    imported the library already (tests/cli_fork.py), or with ``fresh`` started afresh."""
+    environ = {**os.environ, **(env or {})}
+    if fresh:
+        return subprocess.run([sys.executable, "-m", "dbrunbook", *args], cwd=ROOT, capture_output=True, text=True,
+                              env=environ, timeout=600)
+    return FORKING_CLI.run(list(args), ROOT, environ, timeout=600)
 
 
 def apply_schema(target: str, runbook: str | Path = "event_message_fk") -> None:

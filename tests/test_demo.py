@@ -10,7 +10,7 @@ from .conftest import cli
 
 
 def test_demo_plays_the_seed_000_flow() -> None:
-    done = cli("demo")
+    done = cli("demo", fresh=True)  # the quick start, exactly: a fresh interpreter
     assert done.returncode == 0, done.stdout + done.stderr
     folders = [Path(line.split("archive:", 1)[1].strip()) for line in done.stdout.splitlines()
                if line.strip().startswith("archive:")]
@@ -34,7 +34,7 @@ def test_demo_plays_the_seed_000_flow() -> None:
 
 
 def test_demo_all_runs_every_runbook_on_its_own_databases() -> None:
-    done = cli("demo", "--all")
+    done = cli("demo", "--all", fresh=True)
     assert done.returncode == 0, done.stdout + done.stderr
     table = done.stdout.split("\n\n")[-1]
     lines = [line.split() for line in table.splitlines()[1:] if line.strip() and not line.startswith("demo")]
