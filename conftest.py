@@ -167,11 +167,13 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
-    """``-n auto``: one worker more than the cores. A good part of the suite waits (the kill tests'
+    """``-n auto``: two workers more than the cores. A good part of the suite waits (the kill tests'
     real sleeps, child processes, the server's answers): on 2 cores, 2 workers kept the CPU 81% busy
-    and took 8 min 06 s; 3 workers, 93% and 6 min 30 s."""
+    and took 8 min 06 s; 3 workers, 93% and 6 min 30 s. Once the CLI calls were forked
+    (tests/cli_fork.py), 3 workers left the cores 11% idle while the kill tests ran; 4 workers,
+    5% (4:20 and 4:00 against 4:43 and 4:04, in alternating pairs)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return cores + 1
+    return cores + 2
 
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)

@@ -339,6 +339,33 @@ def test_a_kernel_started_ahead_that_died_is_replaced(tmp_path: Path) -> None:
     assert not ahead.log.exists()
 
 
+def test_an_empty_kernel_log_left_by_a_killed_process_is_removed_by_the_next() -> None:
+    """A SIGKILLed `dbrunbook run` cannot remove its kernel's temporary log: the next process that
+    makes one removes those that stayed empty and whose process is gone, and keeps the others."""
+    import tempfile
+
+    from dbrunbook import kernel
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    folder = Path(tempfile.gettempdir())
+    empty_gone = folder / f"dbrunbook-kernel-{gone.pid}-aaaa.log"
+    told_gone = folder / f"dbrunbook-kernel-{gone.pid}-bbbb.log"
+    empty_alive = folder / f"dbrunbook-kernel-{os.getppid()}-cccc.log"
+    empty_gone.write_text("")
+    told_gone.write_text("Assertion failed: the kernel's last words\n")
+    empty_alive.write_text("")
+    try:
+        made = kernel._new_log()
+        assert made.name.startswith(f"dbrunbook-kernel-{os.getpid()}-") and made.exists()
+        made.unlink()
+        assert not empty_gone.exists()
+        assert told_gone.exists() and empty_alive.exists()
+    finally:
+        for path in (empty_gone, told_gone, empty_alive):
+            path.unlink(missing_ok=True)
+
+
 def test_a_runs_kernel_imports_with_the_collector_paused_and_collects_after_its_first_request() -> None:
     """A run's kernel starts through dbrunbook.kernel_launcher: the cyclic collector is paused for the
     kernel's start and the first request (a kernel started ahead imports the library in it), then

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 KERNEL_LOG = "kernel_stderr.log"
+_LOG_PREFIX = "dbrunbook-kernel-"  # in the temporary folder, for kernels not tied to one run's folder
 
 #: Lines a kernel writes that say nothing about the run: the transport notice ipykernel 7 logs on
 #: plain TCP over loopback, and the KeyboardInterrupt it logs when the runner shuts it down.
@@ -170,15 +171,39 @@ _KEEP: list[bool] = []  # non-empty inside kept_kernels()
 
 
 def _start_logged(cwd: Path) -> _Ahead:
-    handle, name = tempfile.mkstemp(prefix="dbrunbook-kernel-", suffix=".log")
-    os.close(handle)
-    log = Path(name)
+    log = _new_log()
     manager = _new_manager()
     with stderr_to(log, tidy=False):  # the kernel writes to it after its start too
         manager.start_kernel(cwd=str(cwd), extra_arguments=KERNEL_ARGUMENTS)
     atexit.unregister(discard_ahead)  # once per process, however many runs start one
     atexit.register(discard_ahead)
     return _Ahead(manager, str(cwd), dict(os.environ), log, None)
+
+
+def _new_log() -> Path:
+    """A temporary log for a kernel not tied to one run's folder, named after this process. A process
+    killed outright (SIGKILL) cannot remove its log: the next one removes those that stayed empty
+    and whose process is gone (one that holds something is left for whoever looks into the kill)."""
+    for stale in Path(tempfile.gettempdir()).glob(f"{_LOG_PREFIX}*-*.log"):
+        owner = stale.name[len(_LOG_PREFIX):].split("-", 1)[0]
+        try:
+            if owner.isdigit() and not _alive(int(owner)) and stale.stat().st_size == 0:
+                stale.unlink()
+        except OSError:  # another process's sweep took it first
+            pass
+    handle, name = tempfile.mkstemp(prefix=f"{_LOG_PREFIX}{os.getpid()}-", suffix=".log")
+    os.close(handle)
+    return Path(name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def start_ahead(cwd: Path) -> None:
