@@ -19,6 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
+import pytest
 import sqlalchemy as sa
 from dbrunbook import commands, effects, introspect, ledger, open_phase
 from dbrunbook.online import derive_steps
@@ -28,6 +29,7 @@ from dbrunbook.targets import psycopg_connect, resolve_target
 from .conftest import (
     ROOT,
     SEED_000,
+    Blocker,
     apply_schema,
     cli,
     connect,
@@ -266,6 +268,88 @@ def test_backfill_killed_at_random_points_pauses_and_resumes() -> None:
             assert fingerprint(target) == original, context
 
 
+def test_backfill_cleanup_killed_at_random_points_drops_the_arrays_whole_or_not_at_all() -> None:
+    """The cleanup drops the deprecated arrays and closes the rollback window. A report holds the
+    table, so the cleanup's first DROP waits for its lock; the report ends and the run is killed
+    (SIGKILL or SIGINT) at two random instants, in either order (a SIGKILLed runner's kernel runs on
+    for up to a second: it may still commit): the arrays are gone exactly when the ledger says the
+    migration is complete, otherwise the schema is as before the run; a re-run completes."""
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    for attempt in range(2):
+        kill_a_cleanup(SIGNALS[attempt % 2], rng, f"seed {seed}, attempt {attempt}, {SIGNALS[attempt % 2].name}")
+
+
+def kill_a_cleanup(sig: int, rng: random.Random, context: str) -> None:
+    import threading
+
+    runbook = "normalize_attachments"
+    name = load_runbook(runbook).spec.backfill.name  # type: ignore[union-attr]
+    arrays = ("SELECT count(*) FROM information_schema.columns WHERE table_name = 'messages' "
+              "AND column_name IN ('attachments', 'toolCalls', 'partialToolCalls')")
+    with prepared_target(runbook, "kc") as target:
+        apply_schema(target, runbook)
+        run = open_phase("backfill", runbook, target, generate=300)
+        run.plan()
+        run.run()
+        run.verify()
+        run.finish()  # verified; no dual-read, no cleanup yet
+        before = fingerprint(target)
+
+        def migration() -> ledger.Migration | None:
+            with psycopg_connect(resolve_target(target), "test") as raw:
+                return ledger.read_migration(raw, runbook, name)
+
+        report = Blocker(target, "SELECT count(*) FROM messages")
+        released: list[bool] = []
+
+        def end_report() -> None:
+            released.append(True)
+            report.release()
+
+        ends = threading.Timer(rng.uniform(0, 2.0), end_report)
+
+        def waiting() -> bool:  # the cleanup's first DROP waits for the report's lock
+            with connect(target) as conn:
+                seen = bool(conn.execute(sa.text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = :d AND wait_event_type = 'Lock' "
+                    "AND application_name LIKE 'dbrunbook %' AND query LIKE 'DROP %'"), {"d": target}).scalar())
+            if seen:
+                ends.start()
+            return seen
+
+        args = [runbook, "--target", target, "--phases", "backfill", "-p", "cleanup=True"]
+        try:
+            done, _ = kill_run(args, target, waiting, sig, rng.uniform(0, 0.6))
+        finally:
+            ends.cancel()
+            if ends.is_alive():
+                ends.join()
+            if not released:
+                report.release()
+        if done.returncode != 0:  # else the kill landed after the run's end
+            check_signal_outcome(done, sig, context)
+        check_manifest(done.stdout, sig, context)
+        m = migration()
+        assert m is not None, context
+        left = scalar_of(target, arrays)
+        assert left in (0, 3), f"{context}: {left} of the 3 arrays left"
+        assert (left == 0) == (m.phase == "complete"), f"{context}: arrays {left}, ledger {m.phase} {m.status}"
+        if left:
+            assert fingerprint(target) == before, context
+        print(f"{context}: exit {done.returncode}, {'cleaned up' if left == 0 else 'arrays kept'}")
+        again = cli("run", *args)
+        assert again.returncode == 0, context + again.stdout + again.stderr
+        m = migration()
+        assert m is not None and (m.phase, m.status) == ("complete", ledger.DM_COMPLETED), context
+        assert scalar_of(target, arrays) == 0, context
+
+
+def scalar_of(target: str, query: str) -> object:
+    with connect(target) as conn:
+        return conn.execute(sa.text(query)).scalar()
+
+
 def test_deploy_killed_in_a_long_statement_resumes_with_the_first_fingerprint(tmp_path: Path) -> None:
     """The issue's first reproduction: `SELECT pg_sleep(20)` as statement 2, a deploy killed in it
     (8 s here: the rehearsal and the re-run sleep it in full)."""
@@ -389,3 +473,75 @@ def test_stop_in_jupyterlab_marks_the_attempt_interrupted_and_releases_everythin
         again = cli("run", str(book), "--target", target, "--phases", "rollback")
         assert again.returncode == 0, again.stdout + again.stderr
         assert fingerprint(target) == original
+
+
+# -- a signal during the runner's own bookkeeping ---------------------------------------------------
+
+def signal_in_bookkeeping(monkeypatch: pytest.MonkeyPatch, signum: int) -> None:
+    """SIGINT or SIGTERM to this process while the runner renders the first page it renders: the
+    moment a phase has ended and the next has not started (injected where it cannot be timed)."""
+    from dbrunbook import archive
+
+    real = archive.render_html
+    sent: list[bool] = []
+
+    def render_then_signal(output: Path, title: str) -> Path:
+        if not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signum)
+        return real(output, title)
+
+    monkeypatch.setattr(archive, "render_html", render_then_signal)
+
+
+def test_a_signal_between_phases_is_held_and_stops_the_run_before_the_next(target: str,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from dbrunbook import archive
+
+    commands.prepare("event_message_fk", target)
+    previous = signal.getsignal(signal.SIGTERM)
+    archive.install_sigterm()  # as `dbrunbook run` does
+    signal_in_bookkeeping(monkeypatch, signal.SIGTERM)
+    try:
+        with pytest.raises(archive.RunInterrupted) as stopped:
+            commands.run("event_message_fk", target, ["schema", "rollback"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert stopped.value.exit_code == 143
+    assert str(stopped.value).startswith(f"interrupted by SIGTERM before rollback of event_message_fk on {target}")
+    result = stopped.value.result
+    assert [(p.phase, p.status) for p in result.phases] == [("schema", "passed"), ("rollback", "interrupted")]
+    assert result.phases[0].html == "01_schema.html" and (result.folder / "01_schema.html").exists()
+    manifest = json.loads((result.folder / "manifest.json").read_text())
+    assert manifest["status"] == "interrupted"
+    # The rollback never started: the schema phase's migration stands, as the ledger says.
+    assert commands.status("event_message_fk", target).state == "applied (up to date)"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_signal_after_the_last_phase_lets_the_run_complete_and_says_so(target: str,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    commands.prepare("event_message_fk", target)
+    signal_in_bookkeeping(monkeypatch, signal.SIGINT)
+    result = commands.run("event_message_fk", target, ["schema"])
+    assert result.ok and result.notes == [
+        "SIGINT received after the last phase had ended: the run completed and is archived; nothing was stopped"]
+    manifest = json.loads((result.folder / "manifest.json").read_text())
+    assert manifest["status"] == "passed" and manifest["complete"]
+
+
+def test_held_signals_are_raised_where_the_next_block_starts_and_a_second_stops_at_once() -> None:
+    from dbrunbook import signals
+
+    with signals.held() as held:
+        os.kill(os.getpid(), signal.SIGINT)
+        assert held.received == "SIGINT"
+        with pytest.raises(KeyboardInterrupt) as stop:
+            with held.let_through():
+                pytest.fail("a held signal stops the run before the block starts")
+        assert signals.was_held(stop.value)
+        with pytest.raises(KeyboardInterrupt) as second:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)
+        assert not signals.was_held(second.value)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

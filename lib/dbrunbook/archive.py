@@ -25,7 +25,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import chain, ledger, registry, startup
+from . import chain, ledger, registry, signals, startup
 from .errors import ArchiveError, ArchiveNotWritten, PhaseFailed, Terminated
 from .kernel import (
     KERNEL_ARGUMENTS,
@@ -394,10 +394,23 @@ def run_phases(book: Runbook | RunbookSet, target: Target, target_ref: str, phas
                parameters: dict[str, object], *, dry_run: bool = False,
                echo: Callable[[str], None] | None = None) -> RunResult:
     """Execute the phases in order into a new archive folder. The manifest is written first
-    (marked incomplete) and again after each phase, so a killed run still leaves one; a signal
-    stops the kernel, settles the ledger and raises :class:`RunInterrupted`. A runbook set runs
-    each phase over its members in order (a rollback in reverse), one page per member and phase,
-    in one archive."""
+    (marked incomplete) and again after each phase, so a killed run still leaves one. A signal
+    during a phase stops the kernel, settles the ledger and raises :class:`RunInterrupted`; one
+    during the runner's own bookkeeping is held (:mod:`dbrunbook.signals`) and stops the run before
+    its next phase, or, after the last, is noted in the result of the completed run. A runbook set
+    runs each phase over its members in order (a rollback in reverse), one page per member and
+    phase, in one archive."""
+    with signals.held() as held:
+        result = _run_phases(book, target, target_ref, phases, parameters, held, dry_run=dry_run, echo=echo)
+        if held.received:
+            result.notes.append(f"{held.received} received after the last phase had ended: the run completed and is "
+                                "archived; nothing was stopped")
+        return result
+
+
+def _run_phases(book: Runbook | RunbookSet, target: Target, target_ref: str, phases: list[str],
+                parameters: dict[str, object], held: signals.HeldSignals, *, dry_run: bool,
+                echo: Callable[[str], None] | None) -> RunResult:
     root = project_root()
     run_id = ledger.new_run_id()
     try:
@@ -435,8 +448,9 @@ def run_phases(book: Runbook | RunbookSet, target: Target, target_ref: str, phas
             # Each notebook gets only the parameters it declares (papermill would warn about the rest).
             own = set(registry.phase_info(phase).all_params())
             try:
-                execute_phase(notebook, output, {**base, **{k: v for k, v in parameters.items() if k in own}}, root,
-                              kernel)
+                with held.let_through():  # a signal stops the notebook at once, and one held stops it here
+                    execute_phase(notebook, output, {**base, **{k: v for k, v in parameters.items() if k in own}},
+                                  root, kernel)
                 status = ledger.PASSED
             except KeyboardInterrupt as stop:
                 _interrupted(stop, book, member, target, result, phase, number, at, began, started, dry_run, parameters)
@@ -552,7 +566,7 @@ def _interrupted(stop: KeyboardInterrupt, book: Runbook | RunbookSet, member: Ru
                  phase: str, number: int, at: str, began: float, started: datetime, dry_run: bool,
                  parameters: dict[str, object]) -> None:
     signal_name = "SIGTERM" if isinstance(stop, Terminated) else "SIGINT"
-    why = f"interrupted by {signal_name} during {phase}"
+    why = f"interrupted by {signal_name} {'before' if signals.was_held(stop) else 'during'} {phase}"
     stop_kernel(target, result.run_id)
     state = settle_interrupted(member, target, result.run_id, phase, why, started)
     result.phases.append(PhaseResult(phase, f"{phase}.ipynb", ledger.INTERRUPTED, at,

@@ -139,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DbrunbookError as exc:
         return _fail(_redact(str(exc)), getattr(exc, "exit_code", 1))
     except KeyboardInterrupt as stop:
-        print("dbrunbook: interrupted", file=sys.stderr)
+        print(f"dbrunbook: interrupted by {'SIGTERM' if isinstance(stop, Terminated) else 'SIGINT'}", file=sys.stderr)
         return 143 if isinstance(stop, Terminated) else 130
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, and keep Python from complaining at exit.
