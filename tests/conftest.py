@@ -24,10 +24,11 @@ SEED_000 = ROOT / "runbooks" / "event_message_fk"
 def add_config(section: str, name: str, entry: dict[str, object]) -> None:
     """Add an entry (a target, a group) to this session's dbrunbook.yaml (see the root conftest)."""
     path = Path(os.environ["DBRUNBOOK_CONFIG"])
-    config = yaml.safe_load(path.read_text()) if path.exists() else {}
+    # libyaml's loader and dumper: the session's config grows by a target or two per test.
+    config = yaml.load(path.read_text(), Loader=yaml.CSafeLoader) if path.exists() else {}
     config = config or {}
     config.setdefault(section, {})[name] = entry
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(yaml.dump(config, Dumper=yaml.CSafeDumper))
 
 
 def add_target(name: str, entry: dict[str, object]) -> None:

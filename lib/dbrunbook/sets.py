@@ -24,6 +24,7 @@ from psycopg import sql
 
 from . import embedded, layout
 from .errors import SpecError
+from .spec import read_yaml
 from .statements import Statement, read_statements, strip_transaction_wrapper
 
 SET_FILE = "set.yaml"
@@ -226,7 +227,7 @@ def load_members(folder: Path) -> list[Path]:
     """A set's member runbook folders, in order (``set.yaml``)."""
     spec = folder / SET_FILE
     try:
-        raw = yaml.safe_load(spec.read_text(encoding="utf-8")) or {}
+        raw = read_yaml(spec.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise SpecError(spec, f"cannot be read: {exc}") from None
     members = raw.get("members") or []

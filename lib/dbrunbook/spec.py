@@ -27,6 +27,9 @@ from .project import resolve_runbook_dir
 from .statements import Statement, read_statements, strip_transaction_wrapper
 
 SPEC_NAME = "runbook.yaml"
+# libyaml's parser where PyYAML has it (its wheels do): the same documents, about 7 times faster
+# than the pure-Python parser on a runbook.yaml, which every CLI and kernel process reads.
+_YAML_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 FK_ACTIONS = ("CASCADE", "SET NULL", "SET DEFAULT", "RESTRICT", "NO ACTION")
 
 
@@ -584,12 +587,17 @@ def _inside(folder: Path, relative: str, key: str, spec_path: Path) -> None:
                                    "files must live in its folder", key)
 
 
+def read_yaml(text: str) -> Any:
+    """A YAML document as plain data (safe loading: no Python objects)."""
+    return yaml.load(text, Loader=_YAML_LOADER)
+
+
 def load_runbook(ref: str | Path) -> Runbook:
     """Load and validate a runbook folder (a path, or a name under ``runbooks/``)."""
     folder = resolve_runbook_dir(ref)
     spec_path = folder / SPEC_NAME
     try:
-        raw = yaml.safe_load(spec_path.read_text(encoding="utf-8-sig"))
+        raw = read_yaml(spec_path.read_text(encoding="utf-8-sig"))
     except UnicodeDecodeError as exc:
         raise SpecError(spec_path, f"not UTF-8 text (byte {exc.start}: {exc.reason})") from None
     except OSError as exc:

@@ -26,6 +26,7 @@ from sqlalchemy.pool import NullPool
 from . import embedded
 from .errors import SpecError, TargetError
 from .project import project_root
+from .spec import read_yaml
 
 CONFIG_NAME = "dbrunbook.yaml"
 ENV_PREFIX = "env:"
@@ -135,7 +136,7 @@ def load_config(root: Path | None = None) -> ProjectConfig:
     raw: dict[str, Any] = {}
     if path.is_file():
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = read_yaml(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise SpecError(path, f"not valid YAML: {exc}") from None
     extra = os.environ.get(TARGETS_ENV)
