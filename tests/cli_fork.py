@@ -1,7 +1,7 @@
 """The tests' ``dbrunbook`` commands, each in a process of its own, forked from one that has imported
 the command line's modules already.
 
-Some 150 CLI calls in the suite each spent 0.5 to 0.7 s of CPU importing the same 1,500 modules
+Some 140 CLI calls in the suite each spent 0.5 to 0.7 s of CPU importing the same 1,500 modules
 before doing anything (papermill, nbconvert, SQLAlchemy, pandas). The server below imports them
 once per pytest worker and forks a child per call: the child is a process of its own, with the
 call's arguments, environment, working folder and output files, and it runs ``python -m
