@@ -6,13 +6,20 @@ kernels inherit. Nothing touches the developer's .dbrunbook/ or outputs/.
 """
 from __future__ import annotations
 
+import sys
+
+# What dbrunbook/__init__ does, before nbval's plugin imports nbformat (and so jsonschema, which
+# would build rfc3987_syntax's grammars: 1.1 s in each pytest process). nbval is loaded here, not
+# from its entry point (pytest.ini: -p no:nbval), so that this line comes first.
+sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+pytest_plugins = ["nbval.plugin"]
+
 import compileall
 import gc
 import json
 import os
 import resource
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
