@@ -53,9 +53,11 @@ def _preload() -> None:
 
 def _child(request: dict[str, Any], channel: int) -> None:
     """In the forked child: become ``python -m dbrunbook <args>`` for this request; never returns."""
-    os.close(channel)
-    stdin = os.open(os.devnull, os.O_RDONLY)
+    stdin = os.open(os.devnull, os.O_RDWR)
     os.dup2(stdin, 0)
+    # The answers' channel points at /dev/null too, rather than closed: its file object, inherited,
+    # may still close it when this process ends, and must find a file there.
+    os.dup2(stdin, channel)
     os.close(stdin)
     for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
         out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
