@@ -146,7 +146,7 @@ def _cpu_seconds() -> float:
     """This process's CPU and that of the children it waited for (the CLI runs and their kernels),
     with the CLI runs forked by tests/cli_fork.py's server (its children, not ours)."""
     me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    forking = getattr(sys.modules.get("tests.conftest"), "FORKING_CLI", None)
+    forking = getattr(sys.modules.get("tests.cli_fork"), "FORKING", None)
     forked = forking.cpu_seconds if forking is not None else 0.0
     return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime + forked
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -105,8 +106,7 @@ class ForkingCli:
 
     def run(self, args: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
         if not self._lock.acquire(blocking=False):
-            return subprocess.run([sys.executable, "-m", "dbrunbook", *args], cwd=cwd, capture_output=True,
-                                  text=True, env=env, timeout=timeout)
+            return run_fresh(args, cwd, env, timeout)
         try:
             return self._forked(args, cwd, env, timeout)
         finally:
@@ -124,7 +124,7 @@ class ForkingCli:
             try:
                 done = self._answer(server, timeout)
             except subprocess.TimeoutExpired:
-                os.kill(pid, 9)
+                os.kill(pid, signal.SIGKILL)
                 self._answer(server, 30)
                 raise
             self.cpu_seconds += done["cpu"]
@@ -160,6 +160,16 @@ class ForkingCli:
             assert self._server.stdin is not None
             self._server.stdin.close()
             self._server.wait(timeout=30)
+
+
+def run_fresh(args: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python -m dbrunbook <args>`` in a new interpreter, as a user starts it."""
+    return subprocess.run([sys.executable, "-m", "dbrunbook", *args], cwd=cwd, capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+#: The pytest process's forking CLI (the root conftest adds its children's CPU to each test's).
+FORKING = ForkingCli()
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,9 +12,10 @@ import pytest
 import sqlalchemy as sa
 import yaml
 from dbrunbook import commands, embedded, open_phase
+from dbrunbook.spec import read_yaml
 from dbrunbook.targets import engine, resolve_target
 
-from .cli_fork import ForkingCli
+from .cli_fork import FORKING, run_fresh
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED_000 = ROOT / "runbooks" / "event_message_fk"
@@ -24,9 +24,8 @@ SEED_000 = ROOT / "runbooks" / "event_message_fk"
 def add_config(section: str, name: str, entry: dict[str, object]) -> None:
     """Add an entry (a target, a group) to this session's dbrunbook.yaml (see the root conftest)."""
     path = Path(os.environ["DBRUNBOOK_CONFIG"])
-    # libyaml's loader and dumper: the session's config grows by a target or two per test.
-    config = yaml.load(path.read_text(), Loader=yaml.CSafeLoader) if path.exists() else {}
-    config = config or {}
+    # libyaml's dumper, as read_yaml uses its loader: the session's config grows by a target or two per test.
+    config = (read_yaml(path.read_text()) if path.exists() else {}) or {}
     config.setdefault(section, {})[name] = entry
     path.write_text(yaml.dump(config, Dumper=yaml.CSafeDumper))
 
@@ -75,17 +74,11 @@ class Blocker:
         self.release()
 
 
-FORKING_CLI = ForkingCli()
-
-
 def cli(*args: str, env: dict[str, str] | None = None, fresh: bool = False) -> subprocess.CompletedProcess[str]:
     """Run the real command line, as a user would: in a process of its own, forked from one that has
     imported the library already (tests/cli_fork.py), or with ``fresh`` started afresh."""
     environ = {**os.environ, **(env or {})}
-    if fresh:
-        return subprocess.run([sys.executable, "-m", "dbrunbook", *args], cwd=ROOT, capture_output=True, text=True,
-                              env=environ, timeout=600)
-    return FORKING_CLI.run(list(args), ROOT, environ, timeout=600)
+    return (run_fresh if fresh else FORKING.run)(list(args), ROOT, environ, 600)
 
 
 def apply_schema(target: str, runbook: str | Path = "event_message_fk") -> None:

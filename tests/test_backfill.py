@@ -45,6 +45,11 @@ def generate(target: str, rows: int) -> None:
     run.abandon()
 
 
+# The deprecated arrays the cleanup drops: 3 before it, 0 after.
+ARRAYS = ("SELECT count(*) FROM information_schema.columns WHERE table_name = 'messages' "
+          "AND column_name IN ('attachments', 'toolCalls', 'partialToolCalls')")
+
+
 def scalar(target: str, query: str) -> object:
     with connect(target) as conn:
         return conn.execute(sa.text(query)).scalar()
@@ -214,8 +219,7 @@ def test_cleanup_needs_a_passed_verification_and_closes_the_rollback_window(appl
     assert checkpoint(applied).phase == "dual-read"  # type: ignore[union-attr]
     run.cleanup()
     run.finish()
-    assert scalar(applied, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'messages' "
-                           "AND column_name IN ('attachments', 'toolCalls', 'partialToolCalls')") == 0
+    assert scalar(applied, ARRAYS) == 0
     state = checkpoint(applied)
     assert state is not None and (state.phase, state.status) == ("complete", "completed")
     refused = cli("run", RUNBOOK, "--target", applied, "--phases", "rollback")
@@ -439,13 +443,11 @@ def test_the_cleanup_removes_the_dual_write_and_a_missed_final_expectation_rolls
     with pytest.raises(backfill.BackfillError, match=r"cleanup rolled back: the final schema misses 1 expectation"):
         run.cleanup()
     trigger = "SELECT count(*) FROM pg_trigger WHERE tgname = 'messages_dual_write'"
-    arrays = ("SELECT count(*) FROM information_schema.columns WHERE table_name = 'messages' "
-              "AND column_name IN ('attachments', 'toolCalls', 'partialToolCalls')")
-    assert (scalar(applied, trigger), scalar(applied, arrays)) == (1, 3)
+    assert (scalar(applied, trigger), scalar(applied, ARRAYS)) == (1, 3)
     assert checkpoint(applied).phase == "dual-read"  # type: ignore[union-attr]
     run = backfill_run(applied, cleanup=True)  # the runbook as written
     steps = run.cleanup().value
     run.finish()
     assert list(steps["step"])[:2] == ['DROP TRIGGER "messages_dual_write" ON "messages"',
                                      'DROP FUNCTION "messages_dual_write"()']
-    assert (scalar(applied, trigger), scalar(applied, arrays)) == (0, 0)
+    assert (scalar(applied, trigger), scalar(applied, ARRAYS)) == (0, 0)

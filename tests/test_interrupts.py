@@ -283,10 +283,9 @@ def test_backfill_cleanup_killed_at_random_points_drops_the_arrays_whole_or_not_
 def kill_a_cleanup(sig: int, rng: random.Random, context: str) -> None:
     import threading
 
+    from .test_backfill import ARRAYS, checkpoint, scalar
+
     runbook = "normalize_attachments"
-    name = load_runbook(runbook).spec.backfill.name  # type: ignore[union-attr]
-    arrays = ("SELECT count(*) FROM information_schema.columns WHERE table_name = 'messages' "
-              "AND column_name IN ('attachments', 'toolCalls', 'partialToolCalls')")
     with prepared_target(runbook, "kc") as target:
         apply_schema(target, runbook)
         run = open_phase("backfill", runbook, target, generate=300)
@@ -295,11 +294,6 @@ def kill_a_cleanup(sig: int, rng: random.Random, context: str) -> None:
         run.verify()
         run.finish()  # verified; no dual-read, no cleanup yet
         before = fingerprint(target)
-
-        def migration() -> ledger.Migration | None:
-            with psycopg_connect(resolve_target(target), "test") as raw:
-                return ledger.read_migration(raw, runbook, name)
-
         report = Blocker(target, "SELECT count(*) FROM messages")
         released: list[bool] = []
 
@@ -330,9 +324,9 @@ def kill_a_cleanup(sig: int, rng: random.Random, context: str) -> None:
         if done.returncode != 0:  # else the kill landed after the run's end
             check_signal_outcome(done, sig, context)
         check_manifest(done.stdout, sig, context)
-        m = migration()
+        m = checkpoint(target)
         assert m is not None, context
-        left = scalar_of(target, arrays)
+        left = scalar(target, ARRAYS)
         assert left in (0, 3), f"{context}: {left} of the 3 arrays left"
         assert (left == 0) == (m.phase == "complete"), f"{context}: arrays {left}, ledger {m.phase} {m.status}"
         if left:
@@ -340,14 +334,9 @@ def kill_a_cleanup(sig: int, rng: random.Random, context: str) -> None:
         print(f"{context}: exit {done.returncode}, {'cleaned up' if left == 0 else 'arrays kept'}")
         again = cli("run", *args)
         assert again.returncode == 0, context + again.stdout + again.stderr
-        m = migration()
+        m = checkpoint(target)
         assert m is not None and (m.phase, m.status) == ("complete", ledger.DM_COMPLETED), context
-        assert scalar_of(target, arrays) == 0, context
-
-
-def scalar_of(target: str, query: str) -> object:
-    with connect(target) as conn:
-        return conn.execute(sa.text(query)).scalar()
+        assert scalar(target, ARRAYS) == 0, context
 
 
 def test_deploy_killed_in_a_long_statement_resumes_with_the_first_fingerprint(tmp_path: Path) -> None:
@@ -496,11 +485,11 @@ def signal_in_bookkeeping(monkeypatch: pytest.MonkeyPatch, signum: int) -> None:
 
 def test_a_signal_between_phases_is_held_and_stops_the_run_before_the_next(target: str,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    from dbrunbook import archive
+    from dbrunbook import archive, signals
 
     commands.prepare("event_message_fk", target)
     previous = signal.getsignal(signal.SIGTERM)
-    archive.install_sigterm()  # as `dbrunbook run` does
+    signals.install_sigterm()  # as `dbrunbook run` does
     signal_in_bookkeeping(monkeypatch, signal.SIGTERM)
     try:
         with pytest.raises(archive.RunInterrupted) as stopped:
@@ -525,7 +514,7 @@ def test_a_signal_after_the_last_phase_lets_the_run_complete_and_says_so(target:
     signal_in_bookkeeping(monkeypatch, signal.SIGINT)
     result = commands.run("event_message_fk", target, ["schema"])
     assert result.ok and result.notes == [
-        "SIGINT received after the last phase had ended: the run completed and is archived; nothing was stopped"]
+        "SIGINT received after the last phase had ended: the run finished and is archived; nothing was stopped"]
     manifest = json.loads((result.folder / "manifest.json").read_text())
     assert manifest["status"] == "passed" and manifest["complete"]
 

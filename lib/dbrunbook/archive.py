@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from . import chain, ledger, registry, signals, startup
-from .errors import ArchiveError, ArchiveNotWritten, PhaseFailed, Terminated
+from .errors import ArchiveError, ArchiveNotWritten, PhaseFailed
 from .kernel import (
     KERNEL_ARGUMENTS,
     KERNEL_LOG,
@@ -329,19 +329,6 @@ def _error_line(exc: BaseException) -> str:
     return redact(" ".join(text.split()))
 
 
-SIGNAL_EXIT = {"SIGINT": 130, "SIGTERM": 143}
-
-
-def install_sigterm() -> None:
-    """Make SIGTERM stop a run as SIGINT does (cron, systemd and CI send SIGTERM)."""
-    import signal
-
-    def _raise(signum: int, frame: Any) -> None:
-        raise Terminated()
-
-    signal.signal(signal.SIGTERM, _raise)
-
-
 def stop_kernel(target: Target, run_id: str) -> None:
     """After a signal: kill the kernel (and anything it started), then end the run's database
     sessions, so that no statement goes on and no late write lands after the ledger is settled.
@@ -386,7 +373,7 @@ class RunInterrupted(Exception):
 
     def __init__(self, signal_name: str, line: str, result: RunResult) -> None:
         self.signal_name, self.result = signal_name, result
-        self.exit_code = SIGNAL_EXIT[signal_name]
+        self.exit_code = signals.EXIT_CODE[signal_name]
         super().__init__(line)
 
 
@@ -403,7 +390,7 @@ def run_phases(book: Runbook | RunbookSet, target: Target, target_ref: str, phas
     with signals.held() as held:
         result = _run_phases(book, target, target_ref, phases, parameters, held, dry_run=dry_run, echo=echo)
         if held.received:
-            result.notes.append(f"{held.received} received after the last phase had ended: the run completed and is "
+            result.notes.append(f"{held.received} received after the last phase had ended: the run finished and is "
                                 "archived; nothing was stopped")
         return result
 
@@ -565,7 +552,7 @@ def recorded_outcome(target: Target, run_id: str, runbook: str, phase: str) -> s
 def _interrupted(stop: KeyboardInterrupt, book: Runbook | RunbookSet, member: Runbook, target: Target, result: RunResult,
                  phase: str, number: int, at: str, began: float, started: datetime, dry_run: bool,
                  parameters: dict[str, object]) -> None:
-    signal_name = "SIGTERM" if isinstance(stop, Terminated) else "SIGINT"
+    signal_name = signals.name_of(stop)
     why = f"interrupted by {signal_name} {'before' if signals.was_held(stop) else 'during'} {phase}"
     stop_kernel(target, result.run_id)
     state = settle_interrupted(member, target, result.run_id, phase, why, started)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from . import startup
-from .errors import DbrunbookError, Terminated
+from . import signals, startup
+from .errors import DbrunbookError
 from .project import project_root
 
 
@@ -139,8 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DbrunbookError as exc:
         return _fail(_redact(str(exc)), getattr(exc, "exit_code", 1))
     except KeyboardInterrupt as stop:
-        print(f"dbrunbook: interrupted by {'SIGTERM' if isinstance(stop, Terminated) else 'SIGINT'}", file=sys.stderr)
-        return 143 if isinstance(stop, Terminated) else 130
+        print(f"dbrunbook: interrupted by {signals.name_of(stop)}", file=sys.stderr)
+        return signals.EXIT_CODE[signals.name_of(stop)]
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, and keep Python from complaining at exit.
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -234,7 +234,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "run":
         phases = commands.parse_phases(args.phases)
-        archive.install_sigterm()
+        signals.install_sigterm()
         try:
             # The run id and archive first, then each phase as it ends, flushed: a piped log shows progress.
             result = commands.run(args.runbook, args.target, phases, parameters=dict(args.parameter),

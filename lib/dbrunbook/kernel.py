@@ -197,6 +197,7 @@ def _new_log() -> Path:
 
 
 def _alive(pid: int) -> bool:
+    # psutil.pid_exists, without importing psutil here (this module runs before the rest).
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -1,4 +1,5 @@
-"""SIGINT and SIGTERM held while a runner does its own bookkeeping.
+"""How a run meets SIGINT and SIGTERM: both stop it (:func:`install_sigterm`), and both are held
+while the runner does its own bookkeeping.
 
 A phase's notebook stops at once on a signal: its kernel is stopped and the ledger settled
 (:func:`dbrunbook.archive.run_phases`). Between phases and after the last one, though, the runner
@@ -19,6 +20,26 @@ from typing import Any
 from .errors import Terminated
 
 _NAMES: dict[int, str] = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+#: The exit code of a command a signal stopped, as a shell gives it (128 + the signal's number).
+EXIT_CODE = {"SIGINT": 130, "SIGTERM": 143}
+
+
+def install_sigterm() -> None:
+    """Make SIGTERM stop a run as SIGINT does (cron, systemd and CI send SIGTERM)."""
+
+    def _raise(signum: int, frame: Any) -> None:
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, _raise)
+
+
+def name_of(stop: KeyboardInterrupt) -> str:
+    """The signal a stop came from: SIGTERM raises :class:`Terminated`, SIGINT KeyboardInterrupt."""
+    return "SIGTERM" if isinstance(stop, Terminated) else "SIGINT"
+
+
+def _stop(name: str) -> KeyboardInterrupt:
+    return Terminated() if name == "SIGTERM" else KeyboardInterrupt()
 
 
 class HeldSignals:
@@ -31,7 +52,7 @@ class HeldSignals:
 
     def _hold(self, signum: int, frame: Any) -> None:
         if self.received is not None:  # the second one: stop now
-            raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+            raise _stop(_NAMES[signum])
         self.received = _NAMES[signum]
 
     def _install(self) -> None:
@@ -53,7 +74,7 @@ class HeldSignals:
         self._restore()
         try:
             if self.received is not None:
-                stop = Terminated() if self.received == "SIGTERM" else KeyboardInterrupt()
+                stop = _stop(self.received)
                 stop.held = True  # type: ignore[attr-defined]
                 raise stop
             yield
