@@ -15,7 +15,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import nbformat
@@ -466,6 +466,17 @@ def test_stop_in_jupyterlab_marks_the_attempt_interrupted_and_releases_everythin
 
 # -- a signal during the runner's own bookkeeping ---------------------------------------------------
 
+@pytest.fixture
+def sigint_stops() -> Iterator[None]:
+    """SIGINT raising KeyboardInterrupt in this process, as in a terminal: a test session started in
+    a non-interactive shell's background has it ignored (see default_sigint)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def signal_in_bookkeeping(monkeypatch: pytest.MonkeyPatch, signum: int) -> None:
     """SIGINT or SIGTERM to this process while the runner renders the first page it renders: the
     moment a phase has ended and the next has not started (injected where it cannot be timed)."""
@@ -483,12 +494,12 @@ def signal_in_bookkeeping(monkeypatch: pytest.MonkeyPatch, signum: int) -> None:
     monkeypatch.setattr(archive, "render_html", render_then_signal)
 
 
-def test_a_signal_between_phases_is_held_and_stops_the_run_before_the_next(target: str,
-                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_signal_between_phases_is_held_and_stops_the_run_before_the_next(target: str, monkeypatch: pytest.MonkeyPatch,
+                                                                           sigint_stops: None) -> None:
     from dbrunbook import archive, signals
 
     commands.prepare("event_message_fk", target)
-    previous = signal.getsignal(signal.SIGTERM)
+    previous, sigint = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     signals.install_sigterm()  # as `dbrunbook run` does
     signal_in_bookkeeping(monkeypatch, signal.SIGTERM)
     try:
@@ -505,11 +516,11 @@ def test_a_signal_between_phases_is_held_and_stops_the_run_before_the_next(targe
     assert manifest["status"] == "interrupted"
     # The rollback never started: the schema phase's migration stands, as the ledger says.
     assert commands.status("event_message_fk", target).state == "applied (up to date)"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is sigint  # as it was before the run
 
 
-def test_a_signal_after_the_last_phase_lets_the_run_complete_and_says_so(target: str,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_signal_after_the_last_phase_lets_the_run_complete_and_says_so(target: str, monkeypatch: pytest.MonkeyPatch,
+                                                                         sigint_stops: None) -> None:
     commands.prepare("event_message_fk", target)
     signal_in_bookkeeping(monkeypatch, signal.SIGINT)
     result = commands.run("event_message_fk", target, ["schema"])
@@ -519,9 +530,10 @@ def test_a_signal_after_the_last_phase_lets_the_run_complete_and_says_so(target:
     assert manifest["status"] == "passed" and manifest["complete"]
 
 
-def test_held_signals_are_raised_where_the_next_block_starts_and_a_second_stops_at_once() -> None:
+def test_held_signals_are_raised_where_the_next_block_starts_and_a_second_stops_at_once(sigint_stops: None) -> None:
     from dbrunbook import signals
 
+    before = signal.getsignal(signal.SIGINT)
     with signals.held() as held:
         os.kill(os.getpid(), signal.SIGINT)
         assert held.received == "SIGINT"
@@ -533,4 +545,22 @@ def test_held_signals_are_raised_where_the_next_block_starts_and_a_second_stops_
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1)
         assert not signals.was_held(second.value)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_signal_the_process_ignores_stays_ignored_while_held() -> None:
+    """A job started with SIGINT ignored (nohup, a non-interactive shell's background) is not
+    stopped by one: holding does not turn the signal back on."""
+    from dbrunbook import signals
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with signals.held() as held:
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+            with held.let_through():
+                assert held.received is None
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before)

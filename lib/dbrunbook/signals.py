@@ -56,8 +56,13 @@ class HeldSignals:
         self.received = _NAMES[signum]
 
     def _install(self) -> None:
-        for signum in _NAMES:
-            self._saved[signum] = signal.signal(signum, self._hold)
+        if not self._saved:
+            # A signal the process ignores (a background job started with SIGINT ignored) stays
+            # ignored, and one whose handler is not Python's (None) is left alone: neither is held.
+            now = {signum: signal.getsignal(signum) for signum in _NAMES}
+            self._saved = {signum: h for signum, h in now.items() if h is not None and h != signal.SIG_IGN}
+        for signum in self._saved:
+            signal.signal(signum, self._hold)
 
     def _restore(self) -> None:
         for signum, handler in self._saved.items():
