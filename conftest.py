@@ -60,7 +60,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     if _SESSION_DIR is None:
         return
-    from dbrunbook import embedded
+    from dbrunbook.targets import embedded
 
     embedded.stop()
     shutil.rmtree(_SESSION_DIR, ignore_errors=True)
@@ -134,7 +134,7 @@ def order_units(units: dict[str, tuple[float, float]], workers: int) -> list[str
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     # What collection imported (the library, pandas, SQLAlchemy) lives as long as the session: out
-    # of the cyclic collector's sight, as dbrunbook.startup does for the CLI and its kernels.
+    # of the cyclic collector's sight, as dbrunbook.run.startup does for the CLI and its kernels.
     gc.freeze()
 
 
@@ -215,7 +215,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     item.stash[_CPU_AT] = _cpu_seconds()
     name = Path(str(item.fspath)).name
     if name in _NOTEBOOK_ORDER and "dev" not in _prepared:
-        from dbrunbook import commands
+        from dbrunbook.cli import commands
 
         commands.prepare("event_message_fk", "dev")
         # prod is the embedded stand-in for production: loading its fixture needs the override.

@@ -42,7 +42,10 @@ def main() -> int:
     config.write_text("targets:\n  bench_backfill: {embedded: bench_backfill}\n")
     os.environ["DBRUNBOOK_CONFIG"] = str(config)
     import pandas as pd
-    from dbrunbook import backfill, commands, embedded, open_phase
+    from dbrunbook import open_phase
+    from dbrunbook.cli import commands
+    from dbrunbook.phases import backfill
+    from dbrunbook.targets import embedded
 
     print(f"loading {args.messages:,} messages into the embedded PostgreSQL ...", flush=True)
     quiet = contextlib.redirect_stdout(io.StringIO())

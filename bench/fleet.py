@@ -35,7 +35,7 @@ CPU_GOAL, SPEEDUP_GOAL = 0.3, 1.6
 def clone(template: str, names: list[str]) -> None:
     """``names`` as copies of ``template``, then a checkpoint: the copies are on disk before any timing."""
     import psycopg
-    from dbrunbook import embedded
+    from dbrunbook.targets import embedded
     from psycopg import sql
 
     socket_dir = embedded.ensure_running()
@@ -58,7 +58,7 @@ def main() -> int:
     config.write_text("targets:\n  bench_template: {embedded: bench_template}\n"
                       "groups:\n  w1: {pattern: 'bench_w1_*', server: dev}\n  w2: {pattern: 'bench_w2_*', server: dev}\n")
     os.environ["DBRUNBOOK_CONFIG"] = str(config)
-    from dbrunbook import embedded
+    from dbrunbook.targets import embedded
 
     try:
         rows = []
@@ -88,7 +88,9 @@ def main() -> int:
 
 def rollout(pgdata: Path, workers: int, databases: int) -> dict[str, object] | None:
     """One timed rollout on a server of its own (``pgdata``), removed afterwards; None if it failed."""
-    from dbrunbook import commands, embedded, fleet
+    from dbrunbook.cli import commands
+    from dbrunbook.run import fleet
+    from dbrunbook.targets import embedded
 
     os.environ["DBRUNBOOK_PGDATA"] = str(pgdata)
     try:

@@ -35,14 +35,14 @@ MARGIN_MS = 250  # scheduling noise on a 2-core machine, on top of one lock_time
 
 
 def libpq_url(target: str) -> str:
-    from dbrunbook.targets import engine, resolve_target
+    from dbrunbook.targets.resolve import engine, resolve_target
 
     return engine(resolve_target(target)).url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def load(target: str, rows: int) -> None:
     """The seed-000 fixture, then `rows` events spread over rows/20 messages."""
-    from dbrunbook import commands
+    from dbrunbook.cli import commands
 
     commands.prepare(RUNBOOK, target, allow_production=True)
     with psycopg.connect(libpq_url(target), autocommit=True) as conn:
@@ -82,7 +82,7 @@ def writer(url: str, rows: int, stop: mp.synchronize.Event, ready: mp.synchroniz
 
 
 def naive(target: str) -> None:
-    from dbrunbook.spec import load_runbook
+    from dbrunbook.runbook.spec import load_runbook
 
     book = load_runbook(RUNBOOK)
     script = book.file(book.migration_files[0]).read_text()
@@ -143,12 +143,13 @@ def main() -> int:
                       "  bench_naive: {embedded: bench_lock_naive, production: true}\n"
                       "  bench_deploy: {embedded: bench_lock_deploy, production: true}\n")
     os.environ["DBRUNBOOK_CONFIG"] = str(config)
-    from dbrunbook import embedded, open_phase
+    from dbrunbook import open_phase
+    from dbrunbook.targets import embedded
 
     print(f"loading {args.rows:,} events into two databases on the embedded PostgreSQL ...", flush=True)
     for target in ("bench_naive", "bench_deploy"):
         load(target, args.rows)
-    from dbrunbook import commands
+    from dbrunbook.cli import commands
 
     commands.prepare(RUNBOOK, "bench_rehearsal")
     with contextlib.redirect_stdout(io.StringIO()):

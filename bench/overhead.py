@@ -52,8 +52,10 @@ def main() -> int:
     os.environ["DBRUNBOOK_OUTPUTS"] = str(work / "outputs")
     os.environ["DBRUNBOOK_CONFIG"] = str(work / "dbrunbook.yaml")
     (work / "dbrunbook.yaml").write_text("targets:\n  bench: {embedded: bench}\n")
-    from dbrunbook import commands, embedded, fleet
-    from dbrunbook.project import phase_notebook
+    from dbrunbook.cli import commands
+    from dbrunbook.paths import phase_notebook
+    from dbrunbook.run import fleet
+    from dbrunbook.targets import embedded
 
     try:
         commands.prepare(RUNBOOK, "bench")

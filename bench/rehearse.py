@@ -55,8 +55,10 @@ def main() -> int:
     os.environ["DBRUNBOOK_PGDATA"] = str(work / "pgdata")
     os.environ["DBRUNBOOK_OUTPUTS"] = str(work / "outputs")
     os.environ["DBRUNBOOK_TARGETS"] = '{"bench_psql": {"embedded": "bench_psql"}, "bench_rehearse": {"embedded": "bench_rehearse"}}'
-    from dbrunbook import commands, embedded, sets
-    from dbrunbook.rehearse import rehearse
+    from dbrunbook.cli import commands
+    from dbrunbook.run.rehearse import rehearse
+    from dbrunbook.runbook import sets
+    from dbrunbook.targets import embedded
 
     try:
         imported = commands.import_set(str(folder(work, args.members)), str(work / "set"))

@@ -41,9 +41,9 @@ def _preload() -> None:
     import dbrunbook
 
     gc.disable()
-    for module in pkgutil.iter_modules(dbrunbook.__path__):
-        if module.name not in _NOT_PRELOADED:
-            importlib.import_module(f"dbrunbook.{module.name}")
+    for module in pkgutil.walk_packages(dbrunbook.__path__, "dbrunbook."):
+        if module.name.rsplit(".", 1)[-1] not in _NOT_PRELOADED:
+            importlib.import_module(module.name)
     for name in _PRELOAD:
         importlib.import_module(name)
     # What the imports made stays as it is in every child: out of the collector's sight, so that no

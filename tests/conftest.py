@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import yaml
-from dbrunbook import commands, embedded, open_phase
-from dbrunbook.spec import read_yaml
-from dbrunbook.targets import engine, resolve_target
+from dbrunbook import open_phase
+from dbrunbook.cli import commands
+from dbrunbook.runbook.spec import read_yaml
+from dbrunbook.targets import embedded
+from dbrunbook.targets.resolve import engine, resolve_target
 
 from .cli_fork import FORKING, run_fresh
 

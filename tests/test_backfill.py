@@ -17,8 +17,11 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import yaml
-from dbrunbook import backfill, commands, ledger, open_phase
-from dbrunbook.targets import psycopg_connect, resolve_target
+from dbrunbook import open_phase
+from dbrunbook.cli import commands
+from dbrunbook.phases import backfill
+from dbrunbook.state import ledger
+from dbrunbook.targets.resolve import psycopg_connect, resolve_target
 
 from .conftest import ROOT, apply_schema, cli, connect, prepared_target
 from .test_run import archive_of
@@ -56,7 +59,7 @@ def scalar(target: str, query: str) -> object:
 
 
 def verify_queries(target: str) -> tuple[object, object, object, object]:
-    from dbrunbook.spec import load_runbook
+    from dbrunbook.runbook.spec import load_runbook
 
     v = load_runbook(RUNBOOK).spec.backfill.verify  # type: ignore[union-attr]
     return (scalar(target, v.source_count), scalar(target, v.target_count),
@@ -309,7 +312,7 @@ def test_a_slice_with_max_batches_is_paused_exits_0_and_says_what_remains(applie
 
 WRITER = """
 import os, random, sys, time
-from dbrunbook.targets import psycopg_connect, resolve_target
+from dbrunbook.targets.resolve import psycopg_connect, resolve_target
 target, seed, stop = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 rng = random.Random(seed)
 conn = psycopg_connect(resolve_target(target), "app writer", autocommit=True)

@@ -5,10 +5,13 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from dbrunbook import behave, commands, ledger, open_phase
+from dbrunbook import open_phase
+from dbrunbook.cli import commands
 from dbrunbook.errors import ChecksFailed
-from dbrunbook.probe import CHART_FILE, plan_indexes
-from dbrunbook.spec import CaseOutcome
+from dbrunbook.phases import test
+from dbrunbook.phases.probes import CHART_FILE, plan_indexes
+from dbrunbook.runbook.spec import CaseOutcome
+from dbrunbook.state import ledger
 
 from .conftest import apply_schema, connect
 
@@ -99,28 +102,28 @@ def test_probe_fails_when_the_index_is_not_used(target: str, tmp_path: Path) -> 
 
 # -- judging outcomes, as plain functions ---------------------------------------------------------
 
-def fk_error() -> behave.DbError:
-    return behave.DbError("23503", "ForeignKeyViolation", "insert violates foreign key")
+def fk_error() -> test.DbError:
+    return test.DbError("23503", "ForeignKeyViolation", "insert violates foreign key")
 
 
 @pytest.mark.parametrize("declared", ["23503", "23", "foreign_key_violation"])
 def test_sqlstate_by_code_class_or_name(declared: str) -> None:
-    passed, actual = behave.judge(CaseOutcome(sqlstate=declared), None, fk_error())
+    passed, actual = test.judge(CaseOutcome(sqlstate=declared), None, fk_error())
     assert passed and actual.startswith("error 23503")
 
 
 def test_a_different_error_or_no_error_fails() -> None:
-    assert not behave.judge(CaseOutcome(sqlstate="unique_violation"), None, fk_error())[0]
-    assert behave.judge(CaseOutcome(sqlstate="23503"), [], None) == (False, "no error; 0 row(s)")
-    assert not behave.judge(CaseOutcome(count=1), None, fk_error())[0]
+    assert not test.judge(CaseOutcome(sqlstate="unique_violation"), None, fk_error())[0]
+    assert test.judge(CaseOutcome(sqlstate="23503"), [], None) == (False, "no error; 0 row(s)")
+    assert not test.judge(CaseOutcome(count=1), None, fk_error())[0]
 
 
 def test_rows_value_and_count() -> None:
     rows = [{"id": "a", "n": 1}, {"id": "b", "n": 2}]
-    assert behave.judge(CaseOutcome(rows=[{"id": "a", "n": 1}, {"id": "b", "n": 2}]), rows, None)[0]
-    assert not behave.judge(CaseOutcome(rows=[{"id": "b", "n": 2}, {"id": "a", "n": 1}]), rows, None)[0]
-    assert behave.judge(CaseOutcome(value="a"), rows, None)[0]
-    assert behave.judge(CaseOutcome(count=2), rows, None) == (True, "count = 2")
+    assert test.judge(CaseOutcome(rows=[{"id": "a", "n": 1}, {"id": "b", "n": 2}]), rows, None)[0]
+    assert not test.judge(CaseOutcome(rows=[{"id": "b", "n": 2}, {"id": "a", "n": 1}]), rows, None)[0]
+    assert test.judge(CaseOutcome(value="a"), rows, None)[0]
+    assert test.judge(CaseOutcome(count=2), rows, None) == (True, "count = 2")
 
 
 def test_outcome_needs_exactly_one_kind() -> None:
@@ -138,7 +141,7 @@ def test_plan_indexes_walks_the_tree() -> None:
 
 
 def test_sqlite_errors_match_by_result_code_name() -> None:
-    error = behave.DbError("SQLITE_CONSTRAINT_FOREIGNKEY", "IntegrityError", "FOREIGN KEY constraint failed")
-    assert behave.judge(CaseOutcome(sqlstate="SQLITE_CONSTRAINT_FOREIGNKEY"), None, error)[0]
-    assert behave.judge(CaseOutcome(sqlstate="SQLITE_CONSTRAINT"), None, error)[0]
-    assert not behave.judge(CaseOutcome(sqlstate="SQLITE_CONSTRAINT_UNIQUE"), None, error)[0]
+    error = test.DbError("SQLITE_CONSTRAINT_FOREIGNKEY", "IntegrityError", "FOREIGN KEY constraint failed")
+    assert test.judge(CaseOutcome(sqlstate="SQLITE_CONSTRAINT_FOREIGNKEY"), None, error)[0]
+    assert test.judge(CaseOutcome(sqlstate="SQLITE_CONSTRAINT"), None, error)[0]
+    assert not test.judge(CaseOutcome(sqlstate="SQLITE_CONSTRAINT_UNIQUE"), None, error)[0]

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from dbrunbook import commands, ledger, open_phase
+from dbrunbook import open_phase
+from dbrunbook.cli import commands
 from dbrunbook.errors import GuardRefused
+from dbrunbook.state import ledger
 
 from .conftest import add_target, cli, connect
 from .test_run import archive_of

@@ -4,9 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dbrunbook import codeverify, ledger, open_phase
+from dbrunbook import open_phase
 from dbrunbook.errors import ChecksFailed, SpecError
-from dbrunbook.spec import CodeRule, PrismaModel, PrismaRelation, load_runbook
+from dbrunbook.phases import code_verify
+from dbrunbook.runbook.spec import CodeRule, PrismaModel, PrismaRelation, load_runbook
+from dbrunbook.state import ledger
 
 from .conftest import SEED_000, cli, connect
 
@@ -14,7 +16,7 @@ BEFORE = SEED_000 / "sample_app" / "before"
 AFTER = SEED_000 / "sample_app" / "after"
 
 
-def run_code_verify(target: str, app: str = "") -> codeverify.CodeVerifyRun:
+def run_code_verify(target: str, app: str = "") -> code_verify.CodeVerifyRun:
     run = open_phase("code_verify", "event_message_fk", target, app=app)
     run.describe()
     run.verify()
@@ -78,7 +80,7 @@ def test_forbidden_pattern_reports_each_match_with_its_line(tmp_path: Path) -> N
     (tmp_path / "a.ts").write_text("ok\nconst x = metadata?.messageId;\n\nmetadata.messageId\n")
     (tmp_path / "b.py").write_text("metadata.messageId\n")
     rule = CodeRule(id="r", forbid=r"\bmetadata\??\.messageId\b", files=["**/*.ts"], message="m")
-    result = codeverify.check_rule(tmp_path, rule)
+    result = code_verify.check_rule(tmp_path, rule)
     assert [(f.file, f.line) for f in result.findings] == [("a.ts", 2), ("a.ts", 4)]
     assert result.files == 1
 
@@ -86,9 +88,9 @@ def test_forbidden_pattern_reports_each_match_with_its_line(tmp_path: Path) -> N
 def test_required_pattern_counts_across_lines(tmp_path: Path) -> None:
     (tmp_path / "r.ts").write_text("prisma.event.create({\n  data: {\n    messageId: id,\n")
     rule = CodeRule(id="r", require=r"create\(\{\s*data:\s*\{\s*messageId:", files=["r.ts"], min=1, message="m")
-    assert codeverify.check_rule(tmp_path, rule).findings == []
+    assert code_verify.check_rule(tmp_path, rule).findings == []
     twice = rule.model_copy(update={"min": 2})
-    [finding] = codeverify.check_rule(tmp_path, twice).findings
+    [finding] = code_verify.check_rule(tmp_path, twice).findings
     assert finding.kind == "required" and "need at least 2" in finding.message
 
 
@@ -100,17 +102,17 @@ def test_rule_needs_exactly_one_valid_pattern() -> None:
 
 
 def test_prisma_relation_with_the_wrong_on_delete() -> None:
-    models = codeverify.parse_prisma((AFTER / "prisma/schema.prisma").read_text().replace(
+    models = code_verify.parse_prisma((AFTER / "prisma/schema.prisma").read_text().replace(
         "onDelete: Cascade)\n  sessionId", "onDelete: SetNull)\n  sessionId"))
     expected = PrismaModel(model="Event", fields={"messageId": "String?"}, indexes=[["messageId"]],
                            relations=[PrismaRelation(field="message", model="Message", fields=["messageId"],
                                                      references=["id"], on_delete="Cascade")])
-    [finding] = codeverify.check_prisma_model(models, expected, "schema.prisma")
+    [finding] = code_verify.check_prisma_model(models, expected, "schema.prisma")
     assert finding.line == 22 and "found onDelete SetNull" in finding.message
 
 
 def test_prisma_parser_reads_fields_and_indexes() -> None:
-    models = codeverify.parse_prisma((AFTER / "prisma/schema.prisma").read_text())
+    models = code_verify.parse_prisma((AFTER / "prisma/schema.prisma").read_text())
     event = models["Event"]
     assert event.fields["messageId"].type == "String?"
     assert event.fields["chunkIds"].type == "String[]"
@@ -127,9 +129,9 @@ def test_rules_match_code_not_comments(tmp_path: Path) -> None:
     (tmp_path / "a.ts").write_text("const url = 'https://example.com'; // Direct FK query\n"
                                    "/* where: { messageId: messageId } */\n"
                                    "const x = 1;\n")
-    blanked = codeverify.blank_comments((tmp_path / "a.ts").read_text())
+    blanked = code_verify.blank_comments((tmp_path / "a.ts").read_text())
     assert "https://example.com" in blanked and "Direct" not in blanked and "messageId" not in blanked
     assert blanked.count("\n") == 3
     rule = CodeRule(id="r", require=r"where:\s*\{[^}]*messageId", files=["*.ts"], message="m")
-    [finding] = codeverify.check_rule(tmp_path, rule).findings
+    [finding] = code_verify.check_rule(tmp_path, rule).findings
     assert finding.kind == "required"

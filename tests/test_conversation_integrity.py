@@ -6,8 +6,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from dbrunbook import commands, introspect, ledger, open_phase
+from dbrunbook import open_phase
+from dbrunbook.catalog import introspect
+from dbrunbook.cli import commands
 from dbrunbook.errors import PreconditionFailed
+from dbrunbook.state import ledger
 
 from .conftest import apply_schema, cli, connect, prepared_pair
 from .test_run import archive_of

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dbrunbook import commands
+from dbrunbook.cli import commands
 
 from .conftest import cli
 

@@ -10,10 +10,13 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from dbrunbook import commands, introspect, ledger, open_phase
-from dbrunbook.deploy import RunLockBusy
+from dbrunbook import open_phase
+from dbrunbook.catalog import introspect
+from dbrunbook.cli import commands
 from dbrunbook.errors import DriftError, StatementFailed
-from dbrunbook.online import LockRetriesExhausted
+from dbrunbook.phases.deploy import RunLockBusy
+from dbrunbook.sql.online import LockRetriesExhausted
+from dbrunbook.state import ledger
 
 from .conftest import ROOT, Blocker, apply_schema, cli, connect, prepared_pair
 from .test_run import archive_of
@@ -205,8 +208,8 @@ def test_deploy_refuses_a_second_deploy_in_process(pair: tuple[str, str], tmp_pa
     rehearsal, prod = pair
     holder = open_phase("deploy", RUNBOOK, prod, rehearsal=rehearsal, archive_dir=tmp_path)
     holder.acquire_run_lock()
-    from dbrunbook.deploy import acquire_run_lock
-    from dbrunbook.targets import resolve_target
+    from dbrunbook.phases.deploy import acquire_run_lock
+    from dbrunbook.targets.resolve import resolve_target
 
     with pytest.raises(RunLockBusy, match=f"dbrunbook deploy {holder.run_id}"):
         acquire_run_lock(resolve_target(prod), "other", "someone", wait_s=0.5)

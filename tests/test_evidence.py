@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from dbrunbook import commands, report
+from dbrunbook.cli import commands
 from dbrunbook.errors import ChecksFailed
-from dbrunbook.evidence import Evidence, Table, Text, step
-from dbrunbook.phase import open_phase
+from dbrunbook.phases import report
+from dbrunbook.phases.base import open_phase
+from dbrunbook.phases.evidence import Evidence, Table, Text, step
 
 from .conftest import connect
 
@@ -93,7 +94,7 @@ def test_a_real_phase_step_is_evidence_with_its_frame_and_its_verdict(target: st
 
 
 def test_the_archive_verdict_renders_itself_for_the_overview_page() -> None:
-    from dbrunbook.chain import Verification
+    from dbrunbook.archive.chain import Verification
 
     shown = Verification(checked=["r1", "r2"], notes=["run r3 has no manifest yet"])._repr_markdown_()
     assert shown == ("**archive verified: 2 run(s), every file, manifest and link intact**\n\n"

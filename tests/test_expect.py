@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from dbrunbook.expect import (
+from dbrunbook.catalog.expect import (
     check_expectations,
     failures,
     normalize_predicate,
     normalize_type,
 )
-from dbrunbook.spec import Expectations
+from dbrunbook.runbook.spec import Expectations
 
 from .conftest import connect
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dbrunbook import commands, introspect, open_phase
+from dbrunbook import open_phase
+from dbrunbook.catalog import introspect
+from dbrunbook.cli import commands
 
 from .conftest import apply_schema, connect, prepared_pair
 
@@ -193,7 +195,7 @@ def test_code_verify_where_the_seeds_change_code(runbook: str, code: set[tuple[s
     """Seeds 003 (create-or-fetch on P2002, closedAt) and 004 (solutionType, the
     conversation_created event) change application code: their AFTER code passes, their BEFORE
     code fails at the places the seeds name."""
-    from dbrunbook.spec import load_runbook
+    from dbrunbook.runbook.spec import load_runbook
 
     from .conftest import add_target
 

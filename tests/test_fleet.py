@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from dbrunbook import commands, embedded, fleet, ledger
+from dbrunbook.cli import commands
+from dbrunbook.run import fleet
+from dbrunbook.state import ledger
+from dbrunbook.targets import embedded
 
 from .conftest import add_config, cli, connect
 
@@ -147,7 +150,7 @@ def test_a_killed_fleet_leaves_every_ledger_true_and_a_rerun_completes(tenants: 
     import sys
     import time
 
-    from dbrunbook import introspect
+    from dbrunbook.catalog import introspect
 
     from .conftest import ROOT
     from .test_interrupts import default_sigint

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from dbrunbook import commands, ledger, open_phase, registry
+from dbrunbook import open_phase
+from dbrunbook.cli import commands
 from dbrunbook.errors import GuardRefused, TargetError
+from dbrunbook.phases import registry
+from dbrunbook.state import ledger
 
 from .conftest import apply_schema, cli, connect, prepared_pair
 
@@ -102,7 +105,7 @@ def test_a_path_leaving_the_runbook_folder_is_refused_naming_the_field(key: str,
                                                                      runbook_copy: Path) -> None:
     import yaml
     from dbrunbook.errors import SpecError
-    from dbrunbook.spec import load_runbook
+    from dbrunbook.runbook.spec import load_runbook
 
     (runbook_copy.parent / "elsewhere.sql").write_text("SELECT 1;\n")
     Path("/tmp/outside.sql").write_text("SELECT 1;\n")
@@ -116,7 +119,7 @@ def test_a_path_leaving_the_runbook_folder_is_refused_naming_the_field(key: str,
 
 def test_a_symlink_pointing_out_of_the_runbook_is_refused(runbook_copy: Path, tmp_path: Path) -> None:
     from dbrunbook.errors import SpecError
-    from dbrunbook.spec import load_runbook
+    from dbrunbook.runbook.spec import load_runbook
 
     outside = tmp_path / "other.sql"
     outside.write_text("DROP TABLE \"Event\";\n")
@@ -129,7 +132,7 @@ def test_a_symlink_pointing_out_of_the_runbook_is_refused(runbook_copy: Path, tm
 def test_the_manifest_hashes_the_sql_that_ran(target: str) -> None:
     import json
 
-    from dbrunbook.spec import sha256_file
+    from dbrunbook.runbook.spec import sha256_file
 
     from .conftest import ROOT
     from .test_run import archive_of
@@ -160,7 +163,7 @@ def test_every_failure_the_cli_meets_is_one_line(runbook_copy: Path, tmp_path: P
     line = _one_line(cli("prepare", "event_message_fk", "--target", "closed", env={"DBRUNBOOK_TARGETS": closed}))
     assert "cannot connect" in line
     # A user and database the real server does not know: the connect fails the same way, in one line.
-    from dbrunbook.targets import engine, resolve_target
+    from dbrunbook.targets.resolve import engine, resolve_target
 
     socket = engine(resolve_target("dev")).url.query["host"]
     wrong = json.dumps({"wrong": {"url": f"postgresql://nobody:bad@/nowhere?host={socket}"}})
@@ -230,18 +233,18 @@ def test_commands_find_their_project_from_any_folder(tmp_path: Path) -> None:
 def test_an_archive_failing_after_the_commit_says_applied_and_exits_4(target: str, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch,
                                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    from dbrunbook import archive
-    from dbrunbook import cli as cli_module
+    from dbrunbook.cli import main as cli_module
+    from dbrunbook.run import runner
 
     commands.prepare("event_message_fk", target)
-    real = archive.new_run_folder
+    real = runner.new_run_folder
 
     def folder_with_a_blocked_page(runbook: str, run_id: str) -> Path:
         made = real(runbook, run_id)
         (made / "01_schema.html").mkdir()  # the page cannot be written where it belongs
         return made
 
-    monkeypatch.setattr(archive, "new_run_folder", folder_with_a_blocked_page)
+    monkeypatch.setattr(runner, "new_run_folder", folder_with_a_blocked_page)
     code = cli_module.main(["run", "event_message_fk", "--target", target, "--phases", "schema"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 4 and len(err) == 1, err
@@ -283,7 +286,7 @@ def test_a_piped_run_shows_its_id_and_each_phase_as_it_ends(target: str) -> None
 
 
 def test_kernel_noise_is_dropped_from_its_log(tmp_path: Path) -> None:
-    from dbrunbook.kernel import tidy_kernel_log
+    from dbrunbook.run.kernel import tidy_kernel_log
 
     log = tmp_path / "kernel_stderr.log"
     log.write_text("[IPKernelApp] WARNING | Kernel is running over TCP without encryption. All communication...\n"
@@ -298,8 +301,8 @@ def test_kernel_noise_is_dropped_from_its_log(tmp_path: Path) -> None:
 def test_the_demo_all_targets_are_known_to_status_afterwards(monkeypatch: pytest.MonkeyPatch) -> None:
     """The project's dbrunbook.yaml names every target demo --all plays on, so `dbrunbook status
     <runbook> --target <runbook>_dev` finds them after the demo."""
-    from dbrunbook.commands import demo_runbooks
-    from dbrunbook.targets import load_config
+    from dbrunbook.cli.commands import demo_runbooks
+    from dbrunbook.targets.resolve import load_config
 
     from .conftest import ROOT
 

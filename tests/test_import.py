@@ -4,7 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from dbrunbook import commands, introspect, sets
+from dbrunbook.catalog import introspect
+from dbrunbook.cli import commands
+from dbrunbook.runbook import sets
 
 from .conftest import cli, connect, write_files
 
@@ -263,7 +265,7 @@ def test_the_source_tools_history_stays_in_step(tmp_path: Path, target: str) -> 
 
 
 def test_a_set_deploys_member_by_member(tmp_path: Path, target: str) -> None:
-    from dbrunbook import embedded
+    from dbrunbook.targets import embedded
 
     from .conftest import add_target
 
@@ -333,7 +335,7 @@ def test_a_member_needing_an_extension(tmp_path: Path, target: str) -> None:
 
 def test_flyway_history_gets_its_row_with_flyways_checksum(tmp_path: Path, target: str) -> None:
     import sqlalchemy as sa
-    from dbrunbook.toolhistory import flyway_checksum
+    from dbrunbook.state.toolhistory import flyway_checksum
 
     src = write_files(tmp_path / "fw", {"V1__create_users.sql": "CREATE TABLE users (id bigint PRIMARY KEY);\n",
                                         "U1__create_users.sql": "DROP TABLE users;\n"})

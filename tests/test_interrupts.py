@@ -21,10 +21,14 @@ from pathlib import Path
 import nbformat
 import pytest
 import sqlalchemy as sa
-from dbrunbook import commands, effects, introspect, ledger, open_phase
-from dbrunbook.online import derive_steps
-from dbrunbook.spec import load_runbook
-from dbrunbook.targets import psycopg_connect, resolve_target
+from dbrunbook import open_phase
+from dbrunbook.catalog import introspect
+from dbrunbook.cli import commands
+from dbrunbook.runbook.spec import load_runbook
+from dbrunbook.sql import effects
+from dbrunbook.sql.online import derive_steps
+from dbrunbook.state import ledger
+from dbrunbook.targets.resolve import psycopg_connect, resolve_target
 
 from .conftest import (
     ROOT,
@@ -480,9 +484,9 @@ def sigint_stops() -> Iterator[None]:
 def signal_in_bookkeeping(monkeypatch: pytest.MonkeyPatch, signum: int) -> None:
     """SIGINT or SIGTERM to this process while the runner renders the first page it renders: the
     moment a phase has ended and the next has not started (injected where it cannot be timed)."""
-    from dbrunbook import archive
+    from dbrunbook.run import runner
 
-    real = archive.render_html
+    real = runner.render_html
     sent: list[bool] = []
 
     def render_then_signal(output: Path, title: str) -> Path:
@@ -491,19 +495,19 @@ def signal_in_bookkeeping(monkeypatch: pytest.MonkeyPatch, signum: int) -> None:
             os.kill(os.getpid(), signum)
         return real(output, title)
 
-    monkeypatch.setattr(archive, "render_html", render_then_signal)
+    monkeypatch.setattr(runner, "render_html", render_then_signal)
 
 
 def test_a_signal_between_phases_is_held_and_stops_the_run_before_the_next(target: str, monkeypatch: pytest.MonkeyPatch,
                                                                            sigint_stops: None) -> None:
-    from dbrunbook import archive, signals
+    from dbrunbook.run import runner, signals
 
     commands.prepare("event_message_fk", target)
     previous, sigint = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     signals.install_sigterm()  # as `dbrunbook run` does
     signal_in_bookkeeping(monkeypatch, signal.SIGTERM)
     try:
-        with pytest.raises(archive.RunInterrupted) as stopped:
+        with pytest.raises(runner.RunInterrupted) as stopped:
             commands.run("event_message_fk", target, ["schema", "rollback"])
     finally:
         signal.signal(signal.SIGTERM, previous)
@@ -531,7 +535,7 @@ def test_a_signal_after_the_last_phase_lets_the_run_complete_and_says_so(target:
 
 
 def test_held_signals_are_raised_where_the_next_block_starts_and_a_second_stops_at_once(sigint_stops: None) -> None:
-    from dbrunbook import signals
+    from dbrunbook.run import signals
 
     before = signal.getsignal(signal.SIGINT)
     with signals.held() as held:
@@ -551,7 +555,7 @@ def test_held_signals_are_raised_where_the_next_block_starts_and_a_second_stops_
 def test_a_signal_the_process_ignores_stays_ignored_while_held() -> None:
     """A job started with SIGINT ignored (nohup, a non-interactive shell's background) is not
     stopped by one: holding does not turn the signal back on."""
-    from dbrunbook import signals
+    from dbrunbook.run import signals
 
     before = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:

@@ -5,8 +5,10 @@ from dataclasses import replace
 
 import pytest
 import sqlalchemy as sa
-from dbrunbook import introspect, ledger, open_phase
+from dbrunbook import open_phase
+from dbrunbook.catalog import introspect
 from dbrunbook.errors import DriftError
+from dbrunbook.state import ledger
 
 from .conftest import ROOT, connect
 
@@ -59,8 +61,8 @@ def test_truncate_is_refused_too(target: str) -> None:
 
 def test_a_version_1_ledger_is_upgraded_and_keeps_its_history(target: str) -> None:
     """tests/fixtures/ledger_v1.sql: a target as the code before ledger versions left it."""
-    from dbrunbook import commands
-    from dbrunbook.targets import psycopg_connect, resolve_target
+    from dbrunbook.cli import commands
+    from dbrunbook.targets.resolve import psycopg_connect, resolve_target
 
     dump = (ROOT / "tests" / "fixtures" / "ledger_v1.sql").read_text()
     with psycopg_connect(resolve_target(target), "load") as raw:

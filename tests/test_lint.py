@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from dbrunbook import lint
+from dbrunbook.sql import lint
 
 from .conftest import SEED_000, cli, connect
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from dbrunbook import commands, introspect, ledger
+from dbrunbook.catalog import introspect
+from dbrunbook.cli import commands
 from dbrunbook.errors import ChecksFailed, DriftError, GuardRefused, StatementFailed
-from dbrunbook.phase import PhaseRun, open_phase
+from dbrunbook.phases.base import PhaseRun, open_phase
+from dbrunbook.state import ledger
 
 from .conftest import add_target, connect
 

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from dbrunbook import commands, layout, lint
+from dbrunbook.cli import commands
+from dbrunbook.runbook import layouts
+from dbrunbook.sql import lint
 
 from .conftest import cli, write_files
 
@@ -93,7 +95,7 @@ def _layouts(root: Path) -> dict[str, Path]:
 @pytest.mark.parametrize("kind", ["numbered", "updown", "updown-V", "prisma", "flyway"])
 def test_a_chain_is_linted_in_order_following_renames_in_every_layout(kind: str, tmp_path: Path) -> None:
     folder = _layouts(tmp_path)[kind]
-    members, issues = layout.read_folder(folder)
+    members, issues = layouts.read_folder(folder)
     assert len(members) == len(CHAIN) and not issues
     assert [m.key for m in members] == sorted(m.key for m in members)  # 10 after 9, not after 1
     result = lint.lint_chain(folder, squawk=False)
@@ -111,7 +113,7 @@ def test_numbering_understands_the_layouts(tmp_path: Path) -> None:
         "0003_d.up.sql": "CREATE TABLE d (id int);\n",
         "0009_orphan.down.sql": "DROP TABLE z;\n",
     })
-    members, issues = layout.read_folder(folder)
+    members, issues = layouts.read_folder(folder)
     assert [(m.version, m.up.name, m.down.name if m.down else None) for m in members] == [
         ("0001", "0001_init.up.sql", "0001_init.down.sql"), ("0002", "0002_b.up.sql", "0002_add_b.down.sql"),
         ("0003", "0003_c_up.sql", "0003_c_down.sql"), ("0003", "0003_d.up.sql", None)]
@@ -200,7 +202,8 @@ def test_lint_of_a_folder_from_the_cli(tmp_path: Path) -> None:
 # -- 7. a column dropped from the middle can be rolled back -------------------------------------------
 
 def test_a_column_dropped_from_the_middle_rolls_back_and_its_order_is_information(tmp_path: Path, target: str) -> None:
-    from dbrunbook import introspect, open_phase
+    from dbrunbook import open_phase
+    from dbrunbook.catalog import introspect
 
     from .conftest import connect
 
@@ -247,7 +250,8 @@ PARTITIONED = {
 
 
 def test_deploy_indexes_a_partitioned_table_online(tmp_path: Path) -> None:
-    from dbrunbook import introspect, open_phase
+    from dbrunbook import open_phase
+    from dbrunbook.catalog import introspect
 
     from .conftest import apply_schema, connect, prepared_pair
 

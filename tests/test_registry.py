@@ -5,10 +5,10 @@ import ast
 
 import papermill
 import pytest
-from dbrunbook import registry
 from dbrunbook.errors import SpecError
-from dbrunbook.phase import phase_class
-from dbrunbook.project import phase_notebook
+from dbrunbook.paths import phase_notebook
+from dbrunbook.phases import registry
+from dbrunbook.phases.base import phase_class
 
 from .conftest import ROOT, cli
 

@@ -8,8 +8,11 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
-from dbrunbook import commands, ledger, open_phase, preflight
-from dbrunbook.spec import load_runbook
+from dbrunbook import open_phase
+from dbrunbook.catalog import preflight
+from dbrunbook.cli import commands
+from dbrunbook.runbook.spec import load_runbook
+from dbrunbook.state import ledger
 
 from .conftest import Blocker, cli, connect, prepared_target
 
@@ -197,7 +200,7 @@ def _still_there(conn: sa.Connection, locks: dict[str, str]) -> dict[str, str]:
 
 
 def test_predicted_locks_are_the_ones_postgresql_takes(baseline: str) -> None:
-    from dbrunbook.statements import split_postgresql
+    from dbrunbook.sql.statements import split_postgresql
 
     statements = split_postgresql(";\n".join(LOCK_CASES) + ";", "cases.sql")
     with connect(baseline) as conn:

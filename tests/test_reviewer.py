@@ -14,7 +14,8 @@ from pathlib import Path
 import nbformat
 import pytest
 import yaml
-from dbrunbook import embedded, history
+from dbrunbook.archive import history
+from dbrunbook.targets import embedded
 
 from .conftest import SEED_000, add_target, cli, prepared_pair
 

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from dbrunbook import commands, introspect, ledger
-from dbrunbook.spec import sha256_file
+from dbrunbook.catalog import introspect
+from dbrunbook.cli import commands
+from dbrunbook.runbook.spec import sha256_file
+from dbrunbook.state import ledger
 
 from .conftest import ROOT, cli, connect
 
@@ -74,7 +76,7 @@ def test_run_schema_then_rollback_archives_everything(target: str) -> None:
 
 
 def test_a_page_saved_while_its_notebook_runs_reads_as_the_same_notebook(tmp_path: Path) -> None:
-    from dbrunbook.archive import write_live
+    from dbrunbook.run.runner import write_live
 
     node = nbformat.read(ROOT / "notebooks" / "schema.ipynb", as_version=4)
     cell = next(c for c in node.cells if c.cell_type == "code")
@@ -209,7 +211,7 @@ class Probe:
         seen.append((threading.current_thread().name, name, warming))
 sys.meta_path.insert(0, Probe())
 sys.argv = ["dbrunbook", "run", "event_message_fk", "--target", sys.argv[1], "--phases", "schema,rollback"]
-from dbrunbook.cli import main
+from dbrunbook.cli.main import main
 try:
     main()
 except SystemExit as exc:
@@ -226,7 +228,7 @@ def test_the_page_warm_up_imports_nothing_the_run_imports_at_the_same_time(targe
     died of KeyError: 'IPython'): while the HTML warm-up thread runs, the run's own thread imports no
     module, and no third-party package, that the warm-up imports. A fresh interpreter, a raw URL (so
     no kernel started ahead: the demo's path)."""
-    from dbrunbook.targets import resolve_target
+    from dbrunbook.targets.resolve import resolve_target
 
     commands.prepare("event_message_fk", target)
     url = resolve_target(target).url.render_as_string(hide_password=False)
@@ -239,7 +241,7 @@ def test_the_page_warm_up_imports_nothing_the_run_imports_at_the_same_time(targe
 
 
 def test_kernel_noise_goes_to_the_archive_not_to_stderr(tmp_path: Path) -> None:
-    from dbrunbook import kernel
+    from dbrunbook.run import kernel
 
     noisy, quiet = tmp_path / "noisy.log", tmp_path / "quiet.log"
     with kernel.stderr_to(noisy):  # a child process inherits fd 2, as the kernel does
@@ -253,14 +255,14 @@ def test_kernel_noise_goes_to_the_archive_not_to_stderr(tmp_path: Path) -> None:
 def test_one_kernel_serves_a_runs_notebooks_each_in_a_clean_namespace(tmp_path: Path) -> None:
     """The run's phases share one kernel (its start and the imports are paid once), and no
     notebook sees what the one before it left behind."""
-    from dbrunbook import archive, kernel
+    from dbrunbook.run import kernel, runner
 
     first = _notebook(tmp_path, "first", "import os\nleftover = 1\nopen(pid_file, 'w').write(str(os.getpid()))")
     second = _notebook(tmp_path, "second", "import os\nassert 'leftover' not in globals(), 'the namespace was not "
                                            "cleaned'\nopen(pid_file, 'w').write(str(os.getpid()))")
     with kernel.run_kernel(tmp_path, ROOT) as manager:
-        archive.execute_phase(first, tmp_path / "out1.ipynb", {"pid_file": str(tmp_path / "pid1")}, ROOT, manager)
-        archive.execute_phase(second, tmp_path / "out2.ipynb", {"pid_file": str(tmp_path / "pid2")}, ROOT, manager)
+        runner.execute_phase(first, tmp_path / "out1.ipynb", {"pid_file": str(tmp_path / "pid1")}, ROOT, manager)
+        runner.execute_phase(second, tmp_path / "out2.ipynb", {"pid_file": str(tmp_path / "pid2")}, ROOT, manager)
     assert (tmp_path / "pid1").read_text() == (tmp_path / "pid2").read_text()  # one kernel
 
 
@@ -280,7 +282,7 @@ def test_a_kernel_started_ahead_is_the_runs_kernel_warm_clean_and_losing_no_outp
     process), which has the library imported but binds no name, and the first cell's output is
     on the page (the quicker handshake still waits for the broadcast channel)."""
     import nbformat
-    from dbrunbook import archive, kernel
+    from dbrunbook.run import kernel, runner
 
     kernel.start_ahead(ROOT)
     ahead = kernel._AHEAD[0]
@@ -291,7 +293,7 @@ def test_a_kernel_started_ahead_is_the_runs_kernel_warm_clean_and_losing_no_outp
                       "os.write(2, b'the kernel said this on its stderr\\n')")
     with kernel.run_kernel(tmp_path, ROOT) as manager:
         assert not kernel._AHEAD
-        archive.execute_phase(first, tmp_path / "out.ipynb", {"pid_file": str(tmp_path / "pid")}, ROOT, manager)
+        runner.execute_phase(first, tmp_path / "out.ipynb", {"pid_file": str(tmp_path / "pid")}, ROOT, manager)
     assert (tmp_path / "pid").read_text() == str(ahead_pid)
     assert not ahead.log.exists()  # its stderr log was moved into the run's folder (or dropped as noise)
     # What it wrote there after its start too (its log was once removed as empty once it had started).
@@ -306,7 +308,7 @@ def test_a_kernel_started_ahead_is_not_taken_after_the_environment_changed(tmp_p
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """A raw URL reaches the kernel in an environment variable set after the CLI's start: a kernel
     started before it would not have it, so the run starts its own and shuts the early one down."""
-    from dbrunbook import archive, kernel
+    from dbrunbook.run import kernel, runner
 
     kernel.start_ahead(ROOT)
     ahead = kernel._AHEAD[0]
@@ -314,7 +316,7 @@ def test_a_kernel_started_ahead_is_not_taken_after_the_environment_changed(tmp_p
     first = _notebook(tmp_path, "first", "import os\nassert os.environ['DBRUNBOOK_TEST_LATE'] == '1'\n"
                                          "open(pid_file, 'w').write(str(os.getpid()))")
     with kernel.run_kernel(tmp_path, ROOT) as manager:
-        archive.execute_phase(first, tmp_path / "out.ipynb", {"pid_file": str(tmp_path / "pid")}, ROOT, manager)
+        runner.execute_phase(first, tmp_path / "out.ipynb", {"pid_file": str(tmp_path / "pid")}, ROOT, manager)
     assert (tmp_path / "pid").read_text() != str(ahead.manager.provisioner.pid or "")
     assert not ahead.manager.is_alive() and not kernel._AHEAD
 
@@ -324,7 +326,7 @@ def test_a_kernel_started_ahead_that_died_is_replaced(tmp_path: Path) -> None:
     starts its own: the run goes on."""
     import signal
 
-    from dbrunbook import archive, kernel
+    from dbrunbook.run import kernel, runner
 
     kernel.start_ahead(ROOT)
     ahead = kernel._AHEAD[0]
@@ -334,7 +336,7 @@ def test_a_kernel_started_ahead_that_died_is_replaced(tmp_path: Path) -> None:
         time.sleep(0.05)
     first = _notebook(tmp_path, "first", "import os\nopen(pid_file, 'w').write(str(os.getpid()))")
     with kernel.run_kernel(tmp_path, ROOT) as manager:
-        archive.execute_phase(first, tmp_path / "out.ipynb", {"pid_file": str(tmp_path / "pid")}, ROOT, manager)
+        runner.execute_phase(first, tmp_path / "out.ipynb", {"pid_file": str(tmp_path / "pid")}, ROOT, manager)
     assert (tmp_path / "pid").read_text().isdigit() and not kernel._AHEAD
     assert not ahead.log.exists()
 
@@ -344,7 +346,7 @@ def test_an_empty_kernel_log_left_by_a_killed_process_is_removed_by_the_next() -
     makes one removes those that stayed empty and whose process is gone, and keeps the others."""
     import tempfile
 
-    from dbrunbook import kernel
+    from dbrunbook.run import kernel
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
@@ -367,10 +369,10 @@ def test_an_empty_kernel_log_left_by_a_killed_process_is_removed_by_the_next() -
 
 
 def test_a_runs_kernel_imports_with_the_collector_paused_and_collects_after_its_first_request() -> None:
-    """A run's kernel starts through dbrunbook.kernel_launcher: the cyclic collector is paused for the
+    """A run's kernel starts through dbrunbook.run.kernel_launcher: the cyclic collector is paused for the
     kernel's start and the first request (a kernel started ahead imports the library in it), then
     back on with the start-up heap frozen."""
-    from dbrunbook import kernel
+    from dbrunbook.run import kernel
 
     manager = kernel._new_manager()
     manager.start_kernel(cwd=str(ROOT), extra_arguments=kernel.KERNEL_ARGUMENTS)
@@ -397,7 +399,7 @@ def test_a_runs_kernel_imports_with_the_collector_paused_and_collects_after_its_
 def test_the_collector_is_settled_only_where_it_was_paused() -> None:
     code = """if True:
         import gc
-        from dbrunbook import startup
+        from dbrunbook.run import startup
         startup.settle()
         untouched = gc.isenabled() and gc.get_freeze_count() == 0
         startup.pause_collector()
@@ -416,7 +418,7 @@ def test_pages_get_the_accessibility_pass_of_nbconverts_own_exporter() -> None:
     """Our pages skip HTMLExporter's reparse of the whole page; the attributes it adds (alt text on
     images, focusable inputs and outputs) are still there, on the same elements."""
     from bs4 import BeautifulSoup
-    from dbrunbook import archive
+    from dbrunbook.run import runner
     from nbconvert import HTMLExporter
 
     v4 = nbformat.v4
@@ -432,7 +434,7 @@ def test_pages_get_the_accessibility_pass_of_nbconverts_own_exporter() -> None:
         v4.new_code_cell("y")])
     resources = {"metadata": {"name": "page"}}
     theirs, _ = HTMLExporter(template_name="lab").from_notebook_node(node, resources=dict(resources))
-    ours, _ = archive.html_exporter().from_notebook_node(node, resources=dict(resources))
+    ours, _ = runner.html_exporter().from_notebook_node(node, resources=dict(resources))
 
     def marked(html: str) -> list[tuple[str, str, str | None, str | None]]:
         soup = BeautifulSoup(html, features="html.parser")
@@ -443,7 +445,7 @@ def test_pages_get_the_accessibility_pass_of_nbconverts_own_exporter() -> None:
     assert len([m for m in expected if m[0] == "img"]) == 5 and len([m for m in expected if m[3]]) >= 7
     assert marked(ours) == expected
     # Text that merely looks like a tag is escaped on the page, and left as it is.
-    assert archive.NO_ALT in ours and "<img src='not a tag'>" not in ours and "not a tag" in ours
+    assert runner.NO_ALT in ours and "<img src='not a tag'>" not in ours and "not a tag" in ours
 
 
 def test_kept_kernels_serve_the_next_run_each_with_its_own_log_and_end_with_the_block(tmp_path: Path) -> None:
@@ -451,7 +453,7 @@ def test_kept_kernels_serve_the_next_run_each_with_its_own_log_and_end_with_the_
     one's kernel, in a clean namespace; what the kernel writes to its stderr lands in the log of
     the run it was serving; a run that stops on an exception shuts its kernel down; the block's
     end shuts down the one kept."""
-    from dbrunbook import archive, kernel
+    from dbrunbook.run import kernel, runner
 
     # Under pytest, ipykernel leaves fd 2 alone (it pipes it into the page otherwise, echoing it).
     first = _notebook(tmp_path, "first", "import os\nleftover = 1\nos.write(2, b'said in run a\\n')\n"
@@ -465,7 +467,7 @@ def test_kept_kernels_serve_the_next_run_each_with_its_own_log_and_end_with_the_
     with kernel.kept_kernels():
         for folder, notebook in zip(runs, (first, second), strict=False):
             with kernel.run_kernel(folder, ROOT) as manager:
-                archive.execute_phase(notebook, folder / "out.ipynb", {"pid_file": str(folder / "pid")}, ROOT, manager)
+                runner.execute_phase(notebook, folder / "out.ipynb", {"pid_file": str(folder / "pid")}, ROOT, manager)
         kept = kernel._AHEAD[0]
         assert kept.manager.is_alive() and len(kernel._AHEAD) == 1
         with pytest.raises(RuntimeError), kernel.run_kernel(runs[2], ROOT) as manager:

@@ -9,11 +9,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dbrunbook import commands, introspect, open_phase
-from dbrunbook.deploy import RunLockBusy, SqliteDeployRun
+from dbrunbook import open_phase
+from dbrunbook.catalog import introspect
+from dbrunbook.cli import commands
 from dbrunbook.errors import GuardRefused, StatementFailed
-from dbrunbook.spec import load_runbook
-from dbrunbook.targets import resolve_target
+from dbrunbook.phases.deploy import RunLockBusy, SqliteDeployRun
+from dbrunbook.runbook.spec import load_runbook
+from dbrunbook.targets.resolve import resolve_target
 
 from .conftest import ROOT, add_target, apply_schema, cli, connect
 from .test_run import archive_of

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 from dbrunbook.errors import SpecError
-from dbrunbook.spec import load_runbook
+from dbrunbook.runbook.spec import load_runbook
 
 from .conftest import SEED_000
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 from dbrunbook.errors import SpecError
-from dbrunbook.statements import (
+from dbrunbook.sql.statements import (
     read_statements,
     split_sqlite,
     strip_transaction_wrapper,

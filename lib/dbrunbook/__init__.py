@@ -12,14 +12,15 @@ sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
 
 if TYPE_CHECKING:
     from .errors import DbrunbookError
-    from .phase import PhaseRun, open_phase
-    from .spec import Runbook, load_runbook
-    from .targets import Target, resolve_target
+    from .phases.base import PhaseRun, open_phase
+    from .runbook.spec import Runbook, load_runbook
+    from .targets.resolve import Target, resolve_target
 
 # Where each public name lives. They load on first use (PEP 562), so that `dbrunbook run` can
-# start its kernel before paying for pandas and SQLAlchemy (see dbrunbook.kernel).
-_PUBLIC = {"DbrunbookError": "errors", "PhaseRun": "phase", "open_phase": "phase", "Runbook": "spec",
-           "load_runbook": "spec", "Target": "targets", "resolve_target": "targets"}
+# start its kernel before paying for pandas and SQLAlchemy (see dbrunbook.run.kernel).
+_PUBLIC = {"DbrunbookError": "errors", "PhaseRun": "phases.base", "open_phase": "phases.base",
+           "Runbook": "runbook.spec", "load_runbook": "runbook.spec", "Target": "targets.resolve",
+           "resolve_target": "targets.resolve"}
 
 __all__ = ["DbrunbookError", "PhaseRun", "Runbook", "Target", "load_runbook", "open_phase", "resolve_target"]
 __version__ = "0.1.0"

@@ -1,5 +1,5 @@
 from __future__ import annotations
 
-from .cli import entry
+from .cli.main import entry
 
 entry()

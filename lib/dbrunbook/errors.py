@@ -119,4 +119,4 @@ class ArchiveNotWritten(DbrunbookError):
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where SIGINT raises KeyboardInterrupt, so both stop a run the same way
-    (see :func:`dbrunbook.signals.install_sigterm`)."""
+    (see :func:`dbrunbook.run.signals.install_sigterm`)."""

@@ -1,0 +1,1 @@
+"""The archive: run folders, manifests, pages, the index and history, seals."""

@@ -1,0 +1,1 @@
+"""The live catalog: schema snapshots and fingerprints, expectations, preflight."""

@@ -1,0 +1,1 @@
+"""The ``dbrunbook`` command: a thin shell over the command functions."""

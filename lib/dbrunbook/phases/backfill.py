@@ -1,0 +1,640 @@
+"""The backfill phase: a resumable, checkpointed, throttled data migration (seed 002).
+
+The runbook declares the batch SQL (idempotent: running a batch twice inserts nothing twice),
+the source table and its key. Batches walk the key in order (keyset pagination, never OFFSET);
+each batch runs in one transaction that also advances the checkpoint in the ledger, so a kill at
+any instant leaves either the whole batch and its checkpoint, or neither, and the next run
+resumes where the checkpoint says. The batch size adapts to a target duration, and an optional
+pause leaves room for the application's own writes. Verification (counts, a content checksum,
+dual-write parity) is recorded in the ledger; the cleanup refuses to run without a passed one.
+The state follows the seed's phases and statuses.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import pandas as pd
+import psycopg
+import sqlalchemy as sa
+from pglast import ast, parse_sql
+from psycopg import sql
+
+from ..catalog.expect import check_expectations
+from ..catalog.expect import failures as expect_failures
+from ..errors import DbrunbookError, GuardRefused, SpecError, StatementFailed
+from ..runbook.sets import invert
+from ..runbook.spec import BackfillSpec, Runbook
+from ..sql.execute import describe_error
+from ..sql.statements import Statement, read_sql_text, render, split_postgresql
+from ..state import ledger
+from ..state.ledger import Checkpoint, Migration, read_migration, write_migration
+from ..targets.resolve import Target, psycopg_connect
+from . import report
+from .base import BasePhase
+from .evidence import step
+
+# The seed's phases and statuses ("Stripe 6-phase pattern"), owned by the ledger.
+PHASES = ledger.DATA_PHASES
+PENDING, RUNNING, PAUSED = ledger.DM_PENDING, ledger.DM_RUNNING, ledger.DM_PAUSED
+COMPLETED, FAILED, ROLLED_BACK = ledger.DM_COMPLETED, ledger.DM_FAILED, ledger.DM_ROLLED_BACK
+MIN_BATCH, MAX_BATCH = 10, 100_000
+
+
+class BackfillError(DbrunbookError):
+    """A backfill could not go on; the message says where, and that the checkpoint holds."""
+
+
+class BatchFailed(BackfillError):
+    """A batch failed: nothing of it is committed; ``key`` is the first offending row, if found."""
+
+    def __init__(self, number: int, first: Any, last: Any, key: Any, where: str, message: str) -> None:
+        self.number, self.first, self.last, self.key = number, first, last, key
+        at = f" at key {key}" if key is not None else ""
+        super().__init__(f"{where}: batch {number} (keys {first}..{last}) failed{at}: {message}; nothing of the batch "
+                         f"was committed and the checkpoint stays at {first!r} - 1; fix the row and run again to resume")
+
+
+class CleanupRefused(GuardRefused):
+    """The cleanup needs a passed verification recorded in the ledger."""
+
+
+@dataclass(frozen=True)
+class Batch:
+    number: int
+    first: Any
+    last: Any
+    rows: int          # source rows in the batch
+    written: int       # rows the batch SQL inserted
+    size: int          # the batch size asked for
+    ms: float
+
+
+# -- batches ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Throttle:
+    """The batch size adapts so that a batch takes about ``target_ms``; ``pause_ms`` between
+    batches leaves the application room."""
+
+    target_ms: float = 250.0
+    pause_ms: float = 0.0
+    min_size: int = MIN_BATCH
+    max_size: int = MAX_BATCH
+
+    def next_size(self, size: int, rows: int, ms: float) -> int:
+        if rows < size or ms <= 0:  # a short last batch says nothing about speed
+            return size
+        # At most double or halve at once: one slow batch (a checkpoint, autovacuum) is noise.
+        factor = min(2.0, max(0.5, self.target_ms / ms))
+        return int(min(self.max_size, max(self.min_size, size * factor)))
+
+
+def batch_statements(conn: psycopg.Connection[Any], text: str, where: str, first: Any, last: Any) -> list[Statement]:
+    """The batch SQL for keys first..last, split by PostgreSQL's parser (the placeholders are
+    rendered first: the text that runs is the text that was parsed, and the text an error shows)."""
+    return split_postgresql(render(conn, text, {"first": first, "last": last}), where)
+
+
+def batch_range(conn: psycopg.Connection[Any], source: str, key: str, after: Any, size: int) -> tuple[Any, Any, int]:
+    """(first key, last key, rows) of the next batch after ``after``: keyset pagination, an
+    index range scan however far the backfill has gone."""
+    ident, table = sql.Identifier(key), sql.Identifier(source)
+    where = sql.SQL("WHERE {} > %s").format(ident) if after is not None else sql.SQL("")
+    row = conn.execute(sql.SQL("SELECT min(k), max(k), count(*) FROM (SELECT {} AS k FROM {} {} ORDER BY {} LIMIT %s) s")
+                       .format(ident, table, where, ident), ((after, size) if after is not None else (size,))).fetchone()
+    assert row is not None
+    return row[0], row[1], int(row[2])
+
+
+def run_batch(conn: psycopg.Connection[Any], text: str, where: str, first: Any, last: Any) -> int:
+    """Run the batch SQL for keys first..last in the caller's transaction; rows written (a
+    SELECT, such as the batch's FOR SHARE lock on its source rows, writes none)."""
+    written = 0
+    with conn.cursor() as cursor:
+        for statement in batch_statements(conn, text, where, first, last):
+            cursor.execute(statement.text.encode())
+            if not (cursor.statusmessage or "").startswith("SELECT"):
+                written += max(cursor.rowcount, 0)
+    return written
+
+
+def find_bad_key(conn: psycopg.Connection[Any], text: str, where: str, source: str, key: str,
+                 first: Any, last: Any) -> Any:
+    """The first key in first..last whose batch fails alone, by bisection; each try runs in a
+    savepoint that is rolled back (GitLab's batched migrations split a failed batch the same way)."""
+    ident, table = sql.Identifier(key), sql.Identifier(source)
+    keys = [r[0] for r in conn.execute(sql.SQL("SELECT {} FROM {} WHERE {} BETWEEN %s AND %s ORDER BY {}")
+                                       .format(ident, table, ident, ident), (first, last)).fetchall()]
+
+    def fails(lo: int, hi: int) -> bool:
+        try:
+            with conn.transaction(force_rollback=True):
+                run_batch(conn, text, where, keys[lo], keys[hi])
+        except psycopg.Error:
+            return True
+        return False
+
+    lo, hi = 0, len(keys) - 1
+    if not keys or not fails(lo, hi):
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fails(lo, mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return keys[lo]
+
+
+# -- the phase -----------------------------------------------------------------------------------------
+
+class BackfillRun(BasePhase):
+    """Batches with checkpoints, verification, and the cleanup that verification unlocks."""
+
+    default_action = "backfill"
+
+    def __init__(self, phase: str, runbook: Runbook, target: Target, *, restart: bool = False,
+                 batch_size: int = 0, target_batch_ms: float = 0, pause_ms: float = 0, max_batches: int = 0,
+                 generate: int = 0, parity_recent: int = 100, cleanup: bool = False, **kwargs: Any) -> None:
+        super().__init__(phase, runbook, target, **kwargs)
+        if runbook.spec.backfill is None:
+            self._fail(SpecError(runbook.path / "runbook.yaml", "declares no backfill", "backfill"))
+        if target.dialect != "postgresql":
+            self._fail(GuardRefused(f"backfill runs on PostgreSQL; {target.name} is {target.dialect}"))
+        self.spec: BackfillSpec = runbook.spec.backfill
+        self.restart, self.max_batches = bool(restart), int(max_batches)
+        self.generate_rows, self.parity_recent, self.do_cleanup = int(generate), int(parity_recent), bool(cleanup)
+        self.batch_size = int(batch_size) or self.spec.batch_size
+        self.throttle = Throttle(float(target_batch_ms) or self.spec.target_batch_ms, float(pause_ms))
+        self.batch_file = runbook.display(self.spec.batch)
+        self.batch_sql = read_sql_text(runbook.file(self.spec.batch), self.batch_file)
+        self.checksums = {self.spec.batch: runbook.checksum(self.spec.batch)}
+        self.batches: list[Batch] = []
+        self.migration: Migration | None = None
+        self.done = False
+        self.remaining = 0  # source rows after the checkpoint, counted once by plan()
+        self.conn.commit()
+        # A connection of its own: each batch is its own transaction, committed with its checkpoint.
+        self.db: psycopg.Connection[Any] = psycopg_connect(target, f"dbrunbook backfill {self.run_id}", autocommit=False)
+        try:  # a syntax error is reported now, with its line, not at the first batch
+            batch_statements(self.db, self.batch_sql, self.batch_file, 0, 0)
+        except SpecError as exc:
+            self._fail(exc)
+        self._take_lock()
+
+    # -- one backfill at a time --------------------------------------------------------------
+
+    def _lock_key(self) -> str:
+        return ledger.backfill_lock_key(self.runbook.name, self.spec.name)
+
+    def _take_lock(self) -> None:
+        """A session advisory lock: a second run refuses; a killed run's lock goes with its session."""
+        got = self.db.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (self._lock_key(),)).fetchone()
+        self.db.commit()
+        if not (got and got[0]):
+            self._fail(BackfillError(f"another backfill of {self.runbook.name} ({self.spec.name}) is running on "
+                                     f"{self.target.name}; nothing was done"))
+
+    # -- cells ----------------------------------------------------------------------------------
+
+    @step
+    def plan(self) -> pd.DataFrame:
+        """Where the backfill stands, and what this run will do."""
+        self._guard_open()
+        if self.spec.why:
+            report.say(self.spec.why)
+        if self.generate_rows:
+            self._generate()
+        raw = self.db
+        m = read_migration(raw, self.runbook.name, self.spec.name)
+        raw.commit()
+        state = ledger.read_state(self.conn, self.runbook.name)
+        self.conn.commit()
+        if state is None or state.state != ledger.APPLIED:
+            self._fail(GuardRefused(f"the schema of {self.runbook.name} is not applied on {self.target.name} "
+                                    "(run the schema phase first); nothing was done"))
+        if m is not None and m.phase in ("cleanup", "complete") and m.status == COMPLETED:
+            decision = "nothing to do: the cleanup is done, the arrays are gone"
+        elif m is None or self.restart or m.status == ROLLED_BACK:
+            decision = "start from the beginning" if m is None else \
+                "restart from the beginning (restart=True)" if self.restart else "start again: the schema was rolled back"
+            m = Migration(self.runbook.name, self.spec.name, started_at=ledger.now())
+        else:
+            decision = f"resume after key {m.checkpoint.cursor!r} (the checkpoint)" if m.checkpoint.cursor is not None \
+                else "start from the beginning"
+            if m.status == RUNNING:
+                decision += "; the previous run was interrupted (killed: it never recorded an end) and its lock is gone"
+            elif m.status == PAUSED:
+                decision += "; the previous run paused there on purpose (max_batches)"
+        self.migration = m
+        self.remaining = self._remaining(m.checkpoint.cursor)
+        rows = [("data migration", self.spec.name), ("phase / status", f"{m.phase} / {m.status}"),
+                ("checkpoint", _describe(m.checkpoint)),
+                ("source", f"{self.spec.source}, in {self.spec.key} order: {self.remaining} rows after the checkpoint"),
+                ("batch", f"{self.batch_file}, {self.batch_size} rows to start, adapting to "
+                          f"{self.throttle.target_ms:g} ms per batch, pause {self.throttle.pause_ms:g} ms"),
+                ("decision", decision)]
+        report.say(report.table(rows))
+        self.detail.update({"name": self.spec.name, "decision": decision})
+        return pd.DataFrame(rows, columns=["what", "value"])
+
+    @step
+    def run(self, progress: Callable[..., Any] | None = None) -> pd.DataFrame:
+        """The batches, each in one transaction with its checkpoint, until the source is done."""
+        self._guard_open()
+        m = self._require_plan()
+        if m.phase != "backfill" and m.status == COMPLETED:
+            report.say(f"**Backfill already done** (phase {m.phase}): {_describe(m.checkpoint)}.")
+            return self._batches_frame()
+        raw, point = self.db, m.checkpoint
+        bar = _progress_bar(progress, self.remaining, point.processed)
+        m.status, m.error, m.run_id = RUNNING, None, self.run_id
+        if point.started_xid is None:
+            row = raw.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text").fetchone()
+            point.started_xid = row[0] if row else None
+        write_migration(raw, m)
+        raw.commit()
+        size, done = self.batch_size, False
+        try:
+            while not self.max_batches or len(self.batches) < self.max_batches:
+                started = time.perf_counter()
+                first, last, rows = batch_range(raw, self.spec.source, self.spec.key, point.cursor, size)
+                if rows == 0:
+                    raw.rollback()
+                    done = True
+                    break
+                number = point.batches + 1
+                try:
+                    written = run_batch(raw, self.batch_sql, self.batch_file, first, last)
+                except psycopg.Error as exc:
+                    raw.rollback()
+                    self._batch_failed(m, number, first, last, rows, exc)
+                point.cursor, point.last_id = last, last
+                point.processed += rows
+                point.succeeded += rows
+                point.rows_written += written
+                point.batches = number
+                write_migration(raw, m)
+                raw.commit()  # the batch and its checkpoint, together
+                ms = (time.perf_counter() - started) * 1000
+                self.batches.append(Batch(number, first, last, rows, written, size, ms))
+                bar.update(rows)
+                size = self.throttle.next_size(size, rows, ms)
+                if self.throttle.pause_ms:
+                    time.sleep(self.throttle.pause_ms / 1000)
+        except KeyboardInterrupt:
+            raw.rollback()  # the batch in flight, never its predecessors
+            m.status, m.error = PAUSED, "interrupted (KeyboardInterrupt)"
+            write_migration(raw, m)
+            raw.commit()
+            self.interrupted()
+            raise
+        finally:
+            bar.close()
+        # Stopped by max_batches on purpose: paused at the checkpoint, resumable, not a failure.
+        m.status, m.completed_at = (COMPLETED, ledger.now()) if done else (PAUSED, None)
+        write_migration(raw, m)
+        raw.commit()
+        self.done = done
+        frame = self._batches_frame()
+        left = 0 if done else self._remaining(point.cursor)
+        self.detail["remaining"] = left
+        report.say(f"**Backfill complete:** {_describe(point)}." if done else
+                   f"**Paused after max_batches={self.max_batches}:** {_describe(point)}; **{left} source rows "
+                   "remain**. Run the phase again to resume at the checkpoint; verification runs when the backfill "
+                   "reaches the end.")
+        if len(frame):
+            summary = _batch_summary(frame)
+            report.show(summary, caption="this run")
+            self._compare_rate(summary)
+        self.detail.update({"checkpoint": asdict(point), "batches_this_run": len(self.batches),
+                            "worst_batch_ms": round(max((b.ms for b in self.batches), default=0.0), 1)})
+        return frame
+
+    @step
+    def verify(self) -> pd.DataFrame:
+        """Counts, content checksums and dual-write parity; the result goes to the ledger."""
+        self._guard_open()
+        m = self._require_plan()
+        if m.phase in ("cleanup", "complete") and m.verification:
+            report.say("**Verified before the cleanup** (the arrays are gone now): the recorded result is shown.")
+            return pd.DataFrame(m.verification.get("checks", []))
+        if m.status != COMPLETED:
+            report.say(f"**Verification not run yet:** the backfill is {m.status} at {_describe(m.checkpoint)}; it "
+                       "runs when the keyset reaches the end (a paused slice is not a failure).")
+            return pd.DataFrame(columns=["check", "source", "target", "result"])
+        raw, v = self.db, self.spec.verify
+
+        def one(query: str, **params: Any) -> Any:
+            row = raw.execute(render(raw, query, params).encode()).fetchone()
+            return row[0] if row else None
+
+        try:
+            # One snapshot for every query: the application keeps writing, and counts taken a
+            # moment apart would differ without anything being lost.
+            raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            within = self._changed_within(m.checkpoint)
+            source_count, target_count = one(v.source_count), one(v.target_count)
+            source_sum, target_sum = one(v.source_checksum), one(v.target_checksum)
+            changed = int(one(sql.SQL("SELECT count(*) FROM {} WHERE age(xmin) <= %(w)s")
+                              .format(sql.Identifier(self.spec.source)).as_string(raw), w=within) or 0)
+            cursor = raw.execute(render(raw, v.parity, {"recent": self.parity_recent,
+                                                        "changed_within": within}).encode())
+            mismatches = pd.DataFrame(cursor.fetchall(), columns=[d.name for d in cursor.description or []])
+        except psycopg.Error as exc:
+            raw.rollback()
+            self._fail(BackfillError(f"{self.runbook.display('runbook.yaml')} backfill.verify: {describe_error(exc)[0]}"))
+        raw.rollback()
+        complete = m.status == COMPLETED
+        checks: list[dict[str, Any]] = [
+            {"check": "backfill complete", "source": m.status, "target": COMPLETED, "result": _ok(complete)},
+            {"check": "array elements = rows", "source": int(source_count or 0), "target": int(target_count or 0),
+             "result": _ok(int(source_count or 0) == int(target_count or 0))},
+            {"check": "content checksum", "source": str(source_sum), "target": str(target_sum),
+             "result": _ok(source_sum == target_sum)},
+            {"check": f"dual-write parity: {changed} row(s) written since the backfill began, and the latest "
+                      f"{self.parity_recent}", "source": f"{len(mismatches)} mismatch(es)",
+             "target": "0 mismatches",
+             "result": _ok(mismatches.empty)},
+        ]
+        passed = all(c["result"] == "pass" for c in checks)
+        m.verification = {"passed": passed, "at": ledger.now().isoformat(), "run_id": self.run_id,
+                          "checks": [{k: (str(v) if k != "result" else v) for k, v in c.items()} for c in checks]}
+        if passed:
+            m.phase = "dual-write"  # the backfill is proven; the application's dual-writes are in parity
+        write_migration(raw, m)
+        raw.commit()
+        frame = pd.DataFrame(checks, columns=["check", "source", "target", "result"])
+        report.show(frame, caption="verification (zero data loss)", status_column="result")
+        if not mismatches.empty:
+            report.show(mismatches.head(20), caption=f"{len(mismatches)} message(s) whose arrays and rows differ")
+        self.failures += [f"verification: {c['check']}: {c['source']} vs {c['target']}" for c in checks
+                          if c["result"] != "pass"]
+        self.detail["verification"] = m.verification
+        return frame
+
+    @step
+    def dual_read(self) -> pd.DataFrame:
+        """Seed 002's dual-read: every source row read through the new shape equals its old shape.
+        Passing records the phase ``dual-read``; the cleanup needs it when the runbook declares it."""
+        self._guard_open()
+        m = self._require_plan()
+        empty = pd.DataFrame(columns=["check", "rows", "mismatches", "result"])
+        if self.spec.dual_read is None:
+            report.say("**No dual-read check declared** (`backfill.dual_read`): the cleanup needs only the verification.")
+            return empty
+        if m.phase in ("dual-read", "cleanup", "complete") and m.verification and "dual_read" in m.verification:
+            report.say(f"**Dual-read recorded** ({m.verification['dual_read']['at']}): "
+                       f"{m.verification['dual_read']['rows']} row(s), 0 mismatches.")
+            return pd.DataFrame([m.verification["dual_read"] | {"check": "dual-read", "result": "pass"}],
+                                columns=empty.columns)
+        if not (m.verification and m.verification.get("passed")):
+            report.say("**Dual-read not run:** it needs a passed verification first.")
+            return empty
+        raw = self.db
+        try:
+            raw.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            rows = raw.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(self.spec.source))).fetchone()
+            cursor = raw.execute(render(raw, self.spec.dual_read, {}).encode())
+            mismatches = pd.DataFrame(cursor.fetchall(), columns=[d.name for d in cursor.description or []])
+        except psycopg.Error as exc:
+            raw.rollback()
+            self._fail(BackfillError(f"{self.runbook.display('runbook.yaml')} backfill.dual_read: "
+                                     f"{describe_error(exc)[0]}"))
+        raw.rollback()
+        total = int(rows[0]) if rows else 0
+        passed = mismatches.empty
+        frame = pd.DataFrame([{"check": "dual-read", "rows": total, "mismatches": len(mismatches),
+                               "result": _ok(passed)}], columns=empty.columns)
+        report.show(frame, caption="dual-read: the new tables read as the old arrays", status_column="result")
+        if passed:
+            m.phase = "dual-read"
+            m.verification = {**(m.verification or {}),
+                              "dual_read": {"rows": total, "mismatches": 0, "at": ledger.now().isoformat(),
+                                            "run_id": self.run_id}}
+            write_migration(raw, m)
+            raw.commit()
+        else:
+            report.show(mismatches.head(20), caption=f"{len(mismatches)} row(s) read differently")
+            self.failures.append(f"dual-read: {len(mismatches)} of {total} row(s) read differently through the new "
+                                 "tables")
+        self.detail["dual_read"] = {"rows": total, "mismatches": len(mismatches)}
+        return frame
+
+    @step
+    def cleanup(self) -> pd.DataFrame:
+        """Drop the deprecated arrays, only with a passed verification in the ledger."""
+        self._guard_open()
+        m = self._require_plan()
+        if not self.do_cleanup:
+            report.say("**Cleanup not requested** (`cleanup = False`): the arrays stay, and the rollback window "
+                       "stays open. Run again with `cleanup = True` once the application reads the new tables.")
+            return pd.DataFrame(columns=["step", "result"])
+        if m.phase == "complete" and m.status == COMPLETED:
+            report.say("**Cleanup already done.**")
+            return pd.DataFrame(columns=["step", "result"])
+        recorded = read_migration(self.db, self.runbook.name, self.spec.name)
+        self.db.commit()
+        verification = recorded.verification if recorded else None
+        if self.spec.cleanup is None:
+            self._fail(SpecError(self.runbook.path / "runbook.yaml", "declares no cleanup script", "backfill.cleanup"))
+        if not verification or not verification.get("passed"):
+            why = "no verification is recorded" if not verification else "the last verification failed"
+            self._fail(CleanupRefused(f"cleanup refused: {why} for {self.spec.name} on {self.target.name}; "
+                                      "run the backfill phase's verification until it passes; nothing was dropped"))
+        if self.spec.dual_read is not None and "dual_read" not in verification:
+            self._fail(CleanupRefused(f"cleanup refused: no passed dual-read is recorded for {self.spec.name} on "
+                                      f"{self.target.name}; the arrays stay until reading the new tables is proven"))
+        removal = self._dual_write_removal()
+        statements = removal + split_postgresql(read_sql_text(self.runbook.file(self.spec.cleanup)),
+                                                self.runbook.display(self.spec.cleanup))
+        self.checksums[self.spec.cleanup] = self.runbook.checksum(self.spec.cleanup)
+        # On the phase's own connection: the final schema's expectations are checked inside the
+        # cleanup's transaction, so a miss rolls the cleanup back with the ledger's phase.
+        self.conn.execute(sa.text("SELECT 1"))  # the phase's transaction is open, so commit() ends it
+        raw = self.raw
+        m.phase, m.status = "cleanup", RUNNING
+        try:
+            raw.execute("SET LOCAL lock_timeout = '5s'")
+            for statement in statements:
+                raw.execute(statement.text.encode())
+        except psycopg.Error as exc:
+            self.conn.rollback()
+            message, sqlstate, _ = describe_error(exc)
+            self._fail(StatementFailed(statement.file, statement.line, statement.index, len(statements),
+                                       statement.text, message, sqlstate))
+        steps = pd.DataFrame([{"step": s.summary, "result": "pass"} for s in statements], columns=["step", "result"])
+        final = self.spec.expect_after_cleanup
+        if final is not None:
+            checked = check_expectations(self.conn, final)
+            report.show(checked, caption="the final schema (inside the cleanup's transaction)", status_column="result")
+            missed = expect_failures(checked)
+            if missed:
+                self.conn.rollback()
+                self._fail(BackfillError(f"cleanup rolled back: the final schema misses {len(missed)} expectation(s): "
+                                         f"{'; '.join(missed)}; nothing was dropped"))
+        m.phase, m.status, m.completed_at = "complete", COMPLETED, ledger.now()
+        write_migration(raw, m)
+        self.conn.commit()
+        removed = f" (the dual-write first: {len(removal)} statement(s))" if removal else ""
+        report.say(f"**Cleanup done:** {len(statements)} statement(s){removed} and `{self.spec.cleanup}` committed "
+                   "with the ledger's phase `complete`. The rollback window is closed.")
+        return steps
+
+    def _dual_write_statements(self) -> tuple[str, list[Statement]]:
+        """The dual-write file's statements, and how messages name it (none declared: no statements)."""
+        if self.spec.dual_write is None:
+            return "", []
+        where = self.runbook.display(self.spec.dual_write)
+        return where, split_postgresql(read_sql_text(self.runbook.file(self.spec.dual_write), where), where)
+
+    def _dual_write_removal(self) -> list[Statement]:
+        """What the dual-write file created (its triggers, functions), dropped in reverse order."""
+        where, created = self._dual_write_statements()
+        drops: list[Statement] = []
+        for statement in reversed(created):
+            inverse = invert(statement.text)
+            if inverse.irreversible:
+                self._fail(SpecError(self.runbook.path / "runbook.yaml", f"{where} line {statement.line}: cannot be "
+                                     f"removed at cleanup: {inverse.irreversible}", "backfill.dual_write"))
+            drops += [replace(statement, text=text, kind="DROP") for text in inverse.statements]
+        return drops
+
+    def _changed_within(self, point: Checkpoint) -> int:
+        """How many transactions back ``age(xmin)`` must reach to cover every row written since
+        the backfill began (0 when the checkpoint predates that record: the latest rows only).
+        Takes the caller's transaction an xid, so that ``age`` counts from it."""
+        row = self.db.execute("SELECT pg_current_xact_id()::text").fetchone()
+        if point.started_xid is None or row is None:
+            return 0
+        return max(int(row[0]) - int(point.started_xid), 0)
+
+    def _compare_rate(self, summary: pd.DataFrame) -> None:
+        reference = self.spec.reference_rate
+        value = summary["rows/s"].iloc[0]
+        if value is None or pd.isna(value):
+            return
+        measured = int(value)
+        self.detail["rows_per_s"] = measured
+        if reference is None:
+            return
+        ratio = float(measured) / reference.rows_per_s
+        report.say(f"**Rate:** {measured} rows/s measured in this run; the plan reported {reference.rows_per_s:g} rows/s "
+                   f"({reference.source}): {ratio:.1f}x.")
+        self.detail["reference_rows_per_s"] = reference.rows_per_s
+
+    @step
+    def finish(self) -> None:
+        """Record the run (``paused`` when it stopped at ``max_batches``); raise when verification failed."""
+        self._guard_open()
+        self._raise_for_failures()
+        paused = self.migration is not None and self.migration.status == PAUSED
+        self._commit("backfill", ledger.DM_PAUSED if paused else ledger.PASSED)
+        if paused:
+            report.say(f"**backfill paused** at its checkpoint on {self.target.name} with {self.detail.get('remaining')} "
+                       f"source rows remaining; recorded (run {self.run_id}). Run it again to go on.")
+        else:
+            report.say(f"**backfill passed** and was recorded on {self.target.name} (run {self.run_id}).")
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _require_plan(self) -> Migration:
+        if self.migration is None:
+            self.plan()
+        assert self.migration is not None
+        return self.migration
+
+    def _remaining(self, after: Any) -> int:
+        ident = sql.Identifier(self.spec.key)
+        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(self.spec.source))
+        if after is not None:
+            query = sql.SQL("{} WHERE {} > %s").format(query, ident)
+        row = self.db.execute(query, (after,) if after is not None else ()).fetchone()
+        self.db.commit()
+        return int(row[0]) if row else 0
+
+    def _batch_failed(self, m: Migration, number: int, first: Any, last: Any, rows: int, exc: psycopg.Error) -> None:
+        message, sqlstate, _ = describe_error(exc)
+        key = find_bad_key(self.db, self.batch_sql, self.batch_file, self.spec.source, self.spec.key, first, last)
+        self.db.rollback()
+        m.status, m.checkpoint.failed = FAILED, m.checkpoint.failed + rows
+        error = BatchFailed(number, first, last, key, self.batch_file, message + (f" [{sqlstate}]" if sqlstate else ""))
+        m.error = str(error)
+        write_migration(self.db, m)
+        self.db.commit()
+        self._fail(error)
+
+    def _batches_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([asdict(b) for b in self.batches],
+                            columns=["number", "first", "last", "rows", "written", "size", "ms"])
+
+    def _generate(self) -> None:
+        if self.target.production:
+            self._fail(GuardRefused(f"generate refused: {self.target.name} is a production target"))
+        if self.spec.generate is None:
+            self._fail(SpecError(self.runbook.path / "runbook.yaml", "declares no generator", "backfill.generate"))
+        started = time.perf_counter()
+        raw = self.db
+        # Generated rows stand for the history the backfill moves, written before the schema: the
+        # dual-write triggers stay off while they are written (in this transaction only).
+        triggers = self._dual_write_triggers()
+        for name, table in triggers:
+            raw.execute(sql.SQL("ALTER TABLE {} DISABLE TRIGGER {}").format(sql.SQL(table), sql.Identifier(name)))
+        for statement in split_postgresql(render(raw, self.spec.generate.generate, {"rows": self.generate_rows}),
+                                          "runbook.yaml backfill.generate"):
+            raw.execute(statement.text.encode())
+        for name, table in triggers:
+            raw.execute(sql.SQL("ALTER TABLE {} ENABLE TRIGGER {}").format(sql.SQL(table), sql.Identifier(name)))
+        raw.execute("ANALYZE")
+        raw.commit()
+        off = " as history (the dual-write trigger off while they were written)" if triggers else ""
+        report.say(f"**Generated** {self.generate_rows} rows{off} in {time.perf_counter() - started:.1f} s.")
+
+    def _dual_write_triggers(self) -> list[tuple[str, str]]:
+        """(trigger, its table as written in SQL) for each trigger the dual-write file creates."""
+        found: list[tuple[str, str]] = []
+        for statement in self._dual_write_statements()[1]:
+            node: Any = parse_sql(statement.text)[0].stmt
+            if isinstance(node, ast.CreateTrigStmt) and node.relation is not None:
+                relation = node.relation
+                table = ".".join(sql.Identifier(str(p)).as_string(self.db) for p in (relation.schemaname, relation.relname)
+                                 if p)
+                found.append((str(node.trigname), table))
+        return found
+
+    def _close(self) -> None:
+        db = getattr(self, "db", None)
+        if db is not None and not db.closed:
+            db.close()  # its session-level lock goes with it
+        super()._close()
+
+
+def _ok(flag: bool) -> str:
+    return "pass" if flag else "FAIL"
+
+
+def _describe(point: Checkpoint) -> str:
+    return (f"cursor {point.cursor!r}, {point.processed} processed, {point.succeeded} succeeded, {point.failed} failed, "
+            f"{point.rows_written} rows written in {point.batches} batch(es)")
+
+
+def _batch_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    seconds = frame["ms"].sum() / 1000
+    return pd.DataFrame([{"batches": len(frame), "rows": int(frame["rows"].sum()), "written": int(frame["written"].sum()),
+                          "rows/s": round(frame["rows"].sum() / seconds) if seconds else None,
+                          "median batch ms": round(float(frame["ms"].median()), 1),
+                          "worst batch ms": round(float(frame["ms"].max()), 1),
+                          "last size": int(frame["size"].iloc[-1])}])
+
+
+def _progress_bar(factory: Callable[..., Any] | None, total: int, done: int) -> Any:
+    """tqdm's text bar (rate, ETA) on stdout (on stderr the archive would show it as an error): it
+    redraws in place in JupyterLab and in a terminal, and the archived notebook keeps its states."""
+    from tqdm.std import tqdm
+
+    return (factory or tqdm)(total=total + done, initial=done, unit=" rows", file=sys.stdout, mininterval=0.5, ascii=True,
+                   ncols=100, desc="backfill")

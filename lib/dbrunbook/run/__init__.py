@@ -1,0 +1,1 @@
+"""Running phases: the runner, kernels, signals, rehearsal and the fleet."""

@@ -1,0 +1,1 @@
+"""What a target's ledger holds: runbook state, events, checkpoints, approvals, seals."""

@@ -1,0 +1,1 @@
+"""Targets: where a runbook runs (names, URLs, the embedded server), and secrets kept out of sight."""
