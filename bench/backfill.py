@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from dbrunbook.phases.batches import run_batch
+
 ROOT = Path(__file__).resolve().parents[1]
 RUNBOOK = "normalize_attachments"
 TOLERANCE = 1.15
@@ -44,7 +46,6 @@ def main() -> int:
     import pandas as pd
     from dbrunbook import open_phase
     from dbrunbook.cli import commands
-    from dbrunbook.phases import backfill
     from dbrunbook.targets import embedded
 
     print(f"loading {args.messages:,} messages into the embedded PostgreSQL ...", flush=True)
@@ -65,7 +66,7 @@ def main() -> int:
     db.rollback()
 
     started = time.perf_counter()
-    single_rows = backfill.run_batch(db, run.batch_sql, run.batch_file, first, last)
+    single_rows = run_batch(db, run.batch_sql, run.batch_file, first, last)
     db.commit()
     single_s = time.perf_counter() - started
     db.execute('TRUNCATE attachments, "toolCalls"')

@@ -35,7 +35,8 @@ MARGIN_MS = 250  # scheduling noise on a 2-core machine, on top of one lock_time
 
 
 def libpq_url(target: str) -> str:
-    from dbrunbook.targets.resolve import engine, resolve_target
+    from dbrunbook.targets.connect import engine
+    from dbrunbook.targets.resolve import resolve_target
 
     return engine(resolve_target(target)).url.set(drivername="postgresql").render_as_string(hide_password=False)
 

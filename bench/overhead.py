@@ -53,14 +53,14 @@ def main() -> int:
     os.environ["DBRUNBOOK_CONFIG"] = str(work / "dbrunbook.yaml")
     (work / "dbrunbook.yaml").write_text("targets:\n  bench: {embedded: bench}\n")
     from dbrunbook.cli import commands
-    from dbrunbook.paths import phase_notebook
-    from dbrunbook.run import fleet
+    from dbrunbook.phases.notebooks import phase_notebook
+    from dbrunbook.run import steps
     from dbrunbook.targets import embedded
 
     try:
         commands.prepare(RUNBOOK, "bench")
         socket_dir = embedded.ensure_running()
-        psql = [str(commands.psql_binary()), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(socket_dir),
+        psql = [str(embedded.client_binary("psql")), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", str(socket_dir),
                 "-U", embedded.SUPERUSER, "-d", "bench", "-1", "-f"]
         book = ROOT / "runbooks" / RUNBOOK
         env = os.environ.copy()
@@ -75,7 +75,7 @@ def main() -> int:
             cpu, started = time.process_time(), time.perf_counter()
             with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
                 for phase in ("schema", "rollback"):
-                    fleet.execute_cells(phase_notebook(phase), {"runbook": RUNBOOK, "target": "bench", "run_id": "",
+                    steps.execute_cells(phase_notebook(phase), {"runbook": RUNBOOK, "target": "bench", "run_id": "",
                                                                 "archive_dir": str(work / "inproc"), "dry_run": False})
             rows["in-process"].append((time.perf_counter() - started, time.process_time() - cpu))
         median = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in rows.items()}

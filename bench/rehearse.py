@@ -66,7 +66,7 @@ def main() -> int:
         assert len(imported.added) == args.members == len(members)
         embedded.ensure_database("bench_psql")
         url = commands.db_url("bench_psql")
-        psql = str(commands.psql_binary())
+        psql = str(embedded.client_binary("psql"))
         started = time.perf_counter()
         for member in members:
             for name in ("migration.sql", "rollback.sql", "migration.sql"):

@@ -13,9 +13,10 @@ import sqlalchemy as sa
 import yaml
 from dbrunbook import open_phase
 from dbrunbook.cli import commands
-from dbrunbook.runbook.spec import read_yaml
+from dbrunbook.files import read_yaml
 from dbrunbook.targets import embedded
-from dbrunbook.targets.resolve import engine, resolve_target
+from dbrunbook.targets.connect import engine
+from dbrunbook.targets.resolve import resolve_target
 
 from .cli_fork import FORKING, run_fresh
 

@@ -19,9 +19,11 @@ import sqlalchemy as sa
 import yaml
 from dbrunbook import open_phase
 from dbrunbook.cli import commands
-from dbrunbook.phases import backfill
+from dbrunbook.phases import backfill, batches
 from dbrunbook.state import ledger
-from dbrunbook.targets.resolve import psycopg_connect, resolve_target
+from dbrunbook.state.status import Status
+from dbrunbook.targets.connect import psycopg_connect
+from dbrunbook.targets.resolve import resolve_target
 
 from .conftest import ROOT, apply_schema, cli, connect, prepared_target
 from .test_run import archive_of
@@ -125,7 +127,7 @@ def test_sigkill_at_random_points_then_resume_loses_and_repeats_nothing(applied:
         # The invariant: everything up to the checkpoint is in, nothing after it is.
         elements, done, beyond = rows_up_to(applied, cursor)
         assert (done, beyond) == (elements, 0), f"seed {seed}, cursor {cursor}"
-        assert state.status == backfill.RUNNING, f"seed {seed}, cursor {cursor}, {cursors}"  # killed: nobody wrote "completed"
+        assert state.status == Status.RUNNING, f"seed {seed}, cursor {cursor}, {cursors}"  # killed: nobody wrote "completed"
         cursors.append(cursor)
     assert cursors == sorted(cursors, key=lambda c: -1 if c is None else c), f"seed {seed}"
     assert len({c for c in cursors if c is not None}) >= 3, f"seed {seed}: kills did not land mid-backfill {cursors}"
@@ -149,9 +151,9 @@ def test_sigkill_at_random_points_then_resume_loses_and_repeats_nothing(applied:
 def test_running_a_batch_again_inserts_nothing(applied: str) -> None:
     generate(applied, 2_000)
     run = backfill_run(applied)
-    first = backfill.run_batch(run.db, run.batch_sql, run.batch_file, 1, 2_005)
+    first = batches.run_batch(run.db, run.batch_sql, run.batch_file, 1, 2_005)
     run.db.commit()
-    again = backfill.run_batch(run.db, run.batch_sql, run.batch_file, 1, 2_005)
+    again = batches.run_batch(run.db, run.batch_sql, run.batch_file, 1, 2_005)
     run.db.commit()
     run.abandon()
     assert first > 1_000 and again == 0
@@ -172,7 +174,7 @@ def test_a_bad_row_fails_its_batch_whole_and_the_fix_resumes(applied: str) -> No
     assert "normalize_attachments/backfill.sql: batch " in message and f"failed at key {bad}:" in message
     assert "cannot extract elements from an object" in message and "nothing of the batch was committed" in message
     state = checkpoint(applied)
-    assert state is not None and state.status == backfill.FAILED and state.error == message
+    assert state is not None and state.status == Status.FAILED and state.error == message
     # The checkpoint stopped before the failed batch; nothing of that batch is in.
     assert err.value.first == state.checkpoint.cursor + 1 and err.value.first <= bad <= err.value.last
     assert rows_up_to(applied, state.checkpoint.cursor)[1:] == (rows_up_to(applied, state.checkpoint.cursor)[0], 0)
@@ -192,7 +194,7 @@ def test_cleanup_needs_a_passed_verification_and_closes_the_rollback_window(appl
     run = backfill_run(applied, max_batches=1, batch_size=100, cleanup=True)
     run.run()
     verdict = run.verify().value  # paused part-way: verification waits for the end of the keyset
-    assert verdict.empty and checkpoint(applied).status == backfill.PAUSED  # type: ignore[union-attr]
+    assert verdict.empty and checkpoint(applied).status == Status.PAUSED  # type: ignore[union-attr]
     with pytest.raises(backfill.CleanupRefused, match="no verification is recorded"):
         run.cleanup()
     assert scalar(applied, "SELECT count(*) FROM information_schema.columns WHERE table_name = 'messages' "
@@ -254,7 +256,7 @@ def test_rollback_marks_the_data_migration_rolled_back_and_a_new_schema_starts_o
     done = cli("run", RUNBOOK, "--target", applied, "--phases", "rollback,schema")
     assert done.returncode == 0, done.stdout + done.stderr
     state = checkpoint(applied)
-    assert state is not None and state.status == backfill.ROLLED_BACK
+    assert state is not None and state.status == Status.ROLLED_BACK
     run = backfill_run(applied)
     assert run.detail["decision"] == "start again: the schema was rolled back"
     run.abandon()
@@ -268,7 +270,7 @@ def test_rollback_marks_the_data_migration_rolled_back_and_a_new_schema_starts_o
     (20, 20, 10_000.0, 10),       # never under the minimum
 ])
 def test_throttle(size: int, rows: int, ms: float, expected: int) -> None:
-    assert backfill.Throttle(target_ms=250).next_size(size, rows, ms) == expected
+    assert batches.Throttle(target_ms=250).next_size(size, rows, ms) == expected
 
 
 def test_restart_walks_everything_again_and_writes_nothing_twice(applied: str) -> None:
@@ -291,7 +293,7 @@ def test_a_slice_with_max_batches_is_paused_exits_0_and_says_what_remains(applie
                  "-p", "batch_size=100")
     assert sliced.returncode == 0, sliced.stdout + sliced.stderr
     state = checkpoint(applied)
-    assert state is not None and state.status == backfill.PAUSED and state.checkpoint.batches == 2
+    assert state is not None and state.status == Status.PAUSED and state.checkpoint.batches == 2
     assert state.verification is None  # not run on a slice
     report = commands.status(RUNBOOK, applied)
     assert report.migrations.iloc[0]["status"] == "paused"
@@ -305,14 +307,15 @@ def test_a_slice_with_max_batches_is_paused_exits_0_and_says_what_remains(applie
     done = cli("run", RUNBOOK, "--target", applied, "--phases", "backfill")
     assert done.returncode == 0, done.stdout + done.stderr
     state = checkpoint(applied)
-    assert state is not None and state.status == backfill.COMPLETED and state.verification["passed"]  # type: ignore[index]
+    assert state is not None and state.status == Status.COMPLETED and state.verification["passed"]  # type: ignore[index]
 
 
 # -- seed 002's transition: dual-write, dual-read, a live writer ------------------------------------------
 
 WRITER = """
 import os, random, sys, time
-from dbrunbook.targets.resolve import psycopg_connect, resolve_target
+from dbrunbook.targets.connect import psycopg_connect
+from dbrunbook.targets.resolve import resolve_target
 target, seed, stop = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 rng = random.Random(seed)
 conn = psycopg_connect(resolve_target(target), "app writer", autocommit=True)

@@ -10,7 +10,7 @@ from dbrunbook.cli import commands
 from dbrunbook.errors import ChecksFailed
 from dbrunbook.phases import test
 from dbrunbook.phases.probes import CHART_FILE, plan_indexes
-from dbrunbook.runbook.spec import CaseOutcome
+from dbrunbook.runbook.sections import CaseOutcome
 from dbrunbook.state import ledger
 
 from .conftest import apply_schema, connect

@@ -7,7 +7,8 @@ import pytest
 from dbrunbook import open_phase
 from dbrunbook.errors import ChecksFailed, SpecError
 from dbrunbook.phases import code_verify
-from dbrunbook.runbook.spec import CodeRule, PrismaModel, PrismaRelation, load_runbook
+from dbrunbook.runbook.sections import CodeRule, PrismaModel, PrismaRelation
+from dbrunbook.runbook.spec import load_runbook
 from dbrunbook.state import ledger
 
 from .conftest import SEED_000, cli, connect

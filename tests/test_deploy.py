@@ -16,7 +16,7 @@ from dbrunbook.cli import commands
 from dbrunbook.errors import DriftError, StatementFailed
 from dbrunbook.phases.deploy import RunLockBusy
 from dbrunbook.sql.online import LockRetriesExhausted
-from dbrunbook.state import ledger
+from dbrunbook.state import ledger, storage
 
 from .conftest import ROOT, Blocker, apply_schema, cli, connect, prepared_pair
 from .test_run import archive_of
@@ -55,7 +55,7 @@ def events(target: str) -> list[tuple[str, str, str]]:
 
 def last_detail(target: str) -> dict[str, Any]:
     with connect(target) as conn:
-        t = ledger.tables("postgresql")
+        t = storage.tables("postgresql")
         detail = conn.execute(sa.select(t.events.c.detail).order_by(t.events.c.id.desc()).limit(1)).scalar_one()
     return dict(detail)
 

@@ -8,7 +8,7 @@ from dbrunbook.catalog.expect import (
     normalize_predicate,
     normalize_type,
 )
-from dbrunbook.runbook.spec import Expectations
+from dbrunbook.catalog.expectations import Expectations
 
 from .conftest import connect
 

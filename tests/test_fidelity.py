@@ -7,6 +7,7 @@ import pytest
 from dbrunbook import open_phase
 from dbrunbook.catalog import introspect
 from dbrunbook.cli import commands
+from dbrunbook.targets import embedded
 
 from .conftest import apply_schema, connect, prepared_pair
 
@@ -115,7 +116,7 @@ def test_a_rollback_never_destroys_data_silently(tmp_path: Path, target: str) ->
     # Put the column back, then the values, with the command the archive gives.
     apply_schema(target)
     url = commands.db_url(target)
-    env = {**os.environ, "PATH": f"{commands.psql_binary().parent}:{os.environ['PATH']}"}
+    env = {**os.environ, "PATH": f"{embedded.client_binary('psql').parent}:{os.environ['PATH']}"}
     restore = saved["restore"].replace("psql ", f"psql '{url}' ", 1)
     done = subprocess.run(restore, shell=True, cwd=file.parent, capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stderr

@@ -14,7 +14,8 @@ from dbrunbook import open_phase
 from dbrunbook.cli import commands
 from dbrunbook.errors import GuardRefused, TargetError
 from dbrunbook.phases import registry
-from dbrunbook.state import ledger
+from dbrunbook.state import storage
+from dbrunbook.targets import embedded
 
 from .conftest import apply_schema, cli, connect, prepared_pair
 
@@ -83,17 +84,22 @@ def test_production_needs_consent_for_every_phase_that_changes_it(phase: str, tm
         for step in steps:
             getattr(run, step)()
         with connect(prod) as conn:
-            t = ledger.tables("postgresql")
+            t = storage.tables("postgresql")
             detail = conn.execute(sa.select(t.events.c.detail).where(t.events.c.run_id == run.run_id)).scalar_one()
         assert detail["consent"]["confirm"] == prod and detail["consent"]["by"]
 
 
 def test_deploy_and_review_need_no_consent(tmp_path: Path) -> None:
+    """On a production target, the phases made for it or read-only open without ``confirm`` (and
+    record no consent), while a phase that changes the target refuses there without it."""
     with prepared_pair("event_message_fk", "n") as (rehearsal, prod):
         apply_schema(rehearsal)
         for phase in ("review", "deploy", "code_verify"):
             run = open_phase(phase, "event_message_fk", prod, archive_dir=tmp_path)
+            assert run.target.production and run.phase == phase and "consent" not in run.detail, phase
             run.abandon()
+        with pytest.raises(GuardRefused, match="consent with -p confirm="):
+            open_phase("schema", "event_message_fk", prod, archive_dir=tmp_path)
 
 
 # -- paths stay inside the runbook ----------------------------------------------------------------
@@ -132,7 +138,7 @@ def test_a_symlink_pointing_out_of_the_runbook_is_refused(runbook_copy: Path, tm
 def test_the_manifest_hashes_the_sql_that_ran(target: str) -> None:
     import json
 
-    from dbrunbook.runbook.spec import sha256_file
+    from dbrunbook.files import sha256_file
 
     from .conftest import ROOT
     from .test_run import archive_of
@@ -163,7 +169,8 @@ def test_every_failure_the_cli_meets_is_one_line(runbook_copy: Path, tmp_path: P
     line = _one_line(cli("prepare", "event_message_fk", "--target", "closed", env={"DBRUNBOOK_TARGETS": closed}))
     assert "cannot connect" in line
     # A user and database the real server does not know: the connect fails the same way, in one line.
-    from dbrunbook.targets.resolve import engine, resolve_target
+    from dbrunbook.targets.connect import engine
+    from dbrunbook.targets.resolve import resolve_target
 
     socket = engine(resolve_target("dev")).url.query["host"]
     wrong = json.dumps({"wrong": {"url": f"postgresql://nobody:bad@/nowhere?host={socket}"}})
@@ -257,7 +264,7 @@ def test_an_archive_failing_after_the_commit_says_applied_and_exits_4(target: st
 def test_db_url_is_what_psql_takes_and_db_psql_opens_the_bundled_one(target: str) -> None:
     url = cli("db", "url", target)
     assert url.returncode == 0 and url.stdout.startswith("postgresql://"), url.stderr
-    psql = commands.psql_binary()
+    psql = embedded.client_binary("psql")
     direct = subprocess.run([str(psql), url.stdout.strip(), "-Atc", "SELECT current_database()"],
                             capture_output=True, text=True, timeout=60)
     assert direct.stdout.strip() == target, direct.stderr
@@ -302,7 +309,7 @@ def test_the_demo_all_targets_are_known_to_status_afterwards(monkeypatch: pytest
     """The project's dbrunbook.yaml names every target demo --all plays on, so `dbrunbook status
     <runbook> --target <runbook>_dev` finds them after the demo."""
     from dbrunbook.cli.commands import demo_runbooks
-    from dbrunbook.targets.resolve import load_config
+    from dbrunbook.config import load_config
 
     from .conftest import ROOT
 

@@ -27,8 +27,10 @@ from dbrunbook.cli import commands
 from dbrunbook.runbook.spec import load_runbook
 from dbrunbook.sql import effects
 from dbrunbook.sql.online import derive_steps
-from dbrunbook.state import ledger
-from dbrunbook.targets.resolve import psycopg_connect, resolve_target
+from dbrunbook.state import checkpoints, identity, ledger
+from dbrunbook.state.status import Status
+from dbrunbook.targets.connect import psycopg_connect
+from dbrunbook.targets.resolve import resolve_target
 
 from .conftest import (
     ROOT,
@@ -140,11 +142,11 @@ def check_truth(target: str, runbook: str, step_effects: list[list[effects.Effec
         done = [effects.state_of(raw, found) for found in step_effects]
     if got is None:
         assert all(s != effects.DONE for s in done), context
-        return ledger.PENDING
-    if got.state == ledger.APPLIED:
+        return Status.PENDING
+    if got.state == Status.APPLIED:
         assert all(s in (effects.DONE, effects.RERUN) for s in done), f"{context}: {done}"
         return got.state
-    assert got.state in (ledger.INTERRUPTED, ledger.APPLYING), context
+    assert got.state in (Status.INTERRUPTED, Status.APPLYING), context
     assert got.step is not None and got.steps_done is not None, context
     for number, found in enumerate(done, start=1):
         if number <= got.steps_done:
@@ -154,7 +156,7 @@ def check_truth(target: str, runbook: str, step_effects: list[list[effects.Effec
     assert report.state.startswith("interrupted"), f"{context}: {report.state}"
     if got.steps_done < got.step:
         assert f"at step {got.step} of {got.steps}" in report.state, f"{context}: {report.state}"
-    return ledger.INTERRUPTED
+    return Status.INTERRUPTED
 
 
 def test_deploy_killed_at_random_points(tmp_path: Path) -> None:
@@ -194,7 +196,7 @@ def kill_cycles(book: Path, target: str, phase_args: list[str], steps: list[list
         assert recorded is not None and recorded.fingerprint_before == original, context
         _rollback(target, book)  # its last cell proves the recorded fingerprint is back
         assert fingerprint(target) == original, context
-    assert outcomes.count(ledger.INTERRUPTED) >= 3, f"seed {seed}: the kills missed the steps: {outcomes}"
+    assert outcomes.count(Status.INTERRUPTED) >= 3, f"seed {seed}: the kills missed the steps: {outcomes}"
 
 
 def _in_flight(target: str, runbook: str) -> bool:
@@ -218,7 +220,7 @@ def test_autocommit_schema_killed_at_random_points(tmp_path: Path) -> None:
         'ALTER TABLE "Event" ADD CONSTRAINT "Event_messageId_fkey" FOREIGN KEY ("messageId") REFERENCES '
         '"Message"("id") ON DELETE CASCADE ON UPDATE CASCADE;'])
     statements = load_runbook(book).read_script("migration", "postgresql")[0]
-    steps = [effects.statement_effects(s.text) for s in statements]
+    steps = [effects.statement_effects(s) for s in statements]
     with prepared_target("event_message_fk", "ks") as target:
         original = fingerprint(target)
         kill_cycles(book, target, ["--phases", "schema"], steps, 1.4, original)
@@ -234,9 +236,9 @@ def test_backfill_killed_at_random_points_pauses_and_resumes() -> None:
         args = [runbook, "--target", target, "--phases", "backfill", "-p", "batch_size=50",
                 "-p", "target_batch_ms=10", "-p", "pause_ms=40"]
 
-        def migration() -> ledger.Migration | None:
+        def migration() -> checkpoints.Migration | None:
             with psycopg_connect(resolve_target(target), "test") as raw:
-                return ledger.read_migration(raw, runbook, name)
+                return checkpoints.read_migration(raw, runbook, name)
 
         for attempt in range(5):
             sig = SIGNALS[attempt % 2]
@@ -248,7 +250,7 @@ def test_backfill_killed_at_random_points_pauses_and_resumes() -> None:
 
             def running() -> bool:
                 m = migration()
-                return m is not None and m.status == ledger.DM_RUNNING and m.checkpoint.batches > 0
+                return m is not None and m.status == Status.RUNNING and m.checkpoint.batches > 0
 
             done, _ = kill_run(args, target, running, sig, rng.uniform(0, 1.5))
             check_signal_outcome(done, sig, context)
@@ -257,16 +259,16 @@ def test_backfill_killed_at_random_points_pauses_and_resumes() -> None:
             assert m is not None, context
             report = commands.status(runbook, target)
             shown = report.migrations.iloc[0]["status"]
-            if m.status == ledger.DM_COMPLETED:
-                assert shown == ledger.DM_COMPLETED, context
+            if m.status == Status.COMPLETED:
+                assert shown == Status.COMPLETED, context
             elif sig == signal.SIGKILL:
-                assert (m.status, shown) == (ledger.DM_RUNNING, "interrupted"), context
+                assert (m.status, shown) == (Status.RUNNING, "interrupted"), context
             else:
-                assert (m.status, shown) == (ledger.DM_PAUSED, ledger.DM_PAUSED), context
+                assert (m.status, shown) == (Status.PAUSED, Status.PAUSED), context
             again = cli("run", *args)
             assert again.returncode == 0, context + again.stdout + again.stderr
             m = migration()
-            assert m is not None and m.status == ledger.DM_COMPLETED and m.verification \
+            assert m is not None and m.status == Status.COMPLETED and m.verification \
                 and m.verification["passed"], context
             _rollback(target, load_runbook(runbook).path)
             assert fingerprint(target) == original, context
@@ -339,7 +341,7 @@ def kill_a_cleanup(sig: int, rng: random.Random, context: str) -> None:
         again = cli("run", *args)
         assert again.returncode == 0, context + again.stdout + again.stderr
         m = checkpoint(target)
-        assert m is not None and (m.phase, m.status) == ("complete", ledger.DM_COMPLETED), context
+        assert m is not None and (m.phase, m.status) == ("complete", Status.COMPLETED), context
         assert scalar(target, ARRAYS) == 0, context
 
 
@@ -449,7 +451,7 @@ def test_stop_in_jupyterlab_marks_the_attempt_interrupted_and_releases_everythin
         assert worker.stdout is not None
         while worker.stdout.readline().strip() != "started":
             pass
-        wait_for(lambda: (state(target, "stopped") or ledger.State("", "", None, {}, "", "", ledger.now(), None, None,
+        wait_for(lambda: (state(target, "stopped") or ledger.State("", "", None, {}, "", "", identity.now(), None, None,
                                                                     None)).step == 2, "step 2")
         started = time.monotonic()
         worker.send_signal(signal.SIGINT)
@@ -457,7 +459,7 @@ def test_stop_in_jupyterlab_marks_the_attempt_interrupted_and_releases_everythin
         assert time.monotonic() - started < 10, "the 30 s statement was not cancelled"
         assert "interrupted" in out, out + err
         got = state(target, "stopped")
-        assert got is not None and got.state == ledger.INTERRUPTED and (got.step, got.steps_done) == (2, 1)
+        assert got is not None and got.state == Status.INTERRUPTED and (got.step, got.steps_done) == (2, 1)
         with connect(target) as conn:
             assert not ledger.lock_held(conn, ledger.runbook_lock_key("stopped"))
             last = ledger.events_frame(conn, "stopped").iloc[0]

@@ -8,7 +8,8 @@ import sqlalchemy as sa
 from dbrunbook import open_phase
 from dbrunbook.catalog import introspect
 from dbrunbook.errors import DriftError
-from dbrunbook.state import ledger
+from dbrunbook.state import approvals, identity, ledger, seals, storage
+from dbrunbook.state.status import Direction, Status
 
 from .conftest import ROOT, connect
 
@@ -16,9 +17,9 @@ from .conftest import ROOT, connect
 def test_events_are_append_only(target: str) -> None:
     with connect(target) as conn:
         with conn.begin():
-            ledger.ensure_ledger(conn)
-            ledger.ensure_ledger(conn)  # idempotent
-            now = ledger.now()
+            storage.ensure_ledger(conn)
+            storage.ensure_ledger(conn)  # idempotent
+            now = identity.now()
             ledger.record_event(conn, ledger.Event(
                 run_id="r1", runbook="rb", phase="schema", action="apply", status="passed",
                 target=target, operator="tester@host", started_at=now, finished_at=now,
@@ -39,11 +40,11 @@ def test_state_round_trip(target: str) -> None:
         assert ledger.read_state(conn, "rb") is None  # no ledger yet: nothing applied
         conn.rollback()
         with conn.begin():
-            ledger.ensure_ledger(conn)
+            storage.ensure_ledger(conn)
             fields = dict(checksum="c1", checksums={"m": "c1"}, run_id="r1", operator="o",
                           fingerprint_after="f1", snapshot_before={"table public.t": "table"})
-            ledger.move(conn, "rb", ledger.APPLIED, **fields)
-            ledger.move(conn, "rb", ledger.APPLIED, **fields)  # replaces, never duplicates
+            ledger.move(conn, "rb", Status.APPLIED, **fields)
+            ledger.move(conn, "rb", Status.APPLIED, **fields)  # replaces, never duplicates
             rows = conn.execute(sa.text("SELECT count(*) FROM dbrunbook.state WHERE runbook = 'rb'")).scalar()
             assert rows == 1
         got = ledger.read_state(conn, "rb")
@@ -53,7 +54,7 @@ def test_state_round_trip(target: str) -> None:
 def test_truncate_is_refused_too(target: str) -> None:
     with connect(target) as conn:
         with conn.begin():
-            ledger.ensure_ledger(conn)
+            storage.ensure_ledger(conn)
         with pytest.raises(sa.exc.DBAPIError, match="append-only"):
             with conn.begin():
                 conn.execute(sa.text("TRUNCATE dbrunbook.events"))
@@ -62,24 +63,25 @@ def test_truncate_is_refused_too(target: str) -> None:
 def test_a_version_1_ledger_is_upgraded_and_keeps_its_history(target: str) -> None:
     """tests/fixtures/ledger_v1.sql: a target as the code before ledger versions left it."""
     from dbrunbook.cli import commands
-    from dbrunbook.targets.resolve import psycopg_connect, resolve_target
+    from dbrunbook.targets.connect import psycopg_connect
+    from dbrunbook.targets.resolve import resolve_target
 
     dump = (ROOT / "tests" / "fixtures" / "ledger_v1.sql").read_text()
     with psycopg_connect(resolve_target(target), "load") as raw:
         raw.execute(dump.encode())
     with connect(target) as conn:
-        assert ledger.ledger_version(conn) == 1
+        assert storage.ledger_version(conn) == 1
         old = ledger.read_state(conn, "event_message_fk")  # readable before any upgrade
-        assert old is not None and old.state == ledger.APPLIED and old.step is None
+        assert old is not None and old.state == Status.APPLIED and old.step is None
     assert commands.status("event_message_fk", target).state == "applied (up to date)"
     with connect(target) as conn:
         with conn.begin():
-            ledger.ensure_ledger(conn)
-        assert ledger.ledger_version(conn) == ledger.VERSION == 3
+            storage.ensure_ledger(conn)
+        assert storage.ledger_version(conn) == storage.VERSION == 3
         columns = {c["name"] for c in sa.inspect(conn).get_columns("state", schema="dbrunbook")}
         assert {"phase", "step", "steps", "steps_done", "step_sql", "error"} <= columns
         # Version 3: the archive's seals and the approvals, empty after an upgrade.
-        assert ledger.seals(conn) == [] and ledger.approvals(conn) == []
+        assert seals.seals(conn) == [] and approvals.recorded_approvals(conn) == []
         assert list(ledger.events_frame(conn, "event_message_fk")["run_id"]) == ["v1run000001"]
         conn.rollback()
         with pytest.raises(sa.exc.DBAPIError, match="append-only"):
@@ -93,7 +95,7 @@ def test_a_version_1_ledger_is_upgraded_and_keeps_its_history(target: str) -> No
     run.finish()
     with connect(target) as conn:
         got = ledger.read_state(conn, "event_message_fk")
-        assert got is not None and got.state == ledger.ROLLED_BACK
+        assert got is not None and got.state == Status.ROLLED_BACK
         # Version 2 compares columns as a set: the upgrade recomputed the recorded fingerprint from
         # the snapshot version 1 stored, and the rollback restored exactly that.
         assert old.snapshot_before is not None
@@ -104,31 +106,31 @@ def test_a_version_1_ledger_is_upgraded_and_keeps_its_history(target: str) -> No
 def test_a_newer_ledger_is_refused(target: str) -> None:
     with connect(target) as conn:
         with conn.begin():
-            ledger.ensure_ledger(conn)
+            storage.ensure_ledger(conn)
             conn.execute(sa.text("INSERT INTO dbrunbook.version VALUES (99, now(), 'future')"))
-        with pytest.raises(ledger.LedgerTooNew, match="version 99"):
+        with pytest.raises(storage.LedgerTooNew, match="version 99"):
             with conn.begin():
-                ledger.ensure_ledger(conn)
+                storage.ensure_ledger(conn)
 
 
 def test_transitions_are_checked(target: str) -> None:
     with connect(target) as conn:
         with conn.begin():
-            ledger.ensure_ledger(conn)
+            storage.ensure_ledger(conn)
             with pytest.raises(ledger.IllegalTransition, match="cannot go from pending to rolled_back"):
-                ledger.move(conn, "rb", ledger.ROLLED_BACK, run_id="r", operator="o")
-            ledger.move(conn, "rb", ledger.APPLYING, run_id="r1", operator="o", checksum="c", checksums={},
+                ledger.move(conn, "rb", Status.ROLLED_BACK, run_id="r", operator="o")
+            ledger.move(conn, "rb", Status.APPLYING, run_id="r1", operator="o", checksum="c", checksums={},
                         snapshot_before={"table public.t": "table"}, steps=3, step=0, steps_done=0)
             first = ledger.read_state(conn, "rb")
             ledger.step_intent(conn, "rb", 1, 3, "ALTER TABLE t ADD COLUMN c int")
             ledger.step_outcome(conn, "rb", 1)
             ledger.step_intent(conn, "rb", 2, 3, "CREATE INDEX CONCURRENTLY i ON t (c)")
-            ledger.move(conn, "rb", ledger.INTERRUPTED, error="SIGINT")
+            ledger.move(conn, "rb", Status.INTERRUPTED, error="SIGINT")
             with pytest.raises(ledger.IllegalTransition, match="a step in flight"):
                 ledger.step_intent(conn, "rb", 3, 3, "x")
             # A resume never overwrites the fingerprint before.
-            ledger.move(conn, "rb", ledger.APPLYING, run_id="r2", snapshot_before={"table public.u": "table"})
-            ledger.move(conn, "rb", ledger.APPLIED, run_id="r2", snapshot_before={"table public.u": "table"})
+            ledger.move(conn, "rb", Status.APPLYING, run_id="r2", snapshot_before={"table public.u": "table"})
+            ledger.move(conn, "rb", Status.APPLIED, run_id="r2", snapshot_before={"table public.u": "table"})
             got = ledger.read_state(conn, "rb")
     assert first is not None and got is not None
     assert got.snapshot_before == {"table public.t": "table"} and got.fingerprint_before == first.fingerprint_before
@@ -139,27 +141,50 @@ def test_every_state_has_its_transitions_and_the_decision_covers_it() -> None:
     assert set(ledger.TRANSITIONS) == set(ledger.STATES)
     assert all(targets <= set(ledger.STATES) for targets in ledger.TRANSITIONS.values())
     base = ledger.State(runbook="rb", state="", checksum="c", checksums={}, run_id="r", operator="o",
-                        updated_at=ledger.now(), fingerprint_before=None, fingerprint_after=None,
+                        updated_at=identity.now(), fingerprint_before=None, fingerprint_after=None,
                         snapshot_before=None, step=2, steps=4, steps_done=1, step_sql="CREATE INDEX ...")
     expected = {  # state -> (forward, backward) with a live run holding the lock, then without
-        ledger.APPLIED: (("noop", "apply"), ("noop", "apply")),
-        ledger.PARTIAL: (("resume", "apply"), ("resume", "apply")),
-        ledger.FAILED: (("resume", "apply"), ("resume", "apply")),
-        ledger.INTERRUPTED: (("resume", "apply"), ("resume", "apply")),
-        ledger.APPLYING: (("refuse", "refuse"), ("resume", "apply")),
-        ledger.ROLLING_BACK: (("refuse", "refuse"), ("resume", "apply")),
-        ledger.ROLLED_BACK: (("apply", "noop"), ("apply", "noop")),
+        Status.APPLIED: (("noop", "apply"), ("noop", "apply")),
+        Status.PARTIAL: (("resume", "apply"), ("resume", "apply")),
+        Status.FAILED: (("resume", "apply"), ("resume", "apply")),
+        Status.INTERRUPTED: (("resume", "apply"), ("resume", "apply")),
+        Status.APPLYING: (("refuse", "refuse"), ("resume", "apply")),
+        Status.ROLLING_BACK: (("refuse", "refuse"), ("resume", "apply")),
+        Status.ROLLED_BACK: (("apply", "noop"), ("apply", "noop")),
     }
     for name, (live, dead) in expected.items():
         state = replace(base, state=name)
         for is_live, want in ((True, live), (False, dead)):
-            got = (ledger.decide(ledger.FORWARD, state, "c", live=is_live).action,
-                   ledger.decide(ledger.BACKWARD, state, "c", live=is_live).action)
+            got = (ledger.decide(Direction.FORWARD, state, "c", live=is_live).action,
+                   ledger.decide(Direction.BACKWARD, state, "c", live=is_live).action)
             assert got == want, (name, is_live)
-    assert ledger.decide(ledger.FORWARD, None, "c").action == "apply"
-    assert ledger.decide(ledger.BACKWARD, None, "c").action == "noop"
-    drift = ledger.decide(ledger.FORWARD, replace(base, state=ledger.INTERRUPTED), "other")
+    assert ledger.decide(Direction.FORWARD, None, "c").action == "apply"
+    assert ledger.decide(Direction.BACKWARD, None, "c").action == "noop"
+    drift = ledger.decide(Direction.FORWARD, replace(base, state=Status.INTERRUPTED), "other")
     assert drift.action == "refuse" and isinstance(drift.error, DriftError)
-    text, detail = ledger.describe(replace(base, state=ledger.APPLYING), "c", live=False)
+    text, detail = ledger.describe(replace(base, state=Status.APPLYING), "c", live=False)
     assert text == "interrupted at step 2 of 4 (1 done; it may be half done): CREATE INDEX ..."
     assert "killed" in detail
+
+
+def test_a_data_migration_recorded_rolled_back_by_an_earlier_release_reads_as_rolled_back(target: str) -> None:
+    """Status words are spelled once (Status): seed 002's ``rolled-back``, which earlier releases
+    wrote for a data migration, reads as ``rolled_back`` from the row and in the status frame."""
+    from dbrunbook.state import checkpoints
+    from dbrunbook.targets.connect import psycopg_connect
+    from dbrunbook.targets.resolve import resolve_target
+
+    with connect(target) as conn:
+        with conn.begin():
+            storage.ensure_ledger(conn)
+    with psycopg_connect(resolve_target(target), "old release") as raw:
+        raw.execute("INSERT INTO dbrunbook.data_migrations (runbook, name, phase, status, checkpoint, "
+                    "processed_records, run_id, updated_at) VALUES ('rb', 'old', 'backfill', 'rolled-back', '{}', 0, "
+                    "'r0', now())")
+        row = checkpoints.read_migration(raw, "rb", "old")
+    assert row is not None and row.status is Status.ROLLED_BACK and row.status == "rolled_back"
+    with connect(target) as conn:
+        assert list(checkpoints.migrations_frame(conn, "rb")["status"]) == ["rolled_back"]
+    assert Status("rolled-back") is Status.ROLLED_BACK
+    with pytest.raises(ValueError):
+        Status("rolled back")

@@ -9,6 +9,7 @@ from dbrunbook.cli import commands
 from dbrunbook.errors import ChecksFailed, DriftError, GuardRefused, StatementFailed
 from dbrunbook.phases.base import PhaseRun, open_phase
 from dbrunbook.state import ledger
+from dbrunbook.state.status import Status
 
 from .conftest import add_target, connect
 
@@ -48,11 +49,11 @@ def test_schema_then_rollback_restores_the_fingerprint(target: str) -> None:
     before = fingerprint(target)
     play("schema", "event_message_fk", target)
     applied = state(target)
-    assert applied is not None and applied.state == ledger.APPLIED
+    assert applied is not None and applied.state == Status.APPLIED
     assert applied.fingerprint_before == before != fingerprint(target)
     play("rollback", "event_message_fk", target)
     assert fingerprint(target) == before
-    assert state(target).state == ledger.ROLLED_BACK
+    assert state(target).state == Status.ROLLED_BACK
     assert events(target)[-2:] == [("schema", "apply", "passed", False), ("rollback", "rollback", "passed", False)]
 
 
@@ -147,7 +148,7 @@ def test_incomplete_rollback_is_caught_by_the_fingerprint(target: str, runbook_c
     assert list(diff["object"]) == ['public."Event"."messageId"', 'public."Event"']
     with pytest.raises(ChecksFailed, match="fingerprint .* differs"):
         run.finish()
-    assert state(target).state == ledger.APPLIED
+    assert state(target).state == Status.APPLIED
 
 
 def test_rollback_where_nothing_was_applied_is_a_noop(target: str) -> None:
@@ -186,4 +187,4 @@ def test_concurrent_index_runs_outside_a_transaction_and_says_so(target: str, ru
     run.apply()
     assert list(run.check_expectations().value["result"]) == ["pass"] * 5
     run.finish()
-    assert state(target).state == ledger.APPLIED
+    assert state(target).state == Status.APPLIED

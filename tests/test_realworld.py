@@ -31,7 +31,7 @@ def test_foreign_keys_of_another_width_are_findings(tmp_path: Path) -> None:
         "003_big.sql": "CREATE TABLE big (id bigint PRIMARY KEY);\n",
         "004_small.sql": "CREATE TABLE small (id serial PRIMARY KEY, big_id integer REFERENCES big(id));\n",
     })
-    found = rules(lint.lint_chain(folder, squawk=False), "fk-width-mismatch", "fk-type-mismatch")
+    found = rules(layouts.lint_folder(folder, squawk=False), "fk-width-mismatch", "fk-type-mismatch")
     by_file = {f.file: f for f in found}
     assert set(by_file) == {"002_events.sql", "004_small.sql"}
     wider = by_file["002_events.sql"]
@@ -55,7 +55,7 @@ def test_comment_only_and_foreign_syntax_files_are_findings_and_the_chain_goes_o
         "0004_orders.up.sql": "CREATE TABLE orders (id bigserial PRIMARY KEY, user_id text REFERENCES users(id));\n",
         "0004_orders.down.sql": "DROP TABLE orders;\n",
     })
-    result = lint.lint_chain(folder, squawk=False)
+    result = layouts.lint_folder(folder, squawk=False)
     empty = rules(result, "empty-migration")
     assert [(f.file, f.severity) for f in empty] == [("0002_backfill.up.sql", lint.WARNING)]
     assert [f.file for f in rules(result, "irreversible")] == ["0002_backfill.down.sql"]
@@ -98,7 +98,7 @@ def test_a_chain_is_linted_in_order_following_renames_in_every_layout(kind: str,
     members, issues = layouts.read_folder(folder)
     assert len(members) == len(CHAIN) and not issues
     assert [m.key for m in members] == sorted(m.key for m in members)  # 10 after 9, not after 1
-    result = lint.lint_chain(folder, squawk=False)
+    result = layouts.lint_folder(folder, squawk=False)
     mismatch = rules(result, "fk-type-mismatch")
     # 44 files on, the foreign key meets users (created as users_temp, renamed): text against uuid.
     assert len(mismatch) == 1 and 'sessions."user_ref" is text but references users.id, which is uuid' in \
@@ -142,7 +142,7 @@ def test_a_down_dropping_a_parent_before_its_child_is_a_finding(tmp_path: Path) 
                                "CREATE INDEX c_p ON c (p_id);\n",
         "0003_cascade.down.sql": "DROP TABLE p CASCADE;\nDROP TABLE c;\n",
     })
-    found = rules(lint.lint_chain(folder, squawk=False), "rollback-drop-order")
+    found = rules(layouts.lint_folder(folder, squawk=False), "rollback-drop-order")
     assert [(f.file, f.line) for f in found] == [("0001_shop.down.sql", 1)]
     assert "drops customers while orders still reference(s) it" in found[0].message
 
@@ -185,7 +185,7 @@ def test_a_partitions_own_key_and_a_renamed_tables_own_key_are_not_references(tm
         "005_film_temp.sql": "CREATE TABLE film_temp (film_id bigint PRIMARY KEY, title text);\n",
         "006_actor.sql": "CREATE TABLE film_actor (actor_id bigint, film_id bigint);\n",
     })
-    result = lint.lint_chain(folder, squawk=False)
+    result = layouts.lint_folder(folder, squawk=False)
     flagged = {(f.statement.split()[2], f.message.split('"')[1]) for f in rules(result, "reference-without-fk")}
     # film_actor.film_id is a real reference without a foreign key; the others are own keys.
     assert flagged == {("film_actor", "film_id")}, flagged
@@ -295,7 +295,7 @@ def test_review_and_lint_say_what_deploy_does_with_a_partitioned_table(tmp_path:
     run.abandon()
     chain = write_files(tmp_path / "chain", {"001_payment.sql": PARTITIONED["before.sql"].split("INSERT")[0],
                                        "002_idx.sql": PARTITIONED["migration.sql"]})
-    found = rules(lint.lint_chain(chain, squawk=False), "partitioned-index")
+    found = rules(layouts.lint_folder(chain, squawk=False), "partitioned-index")
     assert [f.file for f in found] == ["002_idx.sql"]
 
 

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import ast
 
+import nbformat
 import papermill
 import pytest
 from dbrunbook.errors import SpecError
-from dbrunbook.paths import phase_notebook
 from dbrunbook.phases import registry
-from dbrunbook.phases.base import phase_class
+from dbrunbook.phases.base import PhaseRun, phase_class
+from dbrunbook.phases.notebooks import phase_notebook
 
 from .conftest import ROOT, cli
 
@@ -29,9 +30,56 @@ def test_each_notebook_declares_exactly_the_registered_parameters(phase: str) ->
 
 
 @pytest.mark.parametrize("phase", registry.PHASE_NAMES)
-def test_each_phase_class_exists(phase: str) -> None:
-    for dialect in ("postgresql", "sqlite"):
-        assert phase_class(phase, dialect).__name__
+def test_each_phase_is_a_phase_run_in_the_module_named_after_it(phase: str) -> None:
+    """A phase is one module named after it (a dialect's own class may live beside it, named
+    ``<phase>_<dialect>``), holding a PhaseRun the registry points at."""
+    info = registry.phase_info(phase)
+    for dialect in info.dialects:
+        cls = phase_class(phase, dialect)
+        assert issubclass(cls, PhaseRun) and cls is not PhaseRun, (phase, dialect, cls)
+        assert cls.__module__ in (f"dbrunbook.phases.{phase}", f"dbrunbook.phases.{phase}_{dialect}"), \
+            (phase, dialect, cls.__module__)
+
+
+@pytest.mark.parametrize("phase", registry.PHASE_NAMES)
+def test_each_notebook_opens_its_own_phase_with_its_parameters_and_calls_only_what_the_phase_has(phase: str) -> None:
+    """The notebook's calls against the registry and the phase's class: ``open_phase`` names this
+    phase and hands on every parameter the registry declares (each as itself), and every
+    ``run.<step>()`` the page calls is a method of the phase's class on every dialect it runs on."""
+    node = nbformat.read(phase_notebook(phase), as_version=4)
+    tree = ast.parse("\n".join(c.source for c in node.cells if c.cell_type == "code"))
+    opens = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and ast.unparse(n.func) == "dbrunbook.open_phase"]
+    assert len(opens) == 1, phase
+    call = opens[0]
+    assert [ast.literal_eval(a) if isinstance(a, ast.Constant) else ast.unparse(a) for a in call.args] == \
+        [phase, "runbook", "target"]
+    passed = {k.arg: ast.unparse(k.value) for k in call.keywords}
+    expected = {name: name for name in registry.phase_info(phase).all_params() if name not in ("runbook", "target")}
+    assert passed == expected, phase
+    steps = {n.func.attr for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+             and isinstance(n.func.value, ast.Name) and n.func.value.id == "run"}
+    assert "finish" in steps
+    for dialect in registry.phase_info(phase).dialects:
+        cls = phase_class(phase, dialect)
+        missing = sorted(step for step in steps if not callable(getattr(cls, step, None)))
+        assert not missing, (phase, dialect, missing)
+
+
+def test_a_phase_that_does_not_run_on_a_dialect_refuses_before_it_connects() -> None:
+    """The registry's ``dialects`` is checked when a phase opens: one line saying what the phase
+    needs, raised before a connection is made (nothing is recorded on the wrong database)."""
+    import sqlalchemy as sa
+    from dbrunbook.errors import GuardRefused
+    from dbrunbook.runbook.spec import load_runbook
+    from dbrunbook.targets.resolve import Target
+
+    book = load_runbook(ROOT / "runbooks" / "solution_type_analytics")
+    nowhere = Target("a_file", sa.make_url("sqlite:////nonexistent/dir/never.db"), production=False)
+    for phase in [p for p in registry.PHASE_NAMES if registry.Dialect.SQLITE not in registry.phase_info(p).dialects]:
+        with pytest.raises(GuardRefused, match=f"^{phase} .*; target a_file is sqlite$"):
+            phase_class(phase, "postgresql")(phase, book, nowhere)
+    assert [p for p in registry.PHASE_NAMES if registry.Dialect.SQLITE not in registry.phase_info(p).dialects] == \
+        ["review", "clean_slate", "backfill"]
 
 
 def test_the_readme_phase_table_is_the_registry() -> None:

@@ -12,6 +12,7 @@ from dbrunbook import open_phase
 from dbrunbook.catalog import preflight
 from dbrunbook.cli import commands
 from dbrunbook.runbook.spec import load_runbook
+from dbrunbook.sql import locks
 from dbrunbook.state import ledger
 
 from .conftest import Blocker, cli, connect, prepared_target
@@ -188,7 +189,7 @@ def _locks_taken(conn: sa.Connection) -> dict[str, str]:
         "AND c.relkind IN ('r', 'p') AND n.nspname = 'public'")).all()
     out: dict[str, str] = {}
     for table, mode in rows:
-        out[table] = preflight.stronger(out.get(table, preflight.ACCESS_SHARE), preflight.pg_mode(mode))
+        out[table] = locks.stronger(out.get(table, locks.ACCESS_SHARE), locks.pg_mode(mode))
     return out
 
 
@@ -207,12 +208,12 @@ def test_predicted_locks_are_the_ones_postgresql_takes(baseline: str) -> None:
         raw = conn.connection.driver_connection
         for n, statement in enumerate(statements):
             # The statements before it are context (a VALIDATE needs its ADD CONSTRAINT).
-            predicted = {lock.table: lock.mode for lock in preflight.statement_locks(
+            predicted = {lock.table: lock.mode for lock in locks.statement_locks(
                 statements[:n + 1], preflight.index_tables(raw), preflight.fk_parents(raw)) if lock.statement is statement}
             conn.execute(sa.text("SELECT 1"))  # opens the transaction the statement runs in
             conn.exec_driver_sql(statement.text)
             predicted = _still_there(conn, predicted)
-            taken = {t: m for t, m in _locks_taken(conn).items() if t in predicted or m != preflight.ACCESS_SHARE}
+            taken = {t: m for t, m in _locks_taken(conn).items() if t in predicted or m != locks.ACCESS_SHARE}
             conn.commit()
             assert predicted == taken, statement.text
 
@@ -225,8 +226,8 @@ def test_the_seeds_migrations_and_rollbacks_lock_as_predicted(baseline: str) -> 
             statements, _ = book.read_script(kind, "postgresql")
             parents = preflight.fk_parents(raw)
             for n, statement in enumerate(statements):
-                predicted = preflight.strongest_locks(
-                    [lock for lock in preflight.statement_locks(statements[:n + 1], fk_parents=parents)
+                predicted = locks.strongest_locks(
+                    [lock for lock in locks.statement_locks(statements[:n + 1], fk_parents=parents)
                      if lock.statement is statement])
                 conn.exec_driver_sql(statement.text)
                 taken = _locks_taken(conn)
@@ -234,5 +235,5 @@ def test_the_seeds_migrations_and_rollbacks_lock_as_predicted(baseline: str) -> 
                 existing = _still_there(conn, predicted)
                 assert {t: taken.get(t) for t in existing} == existing, statement.text
             if kind == "rollback":  # the parents of the dropped conversation tables were locked
-                assert preflight.strongest_locks(preflight.statement_locks(statements, fk_parents=parents))[
-                    "Customer"] == preflight.ACCESS_EXCLUSIVE
+                assert locks.strongest_locks(locks.statement_locks(statements, fk_parents=parents))[
+                    "Customer"] == locks.ACCESS_EXCLUSIVE

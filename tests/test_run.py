@@ -11,10 +11,13 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from dbrunbook.archive import pages
 from dbrunbook.catalog import introspect
 from dbrunbook.cli import commands
-from dbrunbook.runbook.spec import sha256_file
+from dbrunbook.files import sha256_file
+from dbrunbook.run import engine
 from dbrunbook.state import ledger
+from dbrunbook.state.status import Status
 
 from .conftest import ROOT, cli, connect
 
@@ -40,8 +43,13 @@ def test_run_schema_then_rollback_archives_everything(target: str) -> None:
     assert folder.parent == Path(os.environ["DBRUNBOOK_OUTPUTS"]) / "event_message_fk"
     names = sorted(p.name for p in folder.iterdir() if p.name != "kernel_stderr.log")  # kernel noise, if any
     assert names == ["01_schema.html", "01_schema.ipynb", "02_rollback.html", "02_rollback.ipynb", "manifest.json",
-                     "sql"]  # the SQL the phases read, copied (issue 14)
+                     "outcomes", "sql"]  # the SQL the phases read, copied (issue 14)
     assert sorted(p.name for p in (folder / "sql").iterdir()) == ["fixtures", "migration.sql", "rollback.sql"]
+    # Each phase's own record of how it ended, as its committed ledger event says: what the runner reads.
+    outcomes = {p.name: json.loads(p.read_text()) for p in (folder / "outcomes").iterdir()}
+    assert sorted(outcomes) == ["event_message_fk.rollback.json", "event_message_fk.schema.json"]
+    assert [(o["phase"], o["action"], o["status"]) for _, o in sorted(outcomes.items(), reverse=True)] == \
+        [("schema", "apply", "passed"), ("rollback", "rollback", "passed")]
 
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["status"] == "passed" and manifest["target"] == target
@@ -68,7 +76,7 @@ def test_run_schema_then_rollback_archives_everything(target: str) -> None:
     run_events = frame[frame["run_id"] == manifest["run_id"]]
     assert list(run_events["phase"])[::-1] == ["schema", "rollback"]
     assert set(run_events["status"]) == {"passed"}
-    assert state.state == ledger.ROLLED_BACK
+    assert state.state == Status.ROLLED_BACK
     assert fingerprint(target) == before == state.fingerprint_before
 
     status = cli("status", "event_message_fk", "--target", target)
@@ -76,7 +84,7 @@ def test_run_schema_then_rollback_archives_everything(target: str) -> None:
 
 
 def test_a_page_saved_while_its_notebook_runs_reads_as_the_same_notebook(tmp_path: Path) -> None:
-    from dbrunbook.run.runner import write_live
+    from dbrunbook.run.engine import write_live
 
     node = nbformat.read(ROOT / "notebooks" / "schema.ipynb", as_version=4)
     cell = next(c for c in node.cells if c.cell_type == "code")
@@ -147,7 +155,7 @@ def test_papermill_cli_runs_a_phase_notebook(target: str, tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr[-2000:]
     assert "schema passed" in out.read_text()
     with connect(target) as conn:
-        assert ledger.read_state(conn, "event_message_fk").state == ledger.APPLIED
+        assert ledger.read_state(conn, "event_message_fk").state == Status.APPLIED
 
 
 def test_papermill_exits_nonzero_on_a_failed_statement(target: str, tmp_path: Path) -> None:
@@ -255,14 +263,14 @@ def test_kernel_noise_goes_to_the_archive_not_to_stderr(tmp_path: Path) -> None:
 def test_one_kernel_serves_a_runs_notebooks_each_in_a_clean_namespace(tmp_path: Path) -> None:
     """The run's phases share one kernel (its start and the imports are paid once), and no
     notebook sees what the one before it left behind."""
-    from dbrunbook.run import kernel, runner
+    from dbrunbook.run import kernel
 
     first = _notebook(tmp_path, "first", "import os\nleftover = 1\nopen(pid_file, 'w').write(str(os.getpid()))")
     second = _notebook(tmp_path, "second", "import os\nassert 'leftover' not in globals(), 'the namespace was not "
                                            "cleaned'\nopen(pid_file, 'w').write(str(os.getpid()))")
     with kernel.run_kernel(tmp_path, ROOT) as manager:
-        runner.execute_phase(first, tmp_path / "out1.ipynb", {"pid_file": str(tmp_path / "pid1")}, ROOT, manager)
-        runner.execute_phase(second, tmp_path / "out2.ipynb", {"pid_file": str(tmp_path / "pid2")}, ROOT, manager)
+        engine.execute_phase(first, tmp_path / "out1.ipynb", {"pid_file": str(tmp_path / "pid1")}, ROOT, manager)
+        engine.execute_phase(second, tmp_path / "out2.ipynb", {"pid_file": str(tmp_path / "pid2")}, ROOT, manager)
     assert (tmp_path / "pid1").read_text() == (tmp_path / "pid2").read_text()  # one kernel
 
 
@@ -282,7 +290,7 @@ def test_a_kernel_started_ahead_is_the_runs_kernel_warm_clean_and_losing_no_outp
     process), which has the library imported but binds no name, and the first cell's output is
     on the page (the quicker handshake still waits for the broadcast channel)."""
     import nbformat
-    from dbrunbook.run import kernel, runner
+    from dbrunbook.run import kernel
 
     kernel.start_ahead(ROOT)
     ahead = kernel._AHEAD[0]
@@ -293,7 +301,7 @@ def test_a_kernel_started_ahead_is_the_runs_kernel_warm_clean_and_losing_no_outp
                       "os.write(2, b'the kernel said this on its stderr\\n')")
     with kernel.run_kernel(tmp_path, ROOT) as manager:
         assert not kernel._AHEAD
-        runner.execute_phase(first, tmp_path / "out.ipynb", {"pid_file": str(tmp_path / "pid")}, ROOT, manager)
+        engine.execute_phase(first, tmp_path / "out.ipynb", {"pid_file": str(tmp_path / "pid")}, ROOT, manager)
     assert (tmp_path / "pid").read_text() == str(ahead_pid)
     assert not ahead.log.exists()  # its stderr log was moved into the run's folder (or dropped as noise)
     # What it wrote there after its start too (its log was once removed as empty once it had started).
@@ -308,7 +316,7 @@ def test_a_kernel_started_ahead_is_not_taken_after_the_environment_changed(tmp_p
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """A raw URL reaches the kernel in an environment variable set after the CLI's start: a kernel
     started before it would not have it, so the run starts its own and shuts the early one down."""
-    from dbrunbook.run import kernel, runner
+    from dbrunbook.run import kernel
 
     kernel.start_ahead(ROOT)
     ahead = kernel._AHEAD[0]
@@ -316,7 +324,7 @@ def test_a_kernel_started_ahead_is_not_taken_after_the_environment_changed(tmp_p
     first = _notebook(tmp_path, "first", "import os\nassert os.environ['DBRUNBOOK_TEST_LATE'] == '1'\n"
                                          "open(pid_file, 'w').write(str(os.getpid()))")
     with kernel.run_kernel(tmp_path, ROOT) as manager:
-        runner.execute_phase(first, tmp_path / "out.ipynb", {"pid_file": str(tmp_path / "pid")}, ROOT, manager)
+        engine.execute_phase(first, tmp_path / "out.ipynb", {"pid_file": str(tmp_path / "pid")}, ROOT, manager)
     assert (tmp_path / "pid").read_text() != str(ahead.manager.provisioner.pid or "")
     assert not ahead.manager.is_alive() and not kernel._AHEAD
 
@@ -326,7 +334,7 @@ def test_a_kernel_started_ahead_that_died_is_replaced(tmp_path: Path) -> None:
     starts its own: the run goes on."""
     import signal
 
-    from dbrunbook.run import kernel, runner
+    from dbrunbook.run import kernel
 
     kernel.start_ahead(ROOT)
     ahead = kernel._AHEAD[0]
@@ -336,7 +344,7 @@ def test_a_kernel_started_ahead_that_died_is_replaced(tmp_path: Path) -> None:
         time.sleep(0.05)
     first = _notebook(tmp_path, "first", "import os\nopen(pid_file, 'w').write(str(os.getpid()))")
     with kernel.run_kernel(tmp_path, ROOT) as manager:
-        runner.execute_phase(first, tmp_path / "out.ipynb", {"pid_file": str(tmp_path / "pid")}, ROOT, manager)
+        engine.execute_phase(first, tmp_path / "out.ipynb", {"pid_file": str(tmp_path / "pid")}, ROOT, manager)
     assert (tmp_path / "pid").read_text().isdigit() and not kernel._AHEAD
     assert not ahead.log.exists()
 
@@ -418,7 +426,6 @@ def test_pages_get_the_accessibility_pass_of_nbconverts_own_exporter() -> None:
     """Our pages skip HTMLExporter's reparse of the whole page; the attributes it adds (alt text on
     images, focusable inputs and outputs) are still there, on the same elements."""
     from bs4 import BeautifulSoup
-    from dbrunbook.run import runner
     from nbconvert import HTMLExporter
 
     v4 = nbformat.v4
@@ -434,7 +441,7 @@ def test_pages_get_the_accessibility_pass_of_nbconverts_own_exporter() -> None:
         v4.new_code_cell("y")])
     resources = {"metadata": {"name": "page"}}
     theirs, _ = HTMLExporter(template_name="lab").from_notebook_node(node, resources=dict(resources))
-    ours, _ = runner.html_exporter().from_notebook_node(node, resources=dict(resources))
+    ours, _ = pages.html_exporter().from_notebook_node(node, resources=dict(resources))
 
     def marked(html: str) -> list[tuple[str, str, str | None, str | None]]:
         soup = BeautifulSoup(html, features="html.parser")
@@ -445,7 +452,7 @@ def test_pages_get_the_accessibility_pass_of_nbconverts_own_exporter() -> None:
     assert len([m for m in expected if m[0] == "img"]) == 5 and len([m for m in expected if m[3]]) >= 7
     assert marked(ours) == expected
     # Text that merely looks like a tag is escaped on the page, and left as it is.
-    assert runner.NO_ALT in ours and "<img src='not a tag'>" not in ours and "not a tag" in ours
+    assert pages.NO_ALT in ours and "<img src='not a tag'>" not in ours and "not a tag" in ours
 
 
 def test_kept_kernels_serve_the_next_run_each_with_its_own_log_and_end_with_the_block(tmp_path: Path) -> None:
@@ -453,7 +460,7 @@ def test_kept_kernels_serve_the_next_run_each_with_its_own_log_and_end_with_the_
     one's kernel, in a clean namespace; what the kernel writes to its stderr lands in the log of
     the run it was serving; a run that stops on an exception shuts its kernel down; the block's
     end shuts down the one kept."""
-    from dbrunbook.run import kernel, runner
+    from dbrunbook.run import kernel
 
     # Under pytest, ipykernel leaves fd 2 alone (it pipes it into the page otherwise, echoing it).
     first = _notebook(tmp_path, "first", "import os\nleftover = 1\nos.write(2, b'said in run a\\n')\n"
@@ -467,7 +474,7 @@ def test_kept_kernels_serve_the_next_run_each_with_its_own_log_and_end_with_the_
     with kernel.kept_kernels():
         for folder, notebook in zip(runs, (first, second), strict=False):
             with kernel.run_kernel(folder, ROOT) as manager:
-                runner.execute_phase(notebook, folder / "out.ipynb", {"pid_file": str(folder / "pid")}, ROOT, manager)
+                engine.execute_phase(notebook, folder / "out.ipynb", {"pid_file": str(folder / "pid")}, ROOT, manager)
         kept = kernel._AHEAD[0]
         assert kept.manager.is_alive() and len(kernel._AHEAD) == 1
         with pytest.raises(RuntimeError), kernel.run_kernel(runs[2], ROOT) as manager:

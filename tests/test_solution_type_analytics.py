@@ -13,7 +13,8 @@ from dbrunbook import open_phase
 from dbrunbook.catalog import introspect
 from dbrunbook.cli import commands
 from dbrunbook.errors import GuardRefused, StatementFailed
-from dbrunbook.phases.deploy import RunLockBusy, SqliteDeployRun
+from dbrunbook.phases.deploy import RunLockBusy
+from dbrunbook.phases.deploy_sqlite import SqliteDeployRun
 from dbrunbook.runbook.spec import load_runbook
 from dbrunbook.targets.resolve import resolve_target
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 from dbrunbook.errors import SpecError, TargetError
-from dbrunbook.targets.resolve import check_parameter_safe, redact, resolve_target
+from dbrunbook.targets.resolve import resolve_target
+from dbrunbook.targets.secrets import check_parameter_safe, redact
 
 from .conftest import add_target
 

@@ -5,10 +5,6 @@ import os
 from pathlib import Path
 
 from .errors import SpecError
-from .phases.registry import PHASE_NAMES
-
-PHASES: tuple[str, ...] = PHASE_NAMES  # the fixed phase names, in order (see dbrunbook.phases.registry)
-
 
 PROJECT_FILE = "dbrunbook.yaml"
 HOME_ENV = "DBRUNBOOK_HOME"
@@ -42,15 +38,6 @@ def notebooks_dir(root: Path | None = None) -> Path:
 def outputs_dir(root: Path | None = None) -> Path:
     env = os.environ.get("DBRUNBOOK_OUTPUTS")
     return Path(env).resolve() if env else (root or project_root()) / "outputs"
-
-
-def phase_notebook(phase: str, root: Path | None = None) -> Path:
-    if phase not in PHASES:
-        raise SpecError("--phases", f"unknown phase {phase!r}; phases are {', '.join(PHASES)}")
-    path = notebooks_dir(root) / f"{phase}.ipynb"
-    if not path.is_file():
-        raise SpecError(path, f"phase {phase!r} has no notebook yet")
-    return path
 
 
 def resolve_runbook_dir(ref: str | Path, root: Path | None = None) -> Path:

@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..files import sha256_file
 from ..paths import outputs_dir
-from ..runbook.spec import sha256_file
-from ..state import ledger
+from ..state import identity, seals
+from ..targets.connect import engine
+from ..targets.resolve import resolve_target
+from .manifest import MANIFEST
 
-MANIFEST = "manifest.json"
 # Written by the tool beside the runs, not part of any run.
 _NOT_RUN_FILES = {MANIFEST, MANIFEST + ".tmp"}
 
@@ -27,11 +29,9 @@ def manifest_sha256(folder: Path) -> str:
 def previous_seal(target: Any) -> dict[str, str] | None:
     """The newest run sealed on the target's ledger (the link the next manifest records), or None
     when there is none or the target cannot be read (the run will say why soon enough)."""
-    from ..targets.resolve import engine
-
     try:
         with engine(target).connect() as conn:
-            seal = ledger.last_seal(conn, target.name)
+            seal = seals.last_seal(conn, target.name)
     except Exception:
         return None
     return None if seal is None else {"run_id": seal.run_id, "manifest_sha256": seal.manifest_sha256}
@@ -39,17 +39,15 @@ def previous_seal(target: Any) -> dict[str, str] | None:
 
 def seal_run(target: Any, folder: Path, manifest: dict[str, Any]) -> str | None:
     """Record the run's final manifest sha256 in the target's ledger; None when sealed, else why not."""
-    from ..targets.resolve import engine
-
     previous = manifest.get("previous") or {}
-    seal = ledger.Seal(run_id=str(manifest["run_id"]), runbook=str(manifest["runbook"]), target=target.name,
+    seal = seals.Seal(run_id=str(manifest["run_id"]), runbook=str(manifest["runbook"]), target=target.name,
                        folder=_relative(folder), status=str(manifest["status"]),
                        manifest_sha256=manifest_sha256(folder), previous_run_id=previous.get("run_id"),
-                       previous_sha256=previous.get("manifest_sha256"), operator=ledger.operator(),
-                       sealed_at=ledger.now())
+                       previous_sha256=previous.get("manifest_sha256"), operator=identity.operator(),
+                       sealed_at=identity.now())
     try:
         with engine(target).begin() as conn:
-            ledger.record_seal(conn, seal)
+            seals.record_seal(conn, seal)
     except Exception as exc:  # the run's own outcome stands; the missing seal is reported by verify
         return f"not sealed in {target.name}'s ledger: {str(exc).splitlines()[0]}"
     return None
@@ -183,8 +181,6 @@ def _check_link(run: ArchivedRun, runs: dict[str, list[ArchivedRun]]) -> list[Pr
 def _check_seals(runs: dict[str, list[ArchivedRun]], selected: list[str], everything: bool,
                  result: Verification) -> None:
     """Each selected run against its seal; with everything, also seals whose run is gone."""
-    from ..targets.resolve import engine, resolve_target
-
     by_target: dict[str, list[str]] = {}
     for run_id in selected:
         for run in runs.get(run_id, []):
@@ -195,7 +191,7 @@ def _check_seals(runs: dict[str, list[ArchivedRun]], selected: list[str], everyt
         try:
             target = resolve_target(name)
             with engine(target, create=False).connect() as conn:
-                sealed = {s.run_id: s for s in ledger.seals(conn, name)}
+                sealed = {s.run_id: s for s in seals.seals(conn, name)}
         except Exception as exc:
             result.notes.append(f"{name}'s ledger was not read ({str(exc).splitlines()[0]}): its runs were checked "
                                 "against their files and the chain only")

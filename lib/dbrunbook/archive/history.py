@@ -12,10 +12,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..config import load_config
 from ..errors import DbrunbookError
-from ..paths import outputs_dir
-from ..state import ledger
+from ..paths import outputs_dir, project_root
+from ..runbook.sets import RunbookSet
+from ..runbook.spec import Runbook, load_runbook
+from ..state import approvals, ledger, seals, storage
+from ..state.approvals import plan_checksums, plan_sha256
+from ..state.status import Status
+from ..targets.connect import engine
+from ..targets.resolve import resolve_target
 from . import chain
+from .manifest import MANIFEST
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -106,15 +114,14 @@ def _when(text: str) -> datetime:
 
 
 def _join_ledger(name: str, rows: dict[str, RunRow]) -> list[str]:
-    from ..targets.resolve import engine, resolve_target
 
     try:
         target = resolve_target(name)
         with engine(target, create=False).connect() as conn:
-            if not ledger.ledger_exists(conn):
+            if not storage.ledger_exists(conn):
                 return []
-            sealed = {s.run_id for s in ledger.seals(conn, name)}
-            t = ledger.tables(conn.dialect.name)
+            sealed = {s.run_id for s in seals.seals(conn, name)}
+            t = storage.tables(conn.dialect.name)
             events = [dict(e) for e in conn.execute(t.events.select().where(t.events.c.target == name)
                                                     .order_by(t.events.c.id)).mappings().all()]
     except Exception as exc:
@@ -127,7 +134,7 @@ def _join_ledger(name: str, rows: dict[str, RunRow]) -> list[str]:
             rows[run_id] = RunRow(**{**asdict(rows[run_id]), "sealed": "yes" if run_id in sealed else "no"})
             continue
         first, last = found[0], found[-1]
-        status = next((e["status"] for e in found if e["status"] == ledger.FAILED), last["status"])
+        status = next((e["status"] for e in found if e["status"] == Status.FAILED), last["status"])
         rows[run_id] = RunRow(
             first["started_at"].isoformat(timespec="seconds"), str(first["runbook"]), name, target.production,
             ",".join(dict.fromkeys(str(e["phase"]) for e in found)), str(status), str(first["operator"]),
@@ -200,7 +207,7 @@ def index_html(rows: list[RunRow], base: Path) -> str:
         rel = folder.relative_to(base).as_posix() if folder.is_absolute() and folder.is_relative_to(base) else ""
         links = " ".join(f'<a href="{html.escape(rel)}/{html.escape(page)}">{html.escape(page.removesuffix(".html"))}</a>'
                          for page in r.pages) if rel else html.escape(r.archive)
-        manifest = f' <a href="{html.escape(rel)}/{chain.MANIFEST}">manifest</a>' if rel else ""
+        manifest = f' <a href="{html.escape(rel)}/{MANIFEST}">manifest</a>' if rel else ""
         error = f'<div class="error">{html.escape(r.error)}</div>' if r.error else ""
         prod = ' <span class="prod">PRODUCTION</span>' if r.production else ""
         body.append(
@@ -211,7 +218,7 @@ def index_html(rows: list[RunRow], base: Path) -> str:
             f'<td class="status">{html.escape(r.status)}{error}</td><td>{html.escape(r.operator)}</td>'
             f"<td>{r.duration_s:g} s</td><td>{html.escape(r.approval)}</td>"
             f"<td><code>{html.escape(r.run_id)}</code></td><td>{links}{manifest}</td></tr>")
-    failed = sum(r.status in (ledger.FAILED, ledger.INTERRUPTED) for r in rows)
+    failed = sum(r.status in (Status.FAILED, Status.INTERRUPTED) for r in rows)
     production = sum(r.production for r in rows)
     filters = "".join([
         _select("runbook", "runbook", sorted({r.runbook for r in rows})),
@@ -287,11 +294,6 @@ def _link(path: Path, base: Path) -> str:
 
 def overview(targets: list[str] | None = None, *, last: int = 20, base: Path | None = None) -> Overview:
     """What a reviewer or an engineer wants first: states, pending production work, latest runs."""
-    from ..paths import project_root
-    from ..runbook.spec import load_runbook
-    from ..state.approvals import plan_checksums, plan_sha256
-    from ..targets.resolve import engine, load_config, resolve_target
-
     root = project_root()
     books = [load_runbook(p) for p in sorted((root / "runbooks").iterdir()) if (p / "runbook.yaml").is_file()]
     names = targets if targets is not None else sorted({"dev", "prod", *load_config().targets})
@@ -302,7 +304,7 @@ def overview(targets: list[str] | None = None, *, last: int = 20, base: Path | N
             with engine(target, create=False).connect() as conn:
                 for book in books:
                     state = ledger.read_state(conn, book.name)
-                    recorded = ledger.approvals(conn, book.name)
+                    recorded = approvals.recorded_approvals(conn, book.name)
                     if state is None and not recorded:
                         continue  # never run here: not this target's runbook
                     live = ledger.lock_held(conn, ledger.runbook_lock_key(book.name)) if state else False
@@ -311,7 +313,7 @@ def overview(targets: list[str] | None = None, *, last: int = 20, base: Path | N
                     states.append({"runbook": book.name, "target": name,
                                    "production": "PRODUCTION" if target.production else "", "state": text,
                                    "detail": detail})
-                    if target.production and not text.startswith(ledger.APPLIED):
+                    if target.production and not text.startswith(Status.APPLIED):
                         current = plan_sha256(plan_checksums(book))
                         approval = ("none" if not recorded else
                                     f"{recorded[0].approver}: " + ("valid" if recorded[0].plan_sha256 == current
@@ -325,3 +327,16 @@ def overview(targets: list[str] | None = None, *, last: int = 20, base: Path | N
     return Overview(pd.DataFrame(states, columns=["runbook", "target", "production", "state", "detail"]),
                     recent[:last], pd.DataFrame(pending, columns=["runbook", "target", "state", "approval"]),
                     notes + more, (base or root / "notebooks").resolve())
+
+
+def passed_review(book: Runbook | RunbookSet, checksums: dict[str, str]) -> str | None:
+    """The newest archived run with a passed review of these exact files, or None."""
+    found: list[tuple[str, str]] = []
+    for runs in chain.archived_runs().values():
+        for run in runs:
+            m = run.manifest
+            reviewed = [p for p in m.get("phases") or [] if str(p.get("phase", "")).endswith("review")]
+            if (m.get("runbook") == book.name and m.get("runbook_files") == checksums and reviewed
+                    and all(p.get("status") == Status.PASSED for p in reviewed)):
+                found.append((str(m.get("started_at", "")), run.run_id))
+    return max(found)[1] if found else None

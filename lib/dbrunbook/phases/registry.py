@@ -7,10 +7,16 @@ validation, the check that each notebook's parameters cell declares exactly thes
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+from ..dialects import Dialect
 from ..errors import SpecError
+from ..state.status import Direction
+from ..targets.secrets import refuse_password
+
+M = TypeVar("M")
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,26 @@ class PhaseInfo:
     production: str = "consent"
     #: Why the phase needs consent there, and what to use instead.
     on_production: str = ""
+    #: Which way it moves the runbook's state (None: it does not move it). A set runs a backward
+    #: phase over its members in reverse, and only over those applied on the target.
+    direction: Direction | None = None
+    #: The runbook script it applies as written (``migration`` or ``rollback``), if it applies one.
+    script: str | None = None
+    #: The dialects it runs on, and (when not all) what it needs of them, said when it refuses.
+    dialects: tuple[Dialect, ...] = tuple(Dialect)
+    needs: str = ""
+
+    @property
+    def guarded_on_production(self) -> bool:
+        """Whether a production target needs the operator's consent for it (``confirm``, or the
+        phase's own guard): a fleet asks for it once, as ``-p confirm=fleet``."""
+        return self.production in ("consent", "own guard")
+
+    @property
+    def changes_target(self) -> bool:
+        """Whether what it does on the target stays there: a production target needs consent for it
+        (or the phase is made for production, or guards itself)."""
+        return self.production != "read-only"
 
     @property
     def notebook(self) -> str:
@@ -84,19 +110,20 @@ PHASES: dict[str, PhaseInfo] = {info.name: info for info in (
                   Param("fail_on", str, "error", "the severity that makes the verdict no-go: error, warning or info"),
                   Param("squawk", bool, True, "False: our own rules only"),
                   Param("long_transaction_s", float, 60.0,
-                        "a transaction open longer than this on the target is a finding")), production="read-only"),
-    PhaseInfo("schema", "dbrunbook.phases.base:PhaseRun",
+                        "a transaction open longer than this on the target is a finding")), production="read-only",
+              dialects=(Dialect.POSTGRESQL,), needs="reads PostgreSQL's parser, catalog and locks"),
+    PhaseInfo("schema", "dbrunbook.phases.schema:SchemaRun",
               "applies `migration.sql` in one transaction with its checks (one statement at a time, written ahead in "
               "the ledger, when a statement cannot run in a transaction); proves the expectations", "expect",
               (Param("confirm", str, "", "on a production target: must equal its name (consent, recorded in the ledger)"),),
               on_production="production changes go through the deploy phase (run lock, rehearsal check, lock policy): "
-                            "--phases deploy"),
+                            "--phases deploy", direction=Direction.FORWARD, script="migration"),
     PhaseInfo("clean_slate", "dbrunbook.phases.clean_slate:CleanSlateRun",
               "deletes the rows the runbook declares disposable; backs every deleted row up first", "clean_slate", (
                   Param("confirm", str, "", "must equal the target's name, or nothing is deleted"),
                   Param("allow_production", bool, False, "also required when the target is marked production"),
                   Param("reset", bool, False, "also run the optional reset the runbook declares")),
-              production="own guard"),
+              production="own guard", dialects=(Dialect.POSTGRESQL,), needs="backs up rows with PostgreSQL's COPY"),
     PhaseInfo("backfill", "dbrunbook.phases.backfill:BackfillRun",
               "checkpointed, resumable batches; a `max_batches` slice pauses; verification (counts, checksum, "
               "dual-write parity) at the end; cleanup only after a passed verification", "backfill", (
@@ -108,7 +135,8 @@ PHASES: dict[str, PhaseInfo] = {info.name: info for info in (
                   Param("generate", int, 0, "first add this many generated rows (never on a production target)"),
                   Param("parity_recent", int, 100, "the dual-write parity check looks at this many latest rows"),
                   Param("cleanup", bool, False, "True: drop the deprecated columns, if the verification passed")),
-              production="made for it"),
+              production="made for it", dialects=(Dialect.POSTGRESQL,),
+              needs="runs on PostgreSQL (keyset batches, FOR SHARE, xid8 parity)"),
     PhaseInfo("code_verify", "dbrunbook.phases.code_verify:CodeVerifyRun",
               "checks an application tree against the plan's BEFORE/AFTER code and the Prisma schema", "code_verify", (
                   Param("app", str, "", "the application tree to verify; empty: the runbook's sample app"),),
@@ -128,16 +156,34 @@ PHASES: dict[str, PhaseInfo] = {info.name: info for info in (
                   Param("lock_attempts", int, 8, "attempts per step, with exponential backoff between them"),
                   Param("statement_timeout_s", float, 900, "the longest any one step may run"),
                   Param("run_lock_wait_s", float, 30, "how long to wait for another deploy of this target to finish")),
-              by_dialect={"sqlite": "dbrunbook.phases.deploy:SqliteDeployRun"}, target_default="prod",
-              dry_run_help="True: run lock, preflight and plan only; nothing is applied", production="made for it"),
-    PhaseInfo("rollback", "dbrunbook.phases.base:PhaseRun",
+              by_dialect={"sqlite": "dbrunbook.phases.deploy_sqlite:SqliteDeployRun"}, target_default="prod",
+              dry_run_help="True: run lock, preflight and plan only; nothing is applied", production="made for it",
+              direction=Direction.FORWARD),
+    PhaseInfo("rollback", "dbrunbook.phases.rollback:RollbackRun",
               "applies `rollback.sql` (from applied, or from a part-way state: what is already gone is skipped); "
               "proves the schema fingerprint is back to the one recorded before the first attempt",
               "expect_after_rollback",
               (Param("confirm", str, "", "on a production target: must equal its name (consent, recorded in the ledger)"),),
-              on_production="it drops what the migration made"),
+              on_production="it drops what the migration made", direction=Direction.BACKWARD, script="rollback"),
 )}
 PHASE_NAMES: tuple[str, ...] = tuple(PHASES)
+
+
+def in_order(members: Sequence[M], phases: Sequence[str]) -> list[tuple[M, str]]:
+    """(member, phase) in the order they run: each phase over the members in order, a backward
+    phase over them in reverse (a set's rollback undoes the newest member first)."""
+    return [(member, phase) for phase in phases
+            for member in (list(reversed(members)) if phase_info(phase).direction == Direction.BACKWARD else members)]
+
+
+def takes_back(phases: Sequence[str]) -> bool:
+    """Whether any of the phases moves a runbook backward (a set then runs over its applied members)."""
+    return any(phase_info(p).direction == Direction.BACKWARD for p in phases)
+
+
+def only(direction: Direction, phases: Sequence[str]) -> bool:
+    """Whether every phase moves runbooks ``direction``."""
+    return bool(phases) and all(phase_info(p).direction == direction for p in phases)
 
 
 def phase_info(phase: str) -> PhaseInfo:
@@ -149,8 +195,6 @@ def phase_info(phase: str) -> PhaseInfo:
 def check_parameters(phases: list[str], parameters: dict[str, object]) -> dict[str, object]:
     """The ``-p`` values checked against the phases that take them and coerced to their types;
     a parameter no phase takes, or a value of the wrong type, is refused naming the parameter."""
-    from ..targets.resolve import refuse_password
-
     infos = [phase_info(p) for p in phases]
     out: dict[str, object] = {}
     for name, value in parameters.items():

@@ -13,20 +13,20 @@ from typing import Any
 import pandas as pd
 
 from ..catalog import expect, preflight
-from ..errors import GuardRefused, ReviewRejected, SpecError
+from ..errors import ReviewRejected, SpecError
 from ..runbook.spec import Runbook
-from ..sql import lint
+from ..sql import lint, locks
 from ..sql.statements import Statement, read_statements
-from ..state import ledger
+from ..state.status import Status
 from ..targets.resolve import Target
 from . import report
-from .base import BasePhase
+from .base import PhaseRun
 from .evidence import step
 
 GO, NO_GO = "GO", "NO-GO"
 
 
-class ReviewRun(BasePhase):
+class ReviewRun(PhaseRun):
     """Review a runbook's migration (or one of its declared variants) against a live target."""
 
     default_action = "review"
@@ -35,9 +35,6 @@ class ReviewRun(BasePhase):
                  fail_on: str = lint.ERROR, squawk: bool = True, long_transaction_s: float = 60.0,
                  **kwargs: Any) -> None:
         super().__init__(phase, runbook, target, **kwargs)
-        if target.dialect != "postgresql":
-            self._fail(GuardRefused(f"review reads PostgreSQL's parser, catalog and locks; {target.name} is "
-                                    f"{target.dialect}"))
         if fail_on not in lint.SEVERITIES:
             self._fail(SpecError("fail_on parameter", f"must be one of {', '.join(lint.SEVERITIES)}, not {fail_on!r}"))
         self.variant, self.fail_on, self.use_squawk = variant, fail_on, bool(squawk)
@@ -50,7 +47,7 @@ class ReviewRun(BasePhase):
         self.checksums = {name: runbook.checksum(name) for name in [*self.files, *self.rollback_files]}
         self.findings: list[lint.Finding] = []
         self.statements: list[Statement] = []
-        self.locks: list[preflight.TableLock] = []
+        self.locks: list[locks.TableLock] = []
         self.detail.update({"variant": variant or None, "files": self.files, "rollback": self.rollback_files})
 
     # -- what the notebook calls, in order ------------------------------------------------
@@ -104,9 +101,9 @@ class ReviewRun(BasePhase):
         self._guard_open()
         if not self.statements:
             self.scripts()
-        self.locks = preflight.statement_locks(self.statements, preflight.index_tables(self.raw),
+        self.locks = locks.statement_locks(self.statements, preflight.index_tables(self.raw),
                                                preflight.fk_parents(self.raw))
-        frame = preflight.locks_frame(self.locks)
+        frame = locks.locks_frame(self.locks)
         report.show(frame, caption="locks per statement")
         return frame
 
@@ -114,7 +111,7 @@ class ReviewRun(BasePhase):
     def tables(self) -> pd.DataFrame:
         """Size and estimated rows of each existing table the migration locks."""
         self._guard_open()
-        frame = preflight.table_sizes(self.raw, preflight.strongest_locks(self.locks))
+        frame = preflight.table_sizes(self.raw, locks.strongest_locks(self.locks))
         report.show(frame, caption="tables the migration locks (existing ones)")
         return frame
 
@@ -124,7 +121,7 @@ class ReviewRun(BasePhase):
         self._guard_open()
         self.conn.rollback()  # activity is snapshotted per transaction: read it fresh
         self.conn.begin()
-        strongest = preflight.strongest_locks(self.locks)
+        strongest = locks.strongest_locks(self.locks)
         holders = preflight.lock_holders(self.raw, sorted(strongest))
         long_txns = preflight.long_transactions(self.raw, self.long_transaction_s)
         self.findings += preflight.holder_findings(self.runbook.name, strongest, holders)
@@ -183,7 +180,7 @@ class ReviewRun(BasePhase):
             self.verdict()
         if self.failures:
             self._fail(ReviewRejected(len(self.failures), self.fail_on, self.failures[0]))
-        self._commit("review", ledger.PASSED)
+        self._commit("review", Status.PASSED)
         report.say(f"**Review passed (GO)** and was recorded on {self.target.name} (run {self.run_id}).")
 
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pglast import ast, parse_sql
+from pglast import ast
 from pglast.enums import AlterTableType, ObjectType
 from psycopg import sql
 
@@ -59,7 +59,7 @@ def losses_of(statements: list[Statement]) -> list[Loss]:
     out = []
     for statement in statements:
         try:
-            node: Any = parse_sql(statement.text)[0].stmt
+            node: Any = statement.node
         except Exception:  # SQLite's own syntax: nothing PostgreSQL's parser can read is a DROP here
             continue
         if isinstance(node, ast.DropStmt) and node.removeType == ObjectType.OBJECT_TABLE:

@@ -16,13 +16,16 @@ import pandas as pd
 import psycopg
 import psycopg.errors
 
+from ..dialects import Dialect
 from ..errors import GuardRefused, SpecError
-from ..runbook.spec import BehaviourCase, BehaviourSpec, CaseOutcome, Runbook
-from ..sql.statements import Statement, split_postgresql, split_sqlite
-from ..state import ledger
+from ..runbook.sections import BehaviourCase, BehaviourSpec, CaseOutcome
+from ..runbook.spec import Runbook
+from ..sql.statements import Statement, split_statements
+from ..state.status import Status
+from ..targets.connect import psycopg_connect
 from ..targets.resolve import Target
 from . import probes, report
-from .base import BasePhase
+from .base import PhaseRun
 from .evidence import step
 
 CASE_COLUMNS = ["case", "expected", "actual", "result"]
@@ -103,11 +106,10 @@ def judge(outcome: CaseOutcome, rows: list[dict[str, Any]] | None, error: DbErro
 
 
 def _split(text: str, file: str, dialect: str) -> list[Statement]:
-    if dialect == "postgresql":
-        return split_postgresql(text, file)
-    # A one-line case is written without its ';', which SQLite's splitter needs to see the end.
+    # A one-line case may be written without its ';', which a splitter that looks for the end
+    # of each statement (SQLite's) needs to see.
     text = text.rstrip()
-    return split_sqlite(text if text.endswith(";") else text + ";", file)
+    return split_statements(text if text.endswith(";") else text + ";", file, Dialect(dialect))
 
 
 def run_case(conn: Any, case: BehaviourCase, setup: str, number: int, dialect: str = "postgresql") -> CaseResult:
@@ -185,7 +187,6 @@ def race(target: Target, run_id: str, case: Any) -> list[RaceSession]:
 
     import psycopg
 
-    from ..targets.resolve import psycopg_connect
 
     barrier = threading.Barrier(case.sessions)
     results: list[RaceSession] = []
@@ -228,7 +229,7 @@ def race(target: Target, run_id: str, case: Any) -> list[RaceSession]:
     return sorted(results, key=lambda s: s.session)
 
 
-class BehaviourRun(BasePhase):
+class BehaviourRun(PhaseRun):
     """Behaviour cases, performance probes and index sizes, all rolled back."""
 
     default_action = "test"
@@ -237,7 +238,7 @@ class BehaviourRun(BasePhase):
                  **kwargs: object) -> None:
         super().__init__(phase, runbook, target, **kwargs)  # type: ignore[arg-type]
         self.spec: BehaviourSpec = runbook.spec.test or BehaviourSpec()
-        if target.dialect != "postgresql" and (self.spec.data or self.spec.probes or self.spec.index_sizes
+        if not target.dialect.explains and (self.spec.data or self.spec.probes or self.spec.index_sizes
                                                or self.spec.write_costs):
             self._fail(GuardRefused(f"test: performance probes and index sizes use PostgreSQL's EXPLAIN (FORMAT JSON) "
                                     f"and pg_relation_size; target {target.name} is {target.dialect}: declare "
@@ -258,7 +259,7 @@ class BehaviourRun(BasePhase):
         if not self.spec.concurrency:
             report.say("**No concurrency cases** are declared for this runbook.")
             return pd.DataFrame()
-        if self.target.dialect != "postgresql":
+        if not self.target.dialect.sessions:
             self._fail(GuardRefused("test: concurrency cases race PostgreSQL sessions; "
                                     f"target {self.target.name} is {self.target.dialect}"))
         frames = []
@@ -424,6 +425,6 @@ class BehaviourRun(BasePhase):
         self.conn.rollback()
         self.conn.begin()
         self._raise_for_failures()
-        self._commit("test", ledger.PASSED if self.declared else ledger.NOOP)
+        self._commit("test", Status.PASSED if self.declared else Status.NOOP)
         report.say(f"**test passed** on {self.target.name}: every case held and the probes' evidence is above; "
                    f"nothing the phase wrote was kept (run {self.run_id}).")

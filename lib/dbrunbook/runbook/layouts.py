@@ -16,8 +16,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import SpecError
+from ..sql import lint
+from .sets import load_members
 
 LAYOUTS = ("prisma", "updown", "flyway", "numbered")
 
@@ -103,8 +106,6 @@ def read_folder(folder: Path, layout: str | None = None) -> tuple[list[Migration
 
 def _set(folder: Path) -> list[MigrationFile]:
     """A runbook set's members (``dbrunbook import``'s output), in the set's order."""
-    from .sets import load_members
-
     out = []
     for number, member in enumerate(load_members(folder), start=1):
         down = member / "rollback.sql"
@@ -174,3 +175,13 @@ def _numbered(folder: Path) -> tuple[list[MigrationFile], list[Issue]]:
         if found and not _UPDOWN.match(path.name):
             out.append(MigrationFile(found.group(1), found.group(2), path, None, "numbered"))
     return out, []
+
+
+def lint_folder(folder: Path, layout: str | None = None, **options: Any) -> lint.LintResult:
+    """A team's migration folder, in any layout read here, linted as one chain in order (see
+    :func:`dbrunbook.sql.lint.lint_chain`), with the folder's numbering problems as findings."""
+    folder = Path(folder)
+    members, issues = read_folder(folder, layout)
+    links = [lint.ChainLink(m.up, str(m.up.relative_to(folder)), m.down,
+                            str(m.down.relative_to(folder)) if m.down is not None else "") for m in members]
+    return lint.lint_chain(links, [lint.numbering_finding(i.file, i.message, i.fix) for i in issues], **options)

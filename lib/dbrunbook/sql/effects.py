@@ -14,8 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pglast import ast, parse_sql
+from pglast import ast
 from pglast.enums import AlterTableType, ObjectType
+
+from .statements import Statement
 
 DONE, TODO, INVALID, RERUN = "done", "todo", "invalid", "rerun"
 
@@ -146,8 +148,8 @@ def effects_of(node: Any) -> list[Effect] | None:
     return None
 
 
-def statement_effects(text: str) -> list[Effect] | None:
-    return effects_of(parse_sql(text)[0].stmt)
+def statement_effects(statement: Statement) -> list[Effect] | None:
+    return effects_of(statement.node)
 
 
 # -- probes (psycopg, autocommit or inside the caller's transaction) --------------------------------

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.engine import Connection
 
 from ..errors import StatementFailed
-from ..targets.resolve import redact
+from ..targets.secrets import redact
 from .statements import Statement
 
 if TYPE_CHECKING:

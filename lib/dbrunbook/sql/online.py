@@ -18,17 +18,17 @@ from typing import Any
 
 import pandas as pd
 import psycopg
-from pglast import ast, parse_sql
+from pglast import ast
 from pglast.enums import AlterTableType, ConstrType
 from pglast.stream import RawStream
 from psycopg import sql
 
-from ..catalog.preflight import SHARE_UPDATE_EXCLUSIVE, statement_locks, stronger
 from ..errors import DbrunbookError, StatementFailed
 from . import effects
 from .effects import Effect
 from .execute import describe_error
-from .statements import Statement
+from .locks import SHARE_UPDATE_EXCLUSIVE, statement_locks, stronger
+from .statements import Statement, parse_one
 
 LOCK_NOT_AVAILABLE = "55P03"
 QUERY_CANCELED = "57014"
@@ -93,7 +93,7 @@ def _render(node: Any) -> str:
 def _created_tables(statements: list[Statement]) -> set[str]:
     made = set()
     for statement in statements:
-        node = parse_sql(statement.text)[0].stmt
+        node = statement.node
         if isinstance(node, ast.CreateStmt):
             made.add(_relname(node.relation))
     return made
@@ -124,7 +124,7 @@ def partitioned_index_steps(statement: Statement, node: Any, partitions: list[st
                   "on the parent only: no build, invalid until every partition's index is attached",
                   effects=[Effect("index shell", qualified, parent)])]
     for partition in partitions:
-        child: Any = parse_sql(statement.text)[0].stmt
+        child: Any = parse_one(statement.text)  # a copy of its own: it is changed below
         child.relation.relname = partition
         child.relation.inh = True
         child.concurrent = True
@@ -171,8 +171,8 @@ def _inline_reference(node: Any, new_tables: set[str]) -> tuple[Any, Any] | None
     column.constraints = tuple(c for c in column.constraints or () if c is not fk) or None
     relation: Any = node.relation
     name = fk.conname or f"{relation.relname}_{column.colname}_fkey"[:63]
-    add: Any = parse_sql(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES x").format(
-        _identifier(node.relation), sql.Identifier(str(name)), sql.Identifier(str(column.colname))).as_string(None))[0].stmt
+    add: Any = parse_one(sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES x").format(
+        _identifier(node.relation), sql.Identifier(str(name)), sql.Identifier(str(column.colname))).as_string(None))
     constraint: Any = add.cmds[0].def_
     constraint.pktable, constraint.pk_attrs = fk.pktable, fk.pk_attrs
     constraint.fk_upd_action, constraint.fk_del_action = fk.fk_upd_action, fk.fk_del_action
@@ -235,7 +235,7 @@ def derive_steps(statements: list[Statement], index_tables: dict[str, str] | Non
         return Step(statement, text, kind, lock, tables, why, transactional=transactional, effects=found)
 
     for statement in statements:
-        node: Any = parse_sql(statement.text)[0].stmt
+        node: Any = parse_one(statement.text)  # a copy of its own: the steps below change it
         split = _inline_reference(node, new_tables)
         if split is not None:
             column, add = split

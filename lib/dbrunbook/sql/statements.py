@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..dialects import Dialect
 from ..errors import SpecError
 
 # Statements PostgreSQL refuses inside a transaction block ("cannot run inside a transaction block").
@@ -23,6 +25,9 @@ _LEADING_NOISE = re.compile(r"\A(?:\s+|--[^\n]*(?:\n|\Z)|/\*.*?\*/)*", re.S)
 
 @dataclass(frozen=True)
 class Statement:
+    """One statement of a file: where it is, its text, its kind, and (PostgreSQL) its parse tree,
+    parsed once when the file is split: every module reads :attr:`node` instead of parsing again."""
+
     file: str
     index: int
     line: int
@@ -30,6 +35,15 @@ class Statement:
     kind: str
     transactional: bool = True
     transaction_control: bool = False
+    _node: Any = field(default=None, compare=False, repr=False)
+
+    @property
+    def node(self) -> Any:
+        """The statement's pglast node (parsed from :attr:`text` the first time, for a statement
+        that was not split from a file)."""
+        if self._node is None:
+            object.__setattr__(self, "_node", parse_one(self.text))
+        return self._node
 
     @property
     def summary(self) -> str:
@@ -60,6 +74,14 @@ def _why_not_transactional(node: object) -> str | None:
     return None
 
 
+def parse_one(text: str) -> Any:
+    """The pglast node of one statement's text (SQL that is not a file's statement: a generated
+    ALTER, a predicate wrapped in a SELECT, an index definition from the catalog)."""
+    from pglast import parse_sql
+
+    return parse_sql(text)[0].stmt
+
+
 def split_postgresql(text: str, file: str) -> list[Statement]:
     from pglast import parse_sql
     from pglast.parser import ParseError
@@ -86,6 +108,7 @@ def split_postgresql(text: str, file: str) -> list[Statement]:
             kind=kind,
             transactional=_why_not_transactional(raw.stmt) is None,
             transaction_control=kind == "TransactionStmt",
+            _node=raw.stmt,
         ))
     return out
 
@@ -136,11 +159,22 @@ def read_sql_text(path: Path, name: str | None = None) -> str:
         raise SpecError(name or path, f"cannot be read: {exc.strerror or exc}") from None
 
 
+#: How each dialect's SQL is split into statements.
+SPLITTERS: dict[Dialect, Callable[[str, str], list[Statement]]] = {
+    Dialect.POSTGRESQL: split_postgresql, Dialect.SQLITE: split_sqlite}
+
+
+def split_statements(text: str, file: str, dialect: str) -> list[Statement]:
+    """``text`` split into statements by ``dialect``'s own rules (PostgreSQL's parser, SQLite's
+    statement completeness)."""
+    return SPLITTERS[Dialect(dialect)](text, file)
+
+
 def read_statements(path: Path, dialect: str, file: str | None = None) -> list[Statement]:
-    """Split a SQL file into statements for ``dialect`` ("postgresql" or "sqlite")."""
+    """Split a SQL file into statements for ``dialect``."""
     name = file or path.name
     text = read_sql_text(path, name)
-    statements = split_sqlite(text, name) if dialect == "sqlite" else split_postgresql(text, name)
+    statements = split_statements(text, name, dialect)
     if not statements:
         raise SpecError(name, "holds no SQL statement")
     return statements

