@@ -308,7 +308,7 @@ def test_kernel_noise_is_dropped_from_its_log(tmp_path: Path) -> None:
 def test_the_demo_all_targets_are_known_to_status_afterwards(monkeypatch: pytest.MonkeyPatch) -> None:
     """The project's dbrunbook.yaml names every target demo --all plays on, so `dbrunbook status
     <runbook> --target <runbook>_dev` finds them after the demo."""
-    from dbrunbook.cli.commands import demo_runbooks
+    from dbrunbook.cli.demo import demo_runbooks
     from dbrunbook.config import load_config
 
     from .conftest import ROOT

@@ -27,6 +27,7 @@ from dbrunbook.cli import commands
 from dbrunbook.runbook.spec import load_runbook
 from dbrunbook.sql import effects
 from dbrunbook.sql.online import derive_steps
+from dbrunbook.sql.statements import units
 from dbrunbook.state import checkpoints, identity, ledger
 from dbrunbook.state.status import Status
 from dbrunbook.targets.connect import psycopg_connect
@@ -222,6 +223,26 @@ def test_autocommit_schema_killed_at_random_points(tmp_path: Path) -> None:
     statements = load_runbook(book).read_script("migration", "postgresql")[0]
     steps = [effects.statement_effects(s) for s in statements]
     with prepared_target("event_message_fk", "ks") as target:
+        original = fingerprint(target)
+        kill_cycles(book, target, ["--phases", "schema"], steps, 1.4, original)
+
+
+def test_autocommit_schema_with_an_authors_transaction_killed_at_random_points(tmp_path: Path) -> None:
+    """The author's BEGIN ... COMMIT is one step: a kill inside it leaves none of it (the server rolls
+    the transaction back with the session), and the ledger never calls it done before it committed."""
+    book = slow_copy(tmp_path, "slow_group", [
+        "BEGIN;", 'ALTER TABLE "Event" ADD COLUMN "messageId" TEXT;', SLEEP.format(s=0.8),
+        'COMMENT ON COLUMN "Event"."messageId" IS \'the message\';', "COMMIT;",
+        'CREATE INDEX CONCURRENTLY "Event_messageId_idx" ON "Event"("messageId");', SLEEP.format(s=0.8),
+        'ALTER TABLE "Event" ADD CONSTRAINT "Event_messageId_fkey" FOREIGN KEY ("messageId") REFERENCES '
+        '"Message"("id") ON DELETE CASCADE ON UPDATE CASCADE;'])
+    statements = load_runbook(book).read_script("migration", "postgresql")[0]
+    steps: list[list[effects.Effect] | None] = []
+    for unit in units(statements):
+        found = [e for stmt in unit for e in (effects.statement_effects(stmt) or [])]
+        steps.append(found or None)
+    assert len(steps) == 4  # the group, the index, the pause, the constraint
+    with prepared_target("event_message_fk", "kg") as target:
         original = fingerprint(target)
         kill_cycles(book, target, ["--phases", "schema"], steps, 1.4, original)
 

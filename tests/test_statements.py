@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 from dbrunbook.errors import SpecError
 from dbrunbook.sql.statements import (
+    author_transactions,
     read_statements,
     split_sqlite,
-    strip_transaction_wrapper,
 )
 
 SCRIPT = """-- Migration 022 — with a non-ASCII comment
@@ -42,14 +42,41 @@ def test_statements_carry_start_lines(tmp_path: Path) -> None:
     assert stmts[2].line_of(stmts[2].text.index("RETURN NEW") + 1) == 10
 
 
-def test_wrapper_is_set_aside_but_inner_commit_refused(tmp_path: Path) -> None:
+def test_the_authors_transaction_is_kept_as_a_group_and_a_stray_commit_refused(tmp_path: Path) -> None:
     path = tmp_path / "m.sql"
     path.write_text(SCRIPT)
-    body, wrapped = strip_transaction_wrapper(read_statements(path, "postgresql"))
-    assert wrapped and [s.index for s in body] == [2, 3, 4]
+    body, grouped = author_transactions(read_statements(path, "postgresql"))
+    assert grouped and [(s.index, s.group) for s in body] == [(2, 1), (3, 1), (4, 1)]
     path.write_text("ALTER TABLE a ADD COLUMN b int;\nCOMMIT;\nALTER TABLE a ADD COLUMN c int;\n")
-    with pytest.raises(SpecError, match=r"m.sql:2: transaction control"):
-        strip_transaction_wrapper(read_statements(path, "postgresql"))
+    with pytest.raises(SpecError, match=r"m.sql:2: COMMIT without a BEGIN"):
+        author_transactions(read_statements(path, "postgresql"))
+
+
+def test_a_group_in_the_middle_of_a_file_and_what_lies_around_it(tmp_path: Path) -> None:
+    """Prisma's enum rewrite: its own BEGIN ... COMMIT between statements of no group."""
+    path = tmp_path / "migration.sql"
+    path.write_text("CREATE TABLE t (id int);\n-- AlterEnum\nBEGIN;\nCREATE TYPE r AS ENUM ('a');\n"
+                    "SAVEPOINT s;\nRELEASE SAVEPOINT s;\nCOMMIT;\nCREATE INDEX t_id ON t (id);\n"
+                    "START TRANSACTION;\nALTER TABLE t ADD COLUMN x int;\nEND;\n")
+    body, grouped = author_transactions(read_statements(path, "postgresql"))
+    assert grouped
+    assert [(s.kind, s.group) for s in body] == [("CreateStmt", None), ("CreateEnumStmt", 1), ("TransactionStmt", 1),
+                                                 ("TransactionStmt", 1), ("IndexStmt", None), ("AlterTableStmt", 2)]
+    assert not any(s.transaction_control for s in body)  # a savepoint is an ordinary statement inside a group
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("BEGIN;\nCREATE TABLE a (id int);\n", r"m.sql:1: BEGIN without a COMMIT"),
+    ("BEGIN;\nBEGIN;\nCOMMIT;\n", r"m.sql:2: BEGIN inside the transaction the file opened at line 1"),
+    ("BEGIN;\nCREATE TABLE a (id int);\nROLLBACK;\n", r"m.sql:3: ROLLBACK: the file undoes its own transaction"),
+    ("BEGIN;\nPREPARE TRANSACTION 'x';\n", r"m.sql:2: PREPARE TRANSACTION 'x': two-phase commit"),
+])
+def test_transaction_control_that_cannot_mean_what_it_says_is_refused_with_its_line(
+        tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "m.sql"
+    path.write_text(text)
+    with pytest.raises(SpecError, match=message):
+        author_transactions(read_statements(path, "postgresql"))
 
 
 def test_syntax_error_names_file_and_line(tmp_path: Path) -> None:

@@ -31,6 +31,16 @@ def state_dir(root: Path | None = None) -> Path:
     return (root or project_root()) / ".dbrunbook"
 
 
+def packaged_dir() -> Path:
+    """The installed package's own folder: the phase notebooks and the example runbooks it ships."""
+    return Path(__file__).resolve().parent
+
+
+def examples_dir() -> Path:
+    """The example runbooks the demo plays (seeds 000 to 004), as the package ships them."""
+    return packaged_dir() / "examples"
+
+
 def notebooks_dir(root: Path | None = None) -> Path:
     return (root or project_root()) / "notebooks"
 

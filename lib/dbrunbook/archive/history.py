@@ -308,8 +308,7 @@ def overview(targets: list[str] | None = None, *, last: int = 20, base: Path | N
                     if state is None and not recorded:
                         continue  # never run here: not this target's runbook
                     live = ledger.lock_held(conn, ledger.runbook_lock_key(book.name)) if state else False
-                    text, detail = ledger.describe(state, book.migration_checksum(), live=live,
-                                                   script=book.script_name("migration"))
+                    text, detail = ledger.describe_runbook(state, book, live=live)
                     states.append({"runbook": book.name, "target": name,
                                    "production": "PRODUCTION" if target.production else "", "state": text,
                                    "detail": detail})

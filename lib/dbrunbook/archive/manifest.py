@@ -43,6 +43,8 @@ class PhaseResult:
     html: str | None
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    #: Which notebook ran: ``kind`` (project or packaged), ``path``, ``sha256``, ``dbrunbook`` version.
+    source: dict[str, str] | None = None
 
 
 @dataclass

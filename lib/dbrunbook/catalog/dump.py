@@ -12,11 +12,13 @@ from ..targets.resolve import Target
 from ..targets.secrets import redact
 
 
-def dump_schema(target: Target, path: Path) -> Path:
-    """``pg_dump --schema-only`` of the target into ``path``; the password travels in PGPASSWORD."""
+def dump_schema(target: Target, path: Path, *, exclude_schemas: tuple[str, ...] = ()) -> Path:
+    """``pg_dump --schema-only`` of the target into ``path`` (without ``exclude_schemas``); the
+    password travels in PGPASSWORD."""
     url = engine(target).url
     env = {**os.environ}
-    args = [str(embedded.client_binary("pg_dump")), "--schema-only", "--no-owner", "--no-privileges", "--file", str(path)]
+    args = [str(embedded.client_binary("pg_dump")), "--schema-only", "--no-owner", "--no-privileges",
+            *(f"--exclude-schema={schema}" for schema in exclude_schemas), "--file", str(path)]
     host = url.query.get("host") or url.host
     if host:
         args += ["--host", str(host)]

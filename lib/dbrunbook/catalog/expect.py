@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 
 from ..dialects import Dialect
 from ..errors import PreconditionFailed
-from ..sql.statements import parse_one
+from ..sql.statements import Statement, parse_one
 from .expectations import (
     CheckExpect,
     ColumnExpect,
@@ -268,6 +268,24 @@ def check_expectations(conn: Connection, expectations: Expectations) -> pd.DataF
     rows += [checker.foreign_key(f) for f in expectations.foreign_keys]
     rows += [checker.check(c) for c in expectations.checks]
     rows += [checker.trigger(t) for t in expectations.triggers]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def check_verify_scripts(conn: Connection, statements: list[Statement]) -> pd.DataFrame:
+    """Run each statement of the verify scripts in a savepoint rolled back (a verify script proves,
+    it never changes); one row each, failed when it raises."""
+    rows = []
+    for stmt in statements:
+        where = f"{stmt.file}:{stmt.line}"
+        savepoint = conn.begin_nested()
+        try:
+            conn.exec_driver_sql(stmt.text)
+            actual, ok = "ran", True
+        except sa.exc.DBAPIError as exc:
+            actual, ok = " ".join(str(exc.orig or exc).split())[:200], False
+        finally:
+            savepoint.rollback()
+        rows.append(_row("verify script", where, f"runs without error: {stmt.summary[:80]}", actual, ok))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

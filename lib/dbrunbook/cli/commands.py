@@ -1,26 +1,30 @@
-"""The commands, as plain typed functions; :mod:`dbrunbook.cli.main` is a thin shell over them."""
+"""The commands, as plain typed functions; :mod:`dbrunbook.cli.main` is a thin shell over them.
+
+Another program (a scheduler, a CI step) calls these as the command line does: each returns a
+result that renders itself, or raises a :class:`~dbrunbook.errors.DbrunbookError` whose message is
+one line."""
 from __future__ import annotations
 
-import json
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import __version__
 from ..archive import manifest
 from ..archive.history import passed_review
-from ..config import TARGETS_ENV
 from ..dialects import Dialect
 from ..errors import DbrunbookError, GuardRefused, SpecError, TargetError
-from ..paths import project_root
-from ..phases import registry
+from ..files import sha256_file
+from ..paths import project_root, state_dir
+from ..phases import notebooks, registry
 from ..phases.notebooks import phase_notebook
 from ..phases.registry import PHASE_NAMES
 from ..run import runner
-from ..run.kernel import kept_kernels
-from ..runbook import importer, layouts, sets
-from ..runbook.sets import RunbookSet
+from ..runbook import importer, layouts, scaffold, sets
+from ..runbook.sets import RunbookSet, load_book
 from ..runbook.spec import Runbook, load_runbook
 from ..sql import lint as lint_
 from ..sql.execute import run_statements
@@ -30,17 +34,7 @@ from ..state.status import Status
 from ..targets import embedded
 from ..targets.connect import engine
 from ..targets.resolve import Target, resolve_target
-
-DEMO_RUNBOOK = "event_message_fk"
-# The seed-000 flow: rehearse everything on dev (clean_slate confirmed for dev only; the rollback
-# rehearsal proves the way back), then deploy to prod, rehearsed on dev.
-APPROVE = "approve"  # a flow step that records an approval instead of running phases
-DEMO_APPROVER = "reviewer (demo)"
-DEMO_FLOW: tuple[tuple[str, tuple[str, ...], dict[str, object]], ...] = (
-    ("dev", ("review", "schema", "clean_slate", "code_verify", "test", "rollback", "schema"), {"confirm": "dev"}),
-    ("prod", (APPROVE,), {}),
-    ("prod", ("deploy",), {"rehearsal": "dev"}),
-)
+from ..targets.secrets import refuse_password
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -199,7 +193,7 @@ def status(runbook_ref: str, target_ref: str) -> StatusReport:
     if book.spec.backfill and migrations.empty:  # declared, not started: the seed's "pending"
         migrations = _frame([{"name": book.spec.backfill.name, "phase": "backfill", "status": "pending",
                                     "processed_records": 0, "checkpoint": {}, "updated_at": None, "error": None}])
-    text, detail = ledger.describe(state, book.migration_checksum(), live=live, script=book.script_name("migration"))
+    text, detail = ledger.describe_runbook(state, book, live=live)
     return StatusReport(book.name, target.name, text, detail, events, migrations, approval)
 
 
@@ -256,128 +250,10 @@ def import_set(src: str, dest: str, layout: str | None = None) -> importer.Impor
 
 # -- demo ---------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class DemoStep:
-    target: str
-    phases: list[str]
-    result: manifest.RunResult
-    #: "passed", or "refused (expected)" for a review whose no-go is the evidence (seed 001's proposal).
-    outcome: str = "passed"
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome != "failed"
-
-
-# (target, phases, parameters[, the review verdict expected: "no-go" makes a refusal the evidence])
-Flow = list[tuple[str, list[str], dict[str, object]] | tuple[str, list[str], dict[str, object], str]]
-
-
-def play_flow(runbook: str, flow: Flow, echo: Callable[[str], None] = print) -> list[DemoStep]:
-    """Prepare every target of the flow from the runbook's fixture, then run each target's phases
-    in order, archiving every run; stops at the first failed run. A step expecting a no-go passes
-    when the review refuses with its verdict, and fails otherwise."""
-    for target_ref in dict.fromkeys(step[0] for step in flow):
-        prepared = prepare(runbook, target_ref, allow_production=True)
-        echo(f"prepared {prepared.target}: {prepared.statements} fixture statements loaded")
-    steps: list[DemoStep] = []
-    for target_ref, phases, parameters, *expected in flow:
-        if phases == [APPROVE]:
-            # A second person approves the plan the dev run reviewed, as seed 001 asks ("Get team
-            # approval before proceeding"); the production deploy then finds it in the ledger.
-            echo(approve(runbook, target_ref, approver=DEMO_APPROVER, note="demo: reviewed and rehearsed on dev").render())
-            continue
-        shown = "".join(f" {k}={v}" for k, v in parameters.items())
-        echo(f"running {runbook} on {target_ref}: {', '.join(phases)}" + (f" ({shown.strip()})" if shown else "")
-             + (" - the plan's reviewers said no-go: a refusal is expected" if expected == ["no-go"] else ""))
-        result = run(runbook, target_ref, phases, parameters=parameters)
-        if expected == ["no-go"]:
-            refused = not result.ok and "ReviewRejected" in (result.phases[-1].error or "")
-            outcome = "refused (expected)" if refused else "failed"
-        else:
-            outcome = "passed" if result.ok else "failed"
-        steps.append(DemoStep(target_ref, phases, result, outcome))
-        echo(result.render() + (f"\n  {outcome}" if expected else ""))
-        if outcome == "failed":
-            break
-    return steps
-
-
-def demo(echo: Callable[[str], None] = print) -> list[DemoStep]:
-    """The seed-000 flow on the embedded dev and prod databases, its runs in one kernel."""
-    with kept_kernels():
-        return play_flow(DEMO_RUNBOOK, [(t, list(phases), params) for t, phases, params in DEMO_FLOW], echo)
 
 
 # -- demo --all ---------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class DemoRow:
-    runbook: str
-    target: str
-    phases: str
-    status: str
-    duration_s: float
-    archive: str
-
-
-def runbook_flow(book: Runbook) -> Flow:
-    """A runbook's demo flow on its own two databases: review (PostgreSQL runbooks), every
-    declared phase rehearsed on ``<name>_dev`` (with a rollback rehearsal), then deploy on
-    ``<name>_prod``."""
-    dev, prod = f"{book.name}_dev", f"{book.name}_prod"
-    spec = book.spec
-    declared = [phase for phase, section in (("clean_slate", spec.clean_slate), ("backfill", spec.backfill),
-                                             ("code_verify", spec.code_verify), ("test", spec.test))
-                if section is not None]
-    dev_params: dict[str, object] = {"confirm": dev} if spec.clean_slate else {}
-    review = ["review"] if Dialect(spec.engine) in registry.phase_info("review").dialects else []
-    # Production gets the data migration too, as in seed 002 ("Production deployed | Cleanup
-    # complete"): backfill, verification, dual-read, then the cleanup and the final schema.
-    # A variant the plan's reviewers sent back is reviewed first: its no-go is archived as evidence.
-    refused: Flow = [(dev, ["review"], {"variant": name}, "no-go") for name, variant in spec.review.variants.items()
-                     if variant.verdict == "no-go" and review]
-    deploy_params: dict[str, object] = {"rehearsal": dev}
-    if spec.backfill is not None and spec.backfill.cleanup is not None:
-        deploy_params["cleanup"] = True
-    return [*refused, (dev, [*review, "schema", *declared, "rollback", "schema"], dev_params), (prod, [APPROVE], {}),
-            (prod, ["deploy", *(["backfill"] if spec.backfill else [])], deploy_params)]
-
-
-def demo_runbooks() -> list[Runbook]:
-    folder = project_root() / "runbooks"
-    return [load_runbook(path) for path in sorted(folder.iterdir()) if (path / "runbook.yaml").is_file()]
-
-
-def demo_all(echo: Callable[[str], None] = print) -> list[DemoRow]:
-    """Every example runbook, each on its own embedded databases; one summary row per run."""
-    books = demo_runbooks()
-    extra = json.loads(os.environ.get(TARGETS_ENV) or "{}")
-    # The project's dbrunbook.yaml names these targets too (so status knows them afterwards);
-    # they are set here as well for a project, or a test session, whose config does not.
-    for book in books:
-        for suffix, production in (("dev", False), ("prod", True)):
-            name = f"{book.name}_{suffix}"
-            entry: dict[str, object] = {"sqlite_file": name} if Dialect(book.spec.engine).file \
-                else {"embedded": f"demo_{name}"}
-            extra.setdefault(name, {**entry, "production": production})
-    # The kernels Papermill starts inherit this: the notebooks resolve the same names.
-    os.environ[TARGETS_ENV] = json.dumps(extra)
-    rows: list[DemoRow] = []
-    with kept_kernels():  # one kernel for every runbook's runs
-        for book in books:
-            for step in play_flow(book.name, runbook_flow(book), echo):
-                result = step.result
-                rows.append(DemoRow(book.name, step.target, ",".join(p.phase for p in result.phases),
-                                    "no-go(expected)" if step.outcome == "refused (expected)" else step.outcome,
-                                    round(sum(p.duration_s for p in result.phases), 1), str(result.folder)))
-    return rows
-
-
-def demo_table(rows: list[DemoRow]) -> str:
-    frame = _frame([vars(r) for r in rows], columns=list(DemoRow.__dataclass_fields__))
-    frame = frame.rename(columns={"duration_s": "duration s"})
-    return frame.to_string(index=False)
 
 
 # -- lint -----------------------------------------------------------------------------------------
@@ -467,3 +343,103 @@ def approve(ref: str, target_ref: str, *, approver: str | None = None, note: str
             approvals.record_approval(conn, approvals.Approval(member.name, target.name, who, plan_sha256(own), own,
                                                                review, identity.now(), note))
     return Approved(book.name, target.name, who, plan_sha256(checksums), review, [m.name for m in members])
+
+
+# -- a team's own repository: init, new, notebooks, lab -------------------------------------------------
+
+def init(folder: str = ".", import_from: str | None = None) -> scaffold.InitResult:
+    """``dbrunbook init``: make ``folder`` a dbrunbook project (writing only what is missing)."""
+    return scaffold.init_project(Path(folder), Path(import_from) if import_from else None)
+
+
+def new(name: str, *, from_sql: str | None = None, rollback_sql: str | None = None,
+        dev: str = "dev") -> scaffold.NewResult:
+    """``dbrunbook new``: ``runbooks/NAME`` from a migration's SQL, its expectations generated."""
+    return scaffold.new_runbook(name, project_root(), from_sql=Path(from_sql) if from_sql else None,
+                                rollback_sql=Path(rollback_sql) if rollback_sql else None, dev=dev)
+
+
+@dataclass(frozen=True)
+class NotebooksReport:
+    rows: list[tuple[str, str, str, str]]  # (name, kind, sha256, path)
+    header: str = ""
+
+    def render(self) -> str:
+        width = max((len(r[0]) for r in self.rows), default=5)
+        lines = [self.header] if self.header else []
+        lines += [f"{name:<{width}}  {kind:<8}  {digest[:12]}  {path}" for name, kind, digest, path in self.rows]
+        return "\n".join(lines)
+
+
+def notebooks_list() -> NotebooksReport:
+    """Each phase (and the overview page) with the notebook it runs: the project's or the packaged one."""
+    return NotebooksReport([(s.phase, s.kind, s.sha256, str(s.path)) for s in notebooks.sources()],
+                           f"phase notebooks (the project's notebooks/<phase>.ipynb wins; dbrunbook {__version__}):")
+
+
+def notebook_path(phase: str) -> Path:
+    """The notebook a phase runs: the file to give the Papermill CLI."""
+    return notebooks.phase_notebook(phase)
+
+
+def notebooks_eject(phases: list[str]) -> NotebooksReport:
+    """Copy packaged notebooks into the project's ``notebooks/`` to customise (never overwriting)."""
+    done = notebooks.eject(phases or None)
+    return NotebooksReport([(e.phase, "kept" if e.kept else "ejected", sha256_file(e.path), str(e.path))
+                            for e in done], "the project's own notebooks (each now runs instead of the packaged one):")
+
+
+@dataclass(frozen=True)
+class LabCopy:
+    """A working copy of a phase notebook, runbook and target preset, under the project's local state."""
+
+    path: Path
+    phase: str
+    runbook: str
+    target: str
+    kept: bool
+
+    def command(self, *, no_browser: bool = False) -> list[str]:
+        # As root (a container, a CI runner) JupyterLab refuses to start without being told.
+        root = ["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else []
+        return [sys.executable, "-m", "jupyter", "lab", str(self.path), *(["--no-browser"] if no_browser else []), *root]
+
+    def render(self) -> str:
+        state = "kept: your edits stay; remove it for a fresh copy" if self.kept else "written"
+        return (f"{self.phase} for {self.runbook} on {self.target}: working copy {self.path} ({state})\n"
+                f"  open with: {' '.join(self.command())}")
+
+    def launch(self, *, no_browser: bool = False) -> int:
+        import importlib.util
+        import subprocess
+
+        if importlib.util.find_spec("jupyterlab") is None:
+            raise DbrunbookError("JupyterLab is not installed here: pip install 'dbrunbook[lab]' (or open the "
+                                 f"working copy {self.path} in a JupyterLab of your own)")
+        return subprocess.run(self.command(no_browser=no_browser)).returncode
+
+
+def lab(runbook: str | None, phase: str, target: str | None) -> LabCopy:
+    """``dbrunbook lab``: a working copy of the phase's notebook (the project's or the packaged one,
+    never edited itself) with ``runbook`` and ``target`` set in an injected parameters cell, as
+    Papermill injects them, under ``.dbrunbook/lab/<runbook>/<target>/``."""
+    import nbformat
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    info = registry.phase_info(phase)
+    defaults = info.all_params()
+    chosen_runbook = runbook or str(defaults["runbook"].default)
+    chosen_target = target or str(defaults["target"].default)
+    refuse_password("target", chosen_target)
+    book = load_book(chosen_runbook)  # a runbook that does not load is said now, not in the first cell
+    folder = state_dir() / "lab" / book.name / chosen_target.replace("/", "__")
+    path = folder / f"{phase}.ipynb"
+    if path.exists():
+        return LabCopy(path, phase, book.name, chosen_target, True)
+    source = notebooks.notebook_source(phase)
+    node = parameterize_notebook(load_notebook_node(str(source.path)),
+                                 {"runbook": chosen_runbook, "target": chosen_target})
+    folder.mkdir(parents=True, exist_ok=True)
+    nbformat.write(node, str(path))
+    return LabCopy(path, phase, book.name, chosen_target, False)

@@ -14,9 +14,15 @@ from pathlib import Path
 
 import yaml
 
+from .. import __version__
 from ..errors import DbrunbookError
 from ..paths import project_root
 from ..run import signals, startup
+
+#: The folder layouts ``lint --layout`` and ``import --format`` accept: the names of
+#: :data:`dbrunbook.runbook.layouts.LAYOUTS` (spelled here so that ``--help`` does not import the
+#: readers; tests/test_layouts.py keeps the two equal).
+LAYOUT_NAMES = ("sqitch", "prisma", "diesel", "flyway", "pop", "updown", "goose", "dbmate", "numbered")
 
 
 def _parameter(text: str) -> tuple[str, object]:
@@ -29,7 +35,32 @@ def _parameter(text: str) -> tuple[str, object]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dbrunbook", description="Database migrations run as Jupyter runbooks.")
+    parser.add_argument("--version", action="version", version=f"dbrunbook {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    init = sub.add_parser("init", help="make a folder (or a team's repository) a dbrunbook project")
+    init.add_argument("dir", nargs="?", default=".", help="the folder (default: here); made if missing")
+    init.add_argument("--import", dest="import_from", metavar="FOLDER",
+                      help="also import this migration folder as a runbook set under runbooks/")
+
+    new = sub.add_parser("new", help="scaffold runbooks/NAME from a migration's SQL, its expectations generated")
+    new.add_argument("name")
+    new.add_argument("--from", dest="from_sql", metavar="FILE.sql", help="the migration (default: a template)")
+    new.add_argument("--rollback", dest="rollback_sql", metavar="FILE.sql",
+                     help="its rollback (default: generated where every statement can be inverted)")
+    new.add_argument("--dev", default="dev", help="the target whose schema the migration starts from (default dev)")
+
+    notebooks = sub.add_parser("notebooks", help="which notebook each phase runs: the project's own, or the packaged one")
+    notebooks.add_argument("action", nargs="?", choices=["list", "path", "eject"], default="list")
+    notebooks.add_argument("phases", nargs="*", help="for path: one phase; for eject: phases (default: every one)")
+
+    lab = sub.add_parser("lab", help="JupyterLab on a working copy of a phase notebook, runbook and target preset")
+    lab.add_argument("runbook", nargs="?", help="the runbook (default: the notebook's own default)")
+    lab.add_argument("--phase", default="schema")
+    lab.add_argument("--target", help="default: the phase's (dev; prod for deploy)")
+    lab.add_argument("--no-browser", action="store_true", help="start JupyterLab without opening a browser")
+    lab.add_argument("--print", dest="print_only", action="store_true",
+                     help="write the working copy and print the command, without starting JupyterLab")
 
     db = sub.add_parser("db", help="the embedded PostgreSQL (the default database)")
     db.add_argument("action", choices=["start", "stop", "status", "url", "psql"])
@@ -65,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     lint.add_argument("--pg-version", help="the server version squawk assumes (default: the target's)")
     lint.add_argument("--no-squawk", action="store_true", help="only dbrunbook's own rules")
     lint.add_argument("--variant", help="a runbook's review variant instead of its migration (e.g. proposed)")
-    lint.add_argument("--layout", choices=["prisma", "updown", "flyway", "numbered"],
+    lint.add_argument("--layout", choices=LAYOUT_NAMES,
                       help="a migration folder's layout (default: detected from its files)")
     lint.add_argument("--assume-in-transaction", dest="in_transaction", action="store_true", default=None,
                       help="tell squawk every file runs in one transaction (default: each file that can, as the "
@@ -78,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     imported = sub.add_parser("import", help="a team's migration folder as a runbook set, one runbook per migration")
     imported.add_argument("src", help="the migration folder")
     imported.add_argument("--into", required=True, help="the set folder to write (or add new migrations to)")
-    imported.add_argument("--format", dest="layout", choices=["prisma", "updown", "flyway", "numbered"],
+    imported.add_argument("--format", dest="layout", choices=LAYOUT_NAMES,
                           help="the folder's layout (default: detected from its files)")
 
     rehearse = sub.add_parser("rehearse", help="schema, rollback, schema for each member on a scratch target")
@@ -207,11 +238,32 @@ def _dispatch(args: argparse.Namespace) -> int:
     from ..run import runner
     from ..sql import lint as lint_
     from ..targets.secrets import redact
-    from . import commands
+    from . import commands, demo
 
-    # Every command works in a project, found as git finds its repository; outside one it refuses
-    # here, before any server is started or anything written.
+    if args.command == "init":
+        print(commands.init(args.dir, args.import_from).render())
+        return 0
+    # Every other command works in a project, found as git finds its repository; outside one it
+    # refuses here, before any server is started or anything written.
     project_root()
+    if args.command == "new":
+        print(commands.new(args.name, from_sql=args.from_sql, rollback_sql=args.rollback_sql, dev=args.dev).render())
+        return 0
+    if args.command == "notebooks":
+        if args.action == "path":
+            if len(args.phases) != 1:
+                return _fail("notebooks path: name one phase (dbrunbook notebooks path schema)", 2)
+            print(commands.notebook_path(args.phases[0]))
+            return 0
+        print(commands.notebooks_eject(args.phases).render() if args.action == "eject" else
+              commands.notebooks_list().render())
+        return 0
+    if args.command == "lab":
+        working = commands.lab(args.runbook, args.phase, args.target)
+        print(working.render())
+        if args.print_only:
+            return 0
+        return working.launch(no_browser=args.no_browser)
     if args.command == "db":
         if args.action == "start":
             state = commands.db_start()
@@ -321,9 +373,9 @@ def _dispatch(args: argparse.Namespace) -> int:
                          + (", the rollout halted" if args.on_error == "halt" else ""), 1)
         return 0
     if args.command == "demo" and args.all_runbooks:
-        rows = commands.demo_all()
+        rows = demo.demo_all()
         print()
-        print(commands.demo_table(rows))
+        print(demo.demo_table(rows))
         if any(row.status == "failed" for row in rows):
             print("dbrunbook: error: demo --all: a run failed (see above)", file=sys.stderr)
             return 1
@@ -332,7 +384,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         print("demo: seed 000 (Add messageId FK to Event table) on the embedded PostgreSQL;")
         print("      'prod' here is a stand-in database on the same embedded server.")
-        steps = commands.demo()
+        steps = demo.demo()
         ok = bool(steps) and all(step.ok for step in steps)
         if not ok:
             print("dbrunbook: error: demo failed (see above)", file=sys.stderr)

@@ -249,9 +249,13 @@ class PhaseRun:
         except DbrunbookError as exc:
             self._fail(exc)
 
-    def _check(self, expectations: Expectations) -> pd.DataFrame:
-        """Check expectations against the schema now; failures count against the phase."""
+    def _check(self, expectations: Expectations, *, verify: bool = False) -> pd.DataFrame:
+        """Check expectations against the schema now (and, with ``verify``, run the runbook's verify
+        scripts); failures count against the phase."""
         frame = expect.check_expectations(self.conn, expectations)
+        if verify and self.runbook.spec.verify:
+            scripts = expect.check_verify_scripts(self.conn, self.runbook.read_verify(self.target.dialect))
+            frame = pd.concat([frame, scripts], ignore_index=True) if len(frame) else scripts
         self.failures += expect.failures(frame)
         passed = int((frame["result"] == expect.PASS).sum())
         report.say(f"**Expectations:** {passed} of {len(frame)} passed.")

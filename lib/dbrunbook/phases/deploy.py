@@ -153,7 +153,8 @@ class DeployRun(PhaseRun):
         state = self.state
         live = ledger.lock_held(self.conn, ledger.runbook_lock_key(self.runbook.name))
         migration = self.runbook.display(self.runbook.script_name("migration"))
-        decision = ledger.decide(Direction.FORWARD, state, checksum, live=live, script=migration, target=self.target.name)
+        decision = ledger.decide(Direction.FORWARD, state, checksum, live=live, script=migration, target=self.target.name,
+                                 repeatable=self.runbook.spec.repeatable)
         self.recovery = decision.recovery
         seen = "pending" if state is None else f"{decision.state} {str(state.checksum)[:12]} by {state.operator}"
         if decision.error is not None:
@@ -223,8 +224,7 @@ class DeployRun(PhaseRun):
     def plan(self) -> pd.DataFrame:
         """The online steps derived from the migration, with the lock each one takes."""
         statements = self._migration()
-        self.steps = derive_steps(statements, preflight.index_tables(self.raw), preflight.partitions_of(self.raw),
-                                  self.runbook.wrapped_files("migration"))
+        self.steps = derive_steps(statements, preflight.index_tables(self.raw), preflight.partitions_of(self.raw))
         self.conn.rollback()  # the catalog reads leave no transaction open while the steps run
         self.conn.begin()
         frame = steps_frame(self.steps)
@@ -300,7 +300,7 @@ class DeployRun(PhaseRun):
         if self.dry_run:
             report.say("**Dry run:** nothing was applied, so there is nothing new to verify.")
             return {}
-        checks = self._check(self.runbook.spec.expect)
+        checks = self._check(self.runbook.spec.expect, verify=True)
         indexes = self._verify_indexes()
         self.verified = True
         return {"expectations": checks, "indexes": indexes}

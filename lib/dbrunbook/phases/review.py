@@ -52,17 +52,21 @@ class ReviewRun(PhaseRun):
 
     # -- what the notebook calls, in order ------------------------------------------------
 
+    def _read(self) -> list[Statement]:
+        """The statements under review (a file with none is a no-op, which lint says)."""
+        try:
+            return [s for name in self.files for s in read_statements(self.runbook.file(name), "postgresql",
+                                                                      self.runbook.display(name), empty=True)]
+        except SpecError as exc:
+            self._fail(exc)
+
     @step
     def scripts(self) -> pd.DataFrame:
         """What is under review: the files, in the order they would run."""
         self._guard_open()
         if self.why:
             report.say(f"**Variant `{self.variant}`.** {self.why}")
-        try:
-            self.statements = [s for name in self.files
-                               for s in read_statements(self.runbook.file(name), "postgresql", self.runbook.display(name))]
-        except SpecError as exc:
-            self._fail(exc)
+        self.statements = self._read()
         rows = [{"role": role, "file": self.runbook.display(name), "sha256": self.checksums[name][:12]}
                 for role, names in (("migration", self.files), ("rollback", self.rollback_files)) for name in names]
         existing = f"{len(self.existing)} file(s), latest `{self.existing[-1].name}`" if self.existing else "none given"
@@ -84,8 +88,7 @@ class ReviewRun(PhaseRun):
                                  pg_version=".".join(str(p) for p in version[:2]) or None, squawk=self.use_squawk,
                                  names=names)
         self.findings += result.findings
-        statements = [s for name in self.files for s in read_statements(self.runbook.file(name), "postgresql",
-                                                                        self.runbook.display(name))]
+        statements = self.statements or self._read()
         extra = preflight.extension_findings(self.raw, statements, self.target.name)
         extra += preflight.partitioned_index_findings(statements, preflight.partitions_of(self.raw))
         self.findings += extra

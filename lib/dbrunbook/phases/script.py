@@ -35,7 +35,7 @@ from ..sql.execute import (
     run_statement,
     statements_frame,
 )
-from ..sql.statements import Statement
+from ..sql.statements import Statement, units
 from ..state import ledger
 from ..state.status import Direction, Status
 from ..targets.resolve import Target
@@ -98,14 +98,17 @@ class ScriptRun(PhaseRun):
         except DbrunbookError as exc:
             self._fail(exc)
         blocking = [s for s in statements if not s.transactional]
-        in_transaction = not blocking
+        # The source tool ran it outside a transaction (goose NO TRANSACTION): so does this phase.
+        declared_outside = not self.runbook.spec.in_transaction and bool(statements)
+        in_transaction = not blocking and not declared_outside
         self.checksums = self.runbook.sql_checksums()
         checksum = self.runbook.migration_checksum()
         state = self.state
         live = ledger.lock_held(self.conn, ledger.runbook_lock_key(self.runbook.name))
         self.decision = ledger.decide(
             self.direction, state, checksum, live=live,
-            script=self.runbook.display(self.runbook.script_name("migration")), target=self.target.name)
+            script=self.runbook.display(self.runbook.script_name("migration")), target=self.target.name,
+            repeatable=self.runbook.spec.repeatable)
         if self.decision.error is not None:
             self._fail(self.decision.error)
         decision = NOOP if self.decision.action == Status.NOOP else APPLY
@@ -118,18 +121,30 @@ class ScriptRun(PhaseRun):
             self._fail(GuardRefused(
                 f"{first.file}:{first.line}: statement {first.index} cannot run inside a transaction "
                 f"({first.summary}), so a dry run cannot rehearse it and roll it back"))
+        if declared_outside and self.dry_run:
+            self._fail(GuardRefused(f"{self.runbook.name}/runbook.yaml says in_transaction: false, so a dry run "
+                                    "cannot rehearse the script and roll it back"))
         if decision == APPLY:
             self._check_before_applying(self.decision)
         self.plan_ = Plan(decision, statements, in_transaction, reason)
         state_text = "none" if state is None else f"{self.decision.state} (checksum {(state.checksum or '')[:12]})"
         lines = [f"**Ledger state on {self.target.name}:** {state_text}", f"**Decision:** {reason}"]
-        if wrapped:
-            lines.append("The script's own `BEGIN` ... `COMMIT` is set aside: the phase runs the "
-                         "statements in one transaction of its own, together with its checks and ledger entry.")
-        if blocking:
+        if wrapped and in_transaction:
+            lines.append("**The author's own transaction:** the script's `BEGIN` ... `COMMIT` runs inside the "
+                         "phase's one transaction, with its checks and ledger entry: what the author grouped is "
+                         "applied whole or not at all, and so is the rest.")
+        elif wrapped:
+            lines.append("**The author's own transaction:** each `BEGIN` ... `COMMIT` of the script runs as one "
+                         "transaction, written ahead in the ledger as one step; a failure inside it leaves it undone.")
+        if not statements:
+            lines.append(f"**{self.script} holds no statement** (empty, or comments only): running it changes "
+                         "nothing; the phase passes and the ledger records it like any other.")
+        if blocking or declared_outside:
             names = ", ".join(f"#{s.index} (line {s.line})" for s in blocking)
-            lines.append(f"**Not in one transaction:** statement(s) {names} cannot run inside a "
-                         "transaction block (e.g. CREATE INDEX CONCURRENTLY). The script runs one "
+            why = (f"statement(s) {names} cannot run inside a transaction block (e.g. CREATE INDEX CONCURRENTLY)"
+                   if blocking else "runbook.yaml says `in_transaction: false` (its source tool runs it outside a "
+                                    "transaction)")
+            lines.append(f"**Not in one transaction:** {why}. The script runs one "
                          "statement at a time in autocommit; a failure part-way leaves the earlier "
                          f"statements applied, and {self.runbook.script_name('rollback')} is the way back.")
         else:
@@ -189,7 +204,7 @@ class ScriptRun(PhaseRun):
     def check_expectations(self) -> pd.DataFrame:
         """Check every declared expectation against the schema as it is now."""
         self._guard_open()
-        return self._check(self.expectations)
+        return self._check(self.expectations, verify=self.direction == Direction.FORWARD)
 
     @step
     def show_diff(self) -> pd.DataFrame:
@@ -298,26 +313,41 @@ class ScriptRun(PhaseRun):
         return {name: digest for name, digest in self.checksums.items() if name in names}
 
     def _run_autocommit(self, statements: list[Statement]) -> list[Executed]:
-        """One statement at a time, each committing on its own, written ahead in the ledger: the
-        intent before each statement, the outcome after it, so a kill at any instant leaves a
-        ledger naming the statement that may be half done."""
+        """One statement at a time, each committing on its own (an author's ``BEGIN`` ... ``COMMIT``
+        as one transaction), written ahead in the ledger: the intent before each step, the outcome
+        after it, so a kill at any instant leaves a ledger naming the step that may be half done."""
         self.conn.commit()  # nothing written yet; leaves no transaction holding locks
         auto = self._hold_runbook_lock()
+        # A step is what commits on its own: a statement, or an author's BEGIN ... COMMIT group.
+        steps = units(statements)
         with self.engine.begin() as conn:
             self._move(self.in_flight_state, conn,
-                       step=0, steps=len(statements), steps_done=0, step_sql=None, error=None)
+                       step=0, steps=len(steps), steps_done=0, step_sql=None, error=None)
         done: list[Executed] = []
-        for stmt in statements:
+        for number, unit in enumerate(steps, start=1):
+            first = unit[0]
+            summary = first.summary if len(unit) == 1 else \
+                f"BEGIN ... COMMIT of {len(unit)} statements ({first.file}:{first.line}-{unit[-1].line})"
             with self.engine.begin() as conn:
-                ledger.step_intent(conn, self.runbook.name, stmt.index, len(statements), stmt.summary)
-            if self._skip_done(auto, stmt):
-                report.say(f"**Already done, skipped:** statement {stmt.index} ({stmt.summary}).")
+                ledger.step_intent(conn, self.runbook.name, number, len(steps), summary)
+            if self._unit_done(auto, unit):
+                report.say(f"**Already done, skipped:** statement {first.index} ({summary}).")
+            elif len(unit) == 1:
+                done.append(run_autocommit_statement(auto, first, len(statements)))
             else:
-                done.append(run_autocommit_statement(auto, stmt, len(statements)))
+                with auto.transaction():  # the author's group: committed whole, or rolled back whole
+                    done += [run_autocommit_statement(auto, stmt, len(statements)) for stmt in unit]
             with self.engine.begin() as conn:
-                ledger.step_outcome(conn, self.runbook.name, stmt.index)
+                ledger.step_outcome(conn, self.runbook.name, number)
         self.conn.begin()
         return done
+
+    def _unit_done(self, raw: Any, unit: list[Statement]) -> bool:
+        """In recovery, whether a step's effect is in place: a group committed whole or not at all,
+        so one of its statements whose effect the catalog shows tells for all of them."""
+        if len(unit) == 1:
+            return self._skip_done(raw, unit[0])
+        return any(self._skip_done(raw, stmt) for stmt in unit if effects.statement_effects(stmt))
 
     def _failed_action(self) -> str:
         return self._action(self.plan_) if self.plan_ is not None else self.action

@@ -350,8 +350,7 @@ def fleet_status(runbook_ref: str, targets: list[str]) -> pd.DataFrame:
                 with engine(resolve_target(ref), create=False).connect() as conn:
                     state = ledger.read_state(conn, member.name)
                     live = ledger.lock_held(conn, ledger.runbook_lock_key(member.name)) if state else False
-                text, detail = ledger.describe(state, member.migration_checksum(), live=live,
-                                               script=member.script_name("migration"))
+                text, detail = ledger.describe_runbook(state, member, live=live)
             except Exception as exc:
                 text, detail = "unreachable", str(exc).splitlines()[0]
             rows.append({"database": ref, "runbook": member.name, "state": text, "detail": detail})

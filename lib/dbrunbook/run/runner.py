@@ -205,7 +205,8 @@ def _run_phases(book: Runbook | RunbookSet, target: Target, target_ref: str, pha
                     error = (error + "; " if error else "") + f"HTML rendering failed: {error_line(exc)}"
                     status = Status.FAILED
             result.phases.append(PhaseResult(step.label, f"{step.phase}.ipynb", status, at, done.seconds,
-                                             step.page, html, error, done.warnings))
+                                             step.page, html, error, done.warnings,
+                                             done.source.record() if done.source else None))
             try:
                 write_manifest(folder, book, target, result, started, dry_run, parameters, status="running")
             except OSError as exc:

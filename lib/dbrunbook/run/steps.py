@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from ..phases import registry
 from ..phases.base import abandon_current
 from ..phases.evidence import Evidence
-from ..phases.notebooks import phase_notebook
+from ..phases.notebooks import NotebookSource, notebook_source
 from ..phases.outcome import Outcome, read_outcome
 from ..runbook.spec import Runbook
 from ..state.status import Status
@@ -109,6 +109,8 @@ class StepResult:
     namespace: dict[str, Any] = field(default_factory=dict)
     #: The exception itself, where the phase ran in this process (a kernel's stays in the kernel).
     exception: BaseException | None = None
+    #: The notebook that ran: the project's own, or the packaged one.
+    source: NotebookSource | None = None
 
     @property
     def warnings(self) -> list[str]:
@@ -135,8 +137,9 @@ def run_step(step: Step, engine: Engine, folder: Path, parameters: dict[str, obj
     began = time.perf_counter()
     namespace: dict[str, Any] = {}
     status, error, unsaved, raised = Status.PASSED, None, None, None
+    source = notebook_source(step.phase)
     try:
-        engine.execute(phase_notebook(step.phase), folder / step.page, parameters, namespace)
+        engine.execute(source.path, folder / step.page, parameters, namespace)
     except Exception as exc:  # papermill raises its own error for a failed cell
         status, error, raised = Status.FAILED, error_line(exc), exc
         ended = read_outcome(folder, step.member.name, step.phase)
@@ -144,7 +147,7 @@ def run_step(step: Step, engine: Engine, folder: Path, parameters: dict[str, obj
             # The phase ran to its end and recorded it; it was the saving that failed.
             status, error, unsaved = Status.PASSED, None, f"{step.page}: {error}"
     return StepResult(step, status, round(time.perf_counter() - began, 3), error,
-                      read_outcome(folder, step.member.name, step.phase), unsaved, namespace, raised)
+                      read_outcome(folder, step.member.name, step.phase), unsaved, namespace, raised, source)
 
 
 def error_line(exc: BaseException) -> str:

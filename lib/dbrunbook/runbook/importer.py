@@ -7,11 +7,11 @@ each statement, in reverse order, with what the catalog held just before it: see
 :mod:`dbrunbook.sql.inverse`), the statements that cannot be inverted without losing data
 (``irreversible``, with the reason), and expectations derived from what the migration did to a
 scratch database's catalog. Re-importing adds only new migrations: a member already written is
-never rewritten.
+never rewritten, except a repeatable whose definition changed (it is its current definition, and
+runs again).
 """
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,12 +19,28 @@ from typing import Any
 import yaml
 
 from ..errors import SpecError
-from ..sql.inverse import Inverse, _ident, invert
-from ..sql.statements import Statement, read_statements, strip_transaction_wrapper
+from ..sql.inverse import invert
+from ..sql.statements import (
+    Statement,
+    author_transactions,
+    read_sql_text,
+    split_statements,
+)
 from ..targets.connect import psycopg_connect
 from ..targets.resolve import scratch_target
 from . import layouts
+from .authoring import (
+    Trial,
+    apply,
+    expectation_count,
+    generated_rollback,
+    render_spec,
+    try_script,
+)
 from .sets import SET_FILE, is_set, load_members
+
+#: How a repeatable member's folder is named (Flyway's own prefix for them).
+REPEATABLE_PREFIX = "R__"
 
 
 @dataclass
@@ -36,6 +52,7 @@ class Member:
     irreversible: list[str] = field(default_factory=list)
     expectations: int = 0
     note: str = ""
+    updated: bool = False  # a repeatable already imported whose definition changed, rewritten
 
 
 @dataclass
@@ -47,11 +64,14 @@ class ImportResult:
     issues: list[str]
 
     def render(self) -> str:
-        lines = [f"{len(self.added)} migration(s) imported into {self.dest} ({self.layout}); "
-                 f"{len(self.kept)} already there, left as they are"]
+        new = [m for m in self.added if not m.updated]
+        lines = [f"{len(new)} migration(s) imported into {self.dest} ({self.layout}); "
+                 + (f"{len(self.added) - len(new)} repeatable(s) changed, rewritten; " if len(new) < len(self.added)
+                    else "") + f"{len(self.kept)} already there, left as they are"]
         for m in self.added:
             back = {"source": "its own down", "generated": "generated rollback", "none": "forward-only"}[m.rollback]
-            lines.append(f"  {m.name}: {back}, {m.expectations} expectation(s)"
+            lines.append(f"  {m.name}{' (changed: runs again)' if m.updated else ''}: {back}, "
+                         f"{m.expectations} expectation(s)"
                          + (f"; irreversible: {'; '.join(m.irreversible)}" if m.irreversible else "")
                          + (f"; {m.note}" if m.note else ""))
         lines += [f"  numbering: {issue}" for issue in self.issues]
@@ -61,8 +81,11 @@ class ImportResult:
 def import_folder(src: Path, dest: Path, layout_name: str | None = None) -> ImportResult:
     """Import a migration folder as a runbook set (see the module's docstring)."""
     src, dest = Path(src).resolve(), Path(dest).resolve()
-    members, issues = layouts.read_folder(src, layout_name)
     chosen = layout_name or layouts.detect_layout(src)
+    members, issues = layouts.read_folder(src, chosen)
+    if not members:
+        raise SpecError(src, f"read as {chosen}, but it holds no migration dbrunbook can run (a PostgreSQL one); "
+                             "nothing was written")
     dest.mkdir(parents=True, exist_ok=True)
     existing = load_members(dest) if is_set(dest) else []
     known = {p.name for p in existing}
@@ -71,84 +94,77 @@ def import_folder(src: Path, dest: Path, layout_name: str | None = None) -> Impo
     with scratch_target("import") as target, psycopg_connect(target, "dbrunbook import") as conn:
         usable = True
         for number, member in enumerate(members, start=1):
-            name = f"{number:04d}_{member.label}"[:100]
-            statements = _statements(member.up, member.up.name)
-            if name in known:
-                usable = usable and _apply(conn, statements) is None
+            # A repeatable is named without a position: versions added later run before it.
+            name = (f"{REPEATABLE_PREFIX}{member.name}" if member.repeatable else f"{number:04d}_{member.label}")[:100]
+            statements = _statements(member.up_text(), member.up_name(src))
+            changed = member.repeatable and name in known and \
+                (dest / name / "migration.sql").read_text(encoding="utf-8") != member.up_text()
+            if name in known and not changed:
+                usable = usable and apply(conn, statements) is None
                 continue
-            previous = members[number - 2].version if number > 1 else ""
+            previous = members[number - 2].version if number > 1 and not member.repeatable else ""
+            # A repeatable that changed is its new definition: rewritten, it runs again (Flyway's R__).
             result = _write_member(dest / name, member, src, statements, conn if usable else None, previous)
+            result.updated = changed
             if result.note:
                 usable = False
             added.append(result)
-            names.append(name)
+            if not changed:
+                names.append(name)
+    # Repeatables run after every versioned migration, as Flyway runs them.
+    names = [n for n in names if not n.startswith(REPEATABLE_PREFIX)] + \
+        [n for n in names if n.startswith(REPEATABLE_PREFIX)]
     (dest / SET_FILE).write_text(yaml.safe_dump({"source": str(src), "layout": chosen, "members": names},
                                                 sort_keys=False))
-    return ImportResult(dest, chosen, added, sorted(known), [f"{i.file}: {i.message}" for i in issues])
+    kept = sorted(known - {m.name for m in added})
+    return ImportResult(dest, chosen, added, kept, [f"{i.file}: {i.message}" for i in issues])
 
 
-def _statements(path: Path, name: str) -> list[Statement]:
-    try:
-        return strip_transaction_wrapper(read_statements(path, "postgresql", name))[0]
-    except SpecError as exc:
-        if exc.message == "holds no SQL statement":
-            return []
-        raise
+def _statements(text: str, name: str) -> list[Statement]:
+    """The script's statements, its author's own transactions kept as groups (none: a no-op)."""
+    return author_transactions(split_statements(text, name, "postgresql"))[0]
 
 
-def _holds_no_statement(path: Path) -> bool:
-    """An empty or comment-only file (a down written for another database still counts as one:
+def _holds_no_statement(text: str, name: str) -> bool:
+    """An empty or comment-only script (a down written for another database still counts as one:
     the rehearsal, not the import, judges it)."""
     try:
-        return not read_statements(path, "postgresql", path.name)
-    except SpecError as exc:
-        return exc.message == "holds no SQL statement"
-
-
-def _apply(conn: Any, statements: list[Statement]) -> str | None:
-    """Run statements on the scratch database; the first error, if any."""
-    import psycopg
-
-    for stmt in statements:
-        try:
-            conn.execute(stmt.text.encode())
-        except psycopg.Error as exc:
-            return f"{stmt.file}:{stmt.line}: {(exc.diag.message_primary or str(exc)).strip()}"
-    return None
+        return not split_statements(text, name, "postgresql")
+    except SpecError:
+        return False
 
 
 def _write_member(folder: Path, member: layouts.MigrationFile, src: Path, statements: list[Statement],
                   conn: Any | None, previous: str = "") -> Member:
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(member.up, folder / "migration.sql")
-    result = Member(folder.name, str(member.up.relative_to(src)), None, "none")
-    inverses: list[Inverse] = []
-    before: dict[str, Any] | None = _catalog(conn) if conn is not None else None
-    for stmt in statements:
-        inverses.append(invert(stmt, conn))
-        if conn is not None:
-            error = _apply(conn, [stmt])
-            if error:
-                result.note = f"not applied on the scratch database ({error}): expectations and catalog-based " \
-                              "inverses stop here"
-                conn = None
-    down_empty = member.down is not None and _holds_no_statement(member.down)
-    if member.down is not None and not down_empty:
-        shutil.copyfile(member.down, folder / "rollback.sql")
-        result.down, result.rollback = str(member.down.relative_to(src)), "source"
+    (folder / "migration.sql").write_text(member.up_text())
+    result = Member(folder.name, member.up_name(src), None, "none")
+    trial = try_script(conn, statements) if conn is not None else \
+        Trial(inverses=[invert(stmt) for stmt in statements], error="no scratch database")
+    if conn is not None and trial.error:
+        result.note = f"not applied on the scratch database ({trial.error}): expectations and catalog-based " \
+                      "inverses stop here"
+        trial.inverses += [invert(stmt) for stmt in statements[len(trial.inverses):]]
+    down = member.down_text()
+    down_name = member.down_name(src)
+    down_empty = down is not None and _holds_no_statement(down, down_name)
+    if down is not None and not down_empty:
+        (folder / "rollback.sql").write_text(down)
+        result.down, result.rollback = down_name, "source"
+    elif member.repeatable:
+        result.irreversible = ["a repeatable migration (re-applied whenever it changes): its earlier definition is "
+                               "not kept"]
     else:
-        result.irreversible = [i.irreversible for i in inverses if i.irreversible]
-        lines = [s for i in reversed(inverses) for s in i.statements]
-        if lines and not result.irreversible and member.down is None:  # an empty down of the source wins too
+        lines, result.irreversible = generated_rollback(trial.inverses)
+        if lines and down is None:  # an empty down of the source wins too
             (folder / "rollback.sql").write_text(
                 f"-- Generated by dbrunbook import from {result.source}: each statement inverted, in reverse order.\n"
                 + "".join(f"{line};\n" for line in lines))
             result.rollback = "generated"
-        if member.down is not None and down_empty:
-            result.irreversible.append(f"{member.down.name} is empty: the source declares no way back")
-    expect = _expectations(before, _catalog(conn)) if conn is not None and before is not None else {}
-    result.expectations = sum(len(v) if isinstance(v, list) else len(v.get("present", [])) + len(v.get("absent", []))
-                              for v in expect.values())
+        if down is not None and down_empty:
+            result.irreversible.append(f"{down_name} is empty: the source declares no way back")
+    expect = trial.expectations
+    result.expectations = expectation_count(expect)
     spec: dict[str, Any] = {"title": f"{member.name} (imported)", "source": f"imported from {result.source}",
                             "origin": {"tool": member.layout, "name": member.label if member.layout == "prisma" else
                                        member.name, "version": member.version, "script": member.up.name,
@@ -157,70 +173,14 @@ def _write_member(folder: Path, member: layouts.MigrationFile, src: Path, statem
         spec["rollback"] = []
     if result.irreversible:
         spec["irreversible"] = result.irreversible
+    if not member.in_transaction:
+        spec["in_transaction"] = False
+    if member.repeatable:
+        spec["repeatable"] = True
+    if member.verify is not None:
+        (folder / "verify.sql").write_text(read_sql_text(member.verify, member.verify.name))
+        spec["verify"] = ["verify.sql"]
     if expect:
         spec["expect"] = expect
-    (folder / "runbook.yaml").write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
+    (folder / "runbook.yaml").write_text(render_spec(spec))
     return result
-
-
-def _catalog(conn: Any | None) -> dict[str, Any]:
-    """Tables, columns (type, nullable), indexes and foreign keys of the scratch database's public schema."""
-    if conn is None:
-        return {}
-    out: dict[str, Any] = {}
-    tables = [r[0] for r in conn.execute(
-        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') ORDER BY 1").fetchall()]
-    for table in tables:
-        columns = {str(name): {"type": str(kind), "nullable": not bool(notnull)} for name, kind, notnull in conn.execute(
-            "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute WHERE attrelid = "
-            "to_regclass(%s) AND attnum > 0 AND NOT attisdropped", (_ident(table),)).fetchall()}
-        indexes = {str(name): {"columns": [str(c) for c in cols], "unique": bool(unique)} for name, cols, unique in conn.execute(
-            "SELECT i.relname, array_agg(a.attname ORDER BY k.ord), x.indisunique FROM pg_index x "
-            "JOIN pg_class i ON i.oid = x.indexrelid CROSS JOIN LATERAL unnest(x.indkey) WITH ORDINALITY k(attnum, ord) "
-            "JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum "
-            "WHERE x.indrelid = to_regclass(%s) AND x.indexprs IS NULL AND x.indpred IS NULL AND NOT EXISTS "
-            "(SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid) GROUP BY i.relname, "
-            "x.indisunique", (_ident(table),)).fetchall()}
-        fks = {str(name): {"columns": [str(c) for c in cols], "table": str(ref), "ref": [str(c) for c in refcols]}
-               for name, cols, ref, refcols in conn.execute(
-                   "SELECT con.conname, array(SELECT attname FROM pg_attribute WHERE attrelid = con.conrelid AND "
-                   "attnum = ANY(con.conkey) ORDER BY array_position(con.conkey, attnum)), f.relname, "
-                   "array(SELECT attname FROM pg_attribute WHERE attrelid = con.confrelid AND attnum = ANY(con.confkey) "
-                   "ORDER BY array_position(con.confkey, attnum)) FROM pg_constraint con JOIN pg_class f ON "
-                   "f.oid = con.confrelid WHERE con.conrelid = to_regclass(%s) AND con.contype = 'f'",
-                   (_ident(table),)).fetchall()}
-        out[table] = {"columns": columns, "indexes": indexes, "fks": fks}
-    return out
-
-
-def _expectations(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
-    """What a migration did to the catalog, as runbook.yaml expectations."""
-    tables = {"present": sorted(set(after) - set(before)), "absent": sorted(set(before) - set(after))}
-    columns: list[dict[str, Any]] = []
-    indexes: list[dict[str, Any]] = []
-    fks: list[dict[str, Any]] = []
-    for table in sorted(after):
-        old = before.get(table, {"columns": {}, "indexes": {}, "fks": {}})
-        new = after[table]
-        for name, col in sorted(new["columns"].items()):
-            if old["columns"].get(name) != col:
-                columns.append({"table": table, "column": name, "type": col["type"], "nullable": col["nullable"]})
-        columns += [{"table": table, "column": name, "present": False}
-                    for name in sorted(set(old["columns"]) - set(new["columns"]))]
-        for name, index in sorted(new["indexes"].items()):
-            if old["indexes"].get(name) != index:
-                indexes.append({"table": table, "name": name, "columns": index["columns"], "unique": index["unique"]})
-        indexes += [{"table": table, "name": name, "present": False}
-                    for name in sorted(set(old["indexes"]) - set(new["indexes"]))]
-        for name, fk in sorted(new["fks"].items()):
-            if old["fks"].get(name) != fk:
-                fks.append({"table": table, "name": name, "columns": fk["columns"],
-                            "references": {"table": fk["table"], "columns": fk["ref"]}})
-    out: dict[str, Any] = {}
-    if tables["present"] or tables["absent"]:
-        out["tables"] = {k: v for k, v in tables.items() if v}
-    for key, value in (("columns", columns), ("indexes", indexes), ("foreign_keys", fks)):
-        if value:
-            out[key] = value
-    return out

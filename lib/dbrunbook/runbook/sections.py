@@ -301,7 +301,7 @@ class Origin(Strict):
     """Where an imported runbook came from: the tool, and the migration's name and version there,
     so its history table can be kept in step (``dbrunbook.state.toolhistory``)."""
 
-    tool: Literal["prisma", "updown", "flyway", "numbered", "set"]
+    tool: Literal["prisma", "diesel", "sqitch", "flyway", "pop", "updown", "goose", "dbmate", "numbered", "set"]
     name: str
     version: str = ""
     script: str = ""

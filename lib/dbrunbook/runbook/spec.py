@@ -18,7 +18,7 @@ from ..catalog.expectations import Expectations, Precondition
 from ..errors import SpecError
 from ..files import Strict, digest, file_checksums, folder_files, read_yaml, sha256_file
 from ..paths import resolve_runbook_dir
-from ..sql.statements import Statement, read_statements, strip_transaction_wrapper
+from ..sql.statements import Statement, author_transactions, read_statements
 from .sections import (
     BackfillSpec,
     BehaviourSpec,
@@ -59,6 +59,14 @@ class RunbookSpec(Strict):
     # ``rollback: []`` is forward-only, and its rollback phase refuses with this list.
     irreversible: list[str] = []
     origin: Origin | None = None
+    # False: the source tool runs it outside a transaction (goose's NO TRANSACTION, dbmate's
+    # transaction:false): one statement at a time in autocommit, written ahead in the ledger.
+    in_transaction: bool = True
+    # Applied again whenever its checksum changes (Flyway's R__ scripts), instead of refused as drift.
+    repeatable: bool = False
+    # Scripts that must run without error once the migration is applied (Sqitch's verify): run in a
+    # savepoint that is rolled back, so a verify script changes nothing.
+    verify: list[str] = []
 
 
 @dataclass(frozen=True)
@@ -122,21 +130,24 @@ class Runbook:
         return " + ".join(self.script_files(kind))
 
     def read_script(self, kind: str, dialect: str) -> tuple[list[Statement], bool]:
-        """Every statement of the script's files, in order, each file's own BEGIN ... COMMIT set
-        aside (the phase owns the transaction); and whether any file had one."""
+        """Every statement of the script's files, in order, each statement of an author's own
+        ``BEGIN ... COMMIT`` marked with its group (:func:`dbrunbook.sql.statements.author_transactions`);
+        and whether any file had one."""
         statements: list[Statement] = []
-        wrapped = False
+        grouped = False
         for relative in self.script_files(kind):
-            body, had = strip_transaction_wrapper(read_statements(self.file(relative), dialect, self.display(relative)))
+            body, had = author_transactions(read_statements(self.file(relative), dialect, self.display(relative),
+                                                            empty=True))
             statements += body
-            wrapped = wrapped or had
-        return statements, wrapped
+            grouped = grouped or had
+        return statements, grouped
 
-    def wrapped_files(self, kind: str, dialect: str = "postgresql") -> set[str]:
-        """The script's files (as shown in messages) whose author wrapped them in BEGIN ... COMMIT:
-        deploy keeps what the author grouped in one transaction."""
-        return {self.display(relative) for relative in self.script_files(kind)
-                if strip_transaction_wrapper(read_statements(self.file(relative), dialect, self.display(relative)))[1]}
+    def read_verify(self, dialect: str) -> list[Statement]:
+        """The statements of the verify scripts, in order, without their transaction control: Sqitch's
+        own wrap them in ``BEGIN`` ... ``ROLLBACK``, and here each runs in a savepoint rolled back."""
+        return [stmt for relative in self.spec.verify
+                for stmt in read_statements(self.file(relative), dialect, self.display(relative), empty=True)
+                if not stmt.transaction_control]
 
     def migration_checksum(self) -> str:
         """The checksum the ledger records: the file's sha256, or for several files the sha256
@@ -157,7 +168,7 @@ class Runbook:
 
     def sql_checksums(self) -> dict[str, str]:
         """sha256 of every SQL file the spec names."""
-        names = [*self.migration_files, *self.rollback_files, *self.fixture_files]
+        names = [*self.migration_files, *self.rollback_files, *self.fixture_files, *self.spec.verify]
         return {name: self.checksum(name) for name in names}
 
     def files(self) -> list[Path]:
@@ -238,6 +249,10 @@ def load_runbook(ref: str | Path) -> Runbook:
                 raise SpecError(spec_path, f"file not found: {folder / relative}", key)
         if value == [] and key != "rollback":  # rollback: [] is a forward-only runbook
             raise SpecError(spec_path, "names no file", key)
+    for relative in spec.verify:
+        _inside(folder, relative, "verify", spec_path)
+        if not (folder / relative).is_file():
+            raise SpecError(spec_path, f"file not found: {folder / relative}", "verify")
     for key, value in (("fixture", spec.fixture), ("review.existing", spec.review.existing)):
         for relative in [] if value is None else _as_list(value):
             _inside(folder, relative, key, spec_path)

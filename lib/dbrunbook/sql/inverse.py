@@ -33,6 +33,10 @@ def _rel(rel: Any) -> str:
     return _ident(rel.schemaname, rel.relname) if rel.schemaname else _ident(rel.relname)
 
 
+def _literal(value: str) -> str:
+    return sql.Literal(value).as_string(None)
+
+
 def _names(values: Any) -> list[str]:
     return [str(v.sval) for v in values or () if hasattr(v, "sval")]
 
@@ -44,6 +48,20 @@ def _column_state(conn: Any, table: str, column: str) -> tuple[str, bool, str | 
         "FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
         "WHERE a.attrelid = to_regclass(%s) AND a.attname = %s AND NOT a.attisdropped", (table, column)).fetchone()
     return (str(row[0]), bool(row[1]), row[2]) if row else None
+
+
+def _enum_labels(conn: Any | None, type_name: str) -> list[str] | None:
+    """The labels of an enum type, in order, as the catalog has it now (None: not an enum)."""
+    if conn is None:
+        return None
+    import psycopg
+
+    try:  # the scratch session is in autocommit: an error here leaves nothing to roll back
+        rows = conn.execute("SELECT e.enumlabel FROM pg_enum e WHERE e.enumtypid = to_regtype(%s) "
+                            "ORDER BY e.enumsortorder", (type_name,)).fetchall()
+    except psycopg.Error:  # a name to_regtype cannot read: not an enum we can see
+        return None
+    return [str(r[0]) for r in rows] or None
 
 
 def _index_definition(conn: Any, name: str) -> str | None:
@@ -83,6 +101,10 @@ def invert(statement: Statement, conn: Any | None = None) -> Inverse:
         args = ", ".join(_render(p.argType) for p in node.parameters or ()
                          if getattr(p, "mode", None) is None or str(p.mode) not in ("FUNC_PARAM_OUT", "FUNC_PARAM_TABLE"))
         return Inverse([f"DROP FUNCTION {_ident(*_names(node.funcname))}({args})"])
+    if isinstance(node, ast.RenameStmt) and node.renameType == ObjectType.OBJECT_TYPE and node.object is not None:
+        named = _names(node.object)
+        renamed = [*named[:-1], str(node.newname)]
+        return Inverse([f"ALTER TYPE {_ident(*renamed)} RENAME TO {_ident(named[-1])}"])
     if isinstance(node, ast.RenameStmt) and node.relation is not None:
         table = _rel(node.relation)
         if node.renameType == ObjectType.OBJECT_TABLE:
@@ -97,6 +119,17 @@ def invert(statement: Statement, conn: Any | None = None) -> Inverse:
     if isinstance(node, ast.AlterEnumStmt):
         return Inverse([], "ALTER TYPE ... ADD VALUE: PostgreSQL cannot remove an enum value")
     if isinstance(node, ast.DropStmt):
+        if node.removeType == ObjectType.OBJECT_TYPE and conn is not None:
+            # An enum (Prisma's value removal drops the old one after moving its columns) comes back
+            # with its labels in order; a domain or composite type does not, without its definition.
+            made = []
+            for obj in node.objects or ():
+                parts = [str(getattr(n, "sval", "")) for n in getattr(obj, "names", None) or ()]
+                labels = _enum_labels(conn, ".".join(_ident(n) for n in parts)) if parts else None
+                if labels is None:
+                    return Inverse([], "DROP TYPE: only an enum's labels can be read back from the catalog")
+                made.append(f"CREATE TYPE {_ident(*parts)} AS ENUM ({', '.join(_literal(v) for v in labels)})")
+            return Inverse(made)
         if node.removeType == ObjectType.OBJECT_INDEX and conn is not None:
             definitions = [_index_definition(conn, ".".join(_names(o))) for o in node.objects or ()]
             if all(definitions):
@@ -135,6 +168,16 @@ def _invert_alter(node: Any, conn: Any | None) -> Inverse:
             if state is None:
                 return Inverse([], f"ALTER COLUMN {column} TYPE: the type it had is unknown without a catalog")
             new_type = _render(cmd.def_.typeName)
+            old_labels, new_labels = _enum_labels(conn, state[0]), _enum_labels(conn, new_type)
+            if old_labels is not None and new_labels is not None:
+                # Enum to enum: back to the old one, through text, when every new label is an old one.
+                missing = [v for v in new_labels if v not in old_labels]
+                if missing:
+                    return Inverse([], f"ALTER COLUMN {column} TYPE {new_type}: its values {missing} do not exist in "
+                                       f"{state[0]}")
+                out.append(f"ALTER TABLE {table} ALTER COLUMN {_ident(column)} TYPE {state[0]} "
+                           f"USING {_ident(column)}::text::{state[0]}")
+                continue
             if _narrows(state[0], new_type):
                 return Inverse([], f"ALTER COLUMN {column} TYPE {new_type} narrows {state[0]}: values may have "
                                    "been cut or rounded")

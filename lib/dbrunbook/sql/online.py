@@ -180,20 +180,21 @@ def _inline_reference(node: Any, new_tables: set[str]) -> tuple[Any, Any] | None
     return node, add
 
 
-def _keep_authors_transactions(steps: list[Step], wrapped: set[str]) -> list[Step]:
-    """Statements the author wrapped in BEGIN ... COMMIT stay in one step, one transaction (a
-    CHECK dropped and added again is never missing in between); what must run outside a
-    transaction (CONCURRENTLY) and the validations follow that step."""
+def _keep_authors_transactions(steps: list[Step]) -> list[Step]:
+    """Statements the author wrapped in BEGIN ... COMMIT (a group: :attr:`Statement.group`) stay in
+    one step, one transaction (a CHECK dropped and added again is never missing in between); what
+    must run outside a transaction (CONCURRENTLY) and the validations follow that step."""
     out: list[Step] = []
     position = 0
     while position < len(steps):
-        file = steps[position].source.file
-        if file not in wrapped:
+        source = steps[position].source
+        if source.group is None:
             out.append(steps[position])
             position += 1
             continue
         group = []
-        while position < len(steps) and steps[position].source.file == file:
+        while position < len(steps) and (steps[position].source.file, steps[position].source.group) == \
+                (source.file, source.group):
             group.append(steps[position])
             position += 1
         inside = [s for s in group if s.transactional and s.kind != "validate constraint"]
@@ -217,13 +218,13 @@ def _keep_authors_transactions(steps: list[Step], wrapped: set[str]) -> list[Ste
 
 
 def derive_steps(statements: list[Statement], index_tables: dict[str, str] | None = None,
-                 partitions: dict[str, list[str]] | None = None, wrapped: set[str] | None = None) -> list[Step]:
+                 partitions: dict[str, list[str]] | None = None) -> list[Step]:
     """The online steps for a migration (statements the rewrite does not apply to run as they are,
     each in its own short transaction under the lock policy). Each step's lock comes from
     :func:`dbrunbook.catalog.preflight.statement_locks`; ``index_tables`` (index -> table, from the live
     catalog) lets it see which table a ``DROP INDEX`` locks; ``partitions`` (partitioned table ->
     its partitions, from the live catalog) turns an index on a partitioned table into the form
-    PostgreSQL can build online. ``wrapped``: files whose author grouped them in one transaction
+    PostgreSQL can build online. What the author grouped in one transaction stays one step
     (see :func:`_keep_authors_transactions`)."""
     new_tables = _created_tables(statements)
     context: dict[str, Any] = {"index_tables": index_tables or {}}
@@ -290,7 +291,7 @@ def derive_steps(statements: list[Statement], index_tables: dict[str, str] | Non
             continue
         steps.append(step(statement, statement.text, type(node).__name__, "as written, under the lock policy", found,
                           transactional=statement.transactional))
-    return _keep_authors_transactions(steps, wrapped or set())
+    return _keep_authors_transactions(steps)
 
 
 def _identifier(rel: Any) -> sql.Identifier:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,9 @@ class Statement:
     kind: str
     transactional: bool = True
     transaction_control: bool = False
+    #: The author's own transaction this statement is in (the file's ``BEGIN`` ... ``COMMIT``,
+    #: counted from 1 in its file), or None (see :func:`author_transactions`).
+    group: int | None = None
     _node: Any = field(default=None, compare=False, repr=False)
 
     @property
@@ -170,36 +173,88 @@ def split_statements(text: str, file: str, dialect: str) -> list[Statement]:
     return SPLITTERS[Dialect(dialect)](text, file)
 
 
-def read_statements(path: Path, dialect: str, file: str | None = None) -> list[Statement]:
-    """Split a SQL file into statements for ``dialect``."""
+def read_statements(path: Path, dialect: str, file: str | None = None, *, empty: bool = False) -> list[Statement]:
+    """Split a SQL file into statements for ``dialect``. A file holding none (empty, or comments
+    only) is an error, unless ``empty`` (a runbook's script that does nothing is a recorded no-op)."""
     name = file or path.name
     text = read_sql_text(path, name)
     statements = split_statements(text, name, dialect)
-    if not statements:
+    if not statements and not empty:
         raise SpecError(name, "holds no SQL statement")
     return statements
 
 
-def strip_transaction_wrapper(statements: list[Statement]) -> tuple[list[Statement], bool]:
-    """Drop a BEGIN ... COMMIT pair wrapping the whole file: the phase owns the transaction.
+def _transaction_word(stmt: Statement) -> str:
+    """What a transaction control statement does: ``begin``, ``commit``, ``rollback``, ``prepared``
+    (two-phase commit) or ``savepoint`` (SAVEPOINT, RELEASE, ROLLBACK TO: ordinary inside a
+    transaction)."""
+    words = stmt.text.upper().split()
+    first, second = words[0], words[1] if len(words) > 1 else ""
+    if first in ("BEGIN", "START"):
+        return "begin"
+    if first in ("COMMIT", "END"):
+        return "prepared" if second == "PREPARED" else "commit"
+    if first == "ROLLBACK" or first == "ABORT":
+        if second == "TO" or (second in ("WORK", "TRANSACTION") and len(words) > 2 and words[2] == "TO"):
+            return "savepoint"
+        return "prepared" if second == "PREPARED" else "rollback"
+    if first == "PREPARE":
+        return "prepared"
+    return "savepoint"
 
-    Any other transaction control statement would silently break the phase's atomicity, so it is
-    refused with its location. Returns the statements and whether a wrapper was removed."""
-    body = list(statements)
-    wrapped = False
-    if len(body) >= 2 and body[0].transaction_control and body[-1].transaction_control:
-        first, last = body[0].text.split()[0].upper(), body[-1].text.split()[0].upper()
-        if first in ("BEGIN", "START") and last in ("COMMIT", "END"):
-            body = body[1:-1]
-            wrapped = True
-    for stmt in body:
-        if stmt.transaction_control:
-            raise SpecError(
-                f"{stmt.file}:{stmt.line}",
-                f"transaction control inside the script ({stmt.summary}); dbrunbook runs the "
-                "script in one transaction of its own: remove it",
-            )
-    return body, wrapped
+
+def author_transactions(statements: list[Statement]) -> tuple[list[Statement], bool]:
+    """A file's statements with its author's own ``BEGIN ... COMMIT`` honoured: the markers go, and
+    each statement between them carries its group's number (:attr:`Statement.group`), so that the
+    group runs as one transaction wherever the file's statements do not all run in one already
+    (a script in autocommit, a deploy's online steps). Returns the statements and whether the file
+    had a group. A BEGIN without its COMMIT, a COMMIT without a BEGIN, a BEGIN inside a group, a
+    ROLLBACK of the whole transaction or a two-phase commit is refused with its ``file:line``:
+    each would make what runs differ from what the file says."""
+    out: list[Statement] = []
+    group, opened, groups = None, None, 0
+    for stmt in statements:
+        if not stmt.transaction_control:
+            out.append(replace(stmt, group=group) if group is not None else stmt)
+            continue
+        word = _transaction_word(stmt)
+        where = f"{stmt.file}:{stmt.line}"
+        if word == "savepoint":
+            out.append(replace(stmt, group=group, transaction_control=False) if group is not None
+                       else replace(stmt, transaction_control=False))
+        elif word == "begin":
+            if opened is not None:
+                raise SpecError(where, f"BEGIN inside the transaction the file opened at line {opened.line}: "
+                                       "PostgreSQL keeps the first and only warns; close it with COMMIT first")
+            groups += 1
+            group, opened = groups, stmt
+        elif word == "commit":
+            if opened is None:
+                raise SpecError(where, f"{stmt.summary} without a BEGIN before it in the file")
+            group, opened = None, None
+        elif word == "rollback":
+            raise SpecError(where, f"{stmt.summary}: the file undoes its own transaction, so what it declares would "
+                                   "never be applied; remove it (the phase rolls back by itself on any failure)")
+        else:
+            raise SpecError(where, f"{stmt.summary}: two-phase commit is not something a migration script can do "
+                                   "inside a phase")
+    if opened is not None:
+        raise SpecError(f"{opened.file}:{opened.line}", "BEGIN without a COMMIT: the file ends with its transaction "
+                                                         "still open")
+    return out, groups > 0
+
+
+def units(statements: list[Statement]) -> list[list[Statement]]:
+    """The statements as the steps that run them outside one transaction: an author's group (the
+    same file's same :attr:`Statement.group`) is one step, any other statement a step alone."""
+    out: list[list[Statement]] = []
+    for stmt in statements:
+        last = out[-1][-1] if out else None
+        if stmt.group is not None and last is not None and (last.file, last.group) == (stmt.file, stmt.group):
+            out[-1].append(stmt)
+        else:
+            out.append([stmt])
+    return out
 
 
 _PLACEHOLDER = re.compile(r"%\((\w+)\)s")

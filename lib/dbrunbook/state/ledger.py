@@ -22,6 +22,8 @@ from sqlalchemy.engine import Connection
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ..runbook.spec import Runbook
+
 from ..catalog.introspect import Snapshot
 from ..dialects import Dialect
 from ..errors import DbrunbookError, DriftError, GuardRefused
@@ -312,11 +314,13 @@ def in_flight_text(state: State) -> str:
 
 
 def decide(direction: str, state: State | None, checksum: str, *, live: bool = False,
-           script: str = "the migration", target: str = "") -> Decision:
+           script: str = "the migration", target: str = "", repeatable: bool = False) -> Decision:
     """The one decision, taken by schema, deploy and rollback, and shown by ``status``.
 
     Forward: apply (pending, rolled back), noop (applied, same checksum), resume (part-way,
-    same checksum), refuse (drift, or another run in flight). Backward: apply from applied or
+    same checksum), refuse (drift, or another run in flight); a script changed after a step-by-step
+    attempt failed at its first step is applied (nothing of it stayed); a repeatable migration (Flyway's
+    ``R__``) changed since it was applied is applied again instead of refused. Backward: apply from applied or
     any part-way state (recovery), noop when there is nothing to undo, refuse while in flight."""
     current = effective_state(state, live)
     where = f" on {target}" if target else ""
@@ -337,6 +341,17 @@ def decide(direction: str, state: State | None, checksum: str, *, live: bool = F
         return Decision(APPLY, current, "not applied on this target yet" if current == Status.PENDING
                         else "rolled back earlier: apply again")
     assert state is not None
+    if state.checksum != checksum and repeatable and current == Status.APPLIED:
+        was = (state.checksum or "?")[:12]
+        return Decision(APPLY, current, f"repeatable, and {script} changed since it was applied ({was} at "
+                                        f"{state.updated_at:%Y-%m-%d %H:%M} UTC; now {checksum[:12]}): apply it again")
+    if state.checksum != checksum and current == Status.FAILED and not state.steps_done:
+        # A step-by-step attempt that failed at its first step committed nothing of the script (a
+        # group is rolled back whole; an invalid index a failed CONCURRENTLY build left is dropped in
+        # recovery): the fixed file is what runs now, as goose or dbmate users expect.
+        return Decision(APPLY, current, f"failed at its first step, before any of it was committed; {script} changed "
+                                        f"since ({(state.checksum or '?')[:12]} -> {checksum[:12]}): apply it",
+                        recovery=True)
     if state.checksum != checksum:
         return Decision(REFUSE, current, "drift", DriftError(
             f"{script} changed since it was {current.replace('_', ' ')}{where} ({(state.checksum or '?')[:12]} at "
@@ -349,7 +364,8 @@ def decide(direction: str, state: State | None, checksum: str, *, live: bool = F
                     "against the catalog and the ones already done are skipped", recovery=True)
 
 
-def describe(state: State | None, checksum: str, *, live: bool = False, script: str = "the migration") -> tuple[str, str]:
+def describe(state: State | None, checksum: str, *, live: bool = False, script: str = "the migration",
+             repeatable: bool = False) -> tuple[str, str]:
     """(state, one line of detail) for ``dbrunbook status`` and the decisions' reasons."""
     current = effective_state(state, live)
     if state is None:
@@ -357,6 +373,9 @@ def describe(state: State | None, checksum: str, *, live: bool = False, script: 
     when = f"{state.updated_at:%Y-%m-%d %H:%M:%S} UTC"
     run = f"run {state.run_id} by {state.operator}"
     if current == Status.APPLIED:
+        if state.checksum != checksum and repeatable:
+            return "applied (changed: runs again)", (f"applied {state.checksum[:12] if state.checksum else '?'}; "
+                                                     f"{script} is now {checksum[:12]} and is repeatable")
         if state.checksum != checksum:
             return "applied (DRIFT)", (f"applied {state.checksum[:12] if state.checksum else '?'} but {script} "
                                        f"is now {checksum[:12]}")
@@ -380,15 +399,8 @@ def describe(state: State | None, checksum: str, *, live: bool = False, script: 
             "or run the rollback phase")
 
 
-# -- data migrations (backfills) ------------------------------------------------------------------
-
-
-
-# -- archive seals (version 3) -------------------------------------------------------------------------
-
-
-
-# -- approvals (version 3) -----------------------------------------------------------------------------
-
-
-
+def describe_runbook(state: State | None, book: Runbook, *, live: bool = False) -> tuple[str, str]:
+    """:func:`describe` for a loaded runbook: its migration's checksum and name, and whether it is
+    repeatable."""
+    return describe(state, book.migration_checksum(), live=live, script=book.script_name("migration"),
+                    repeatable=book.spec.repeatable)

@@ -3,6 +3,7 @@ as one chain (``lint_chain``), through every rule of :mod:`dbrunbook.sql.lint.ru
 numbering and squawk's findings beside them, in one :class:`LintResult`."""
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ...errors import SpecError
-from ..statements import Statement, read_statements
+from ..statements import Statement, read_statements, split_statements
 from .findings import ERROR, WARNING, Finding, LintResult
 from .model import (
     _TYPE_NAMES,
@@ -24,12 +25,18 @@ from .rules import Migration, Rollback, check_numbering, run_rules
 from .squawk import SquawkOptions, _statements_or_none, squawk_findings
 
 
-def read_for_lint(path: Path, name: str, role: str = "migration") -> tuple[list[Statement], list[Finding]]:
+def read_for_lint(path: Path, name: str, role: str = "migration",
+                  text: str | None = None) -> tuple[list[Statement], list[Finding]]:
     """A file's statements, or the finding that says why there are none: an empty or comment-only
     file, or one PostgreSQL's parser rejects (a down written for another database, ``DROP INDEX x
     ON t``), is a finding with its file and line, never a crash of the whole lint."""
     try:
-        return read_statements(path, "postgresql", name), []
+        if text is None:
+            return read_statements(path, "postgresql", name), []
+        found = split_statements(text, name, "postgresql")
+        if not found:
+            raise SpecError(name, "holds no SQL statement")
+        return found, []
     except SpecError as exc:
         if exc.message == "holds no SQL statement":
             if role == "rollback":
@@ -151,12 +158,16 @@ def live_catalog(conn: Any) -> tuple[LiveColumns, dict[str, list[list[str]]]]:
 @dataclass(frozen=True)
 class ChainLink:
     """One migration of a folder as the chain lints it: its up file and its down (if it has one),
-    each with the name findings show."""
+    each with the name findings show; ``up_text`` / ``down_text`` where the layout keeps both in one
+    file (goose, dbmate); ``in_transaction`` False where the source tool runs it outside one."""
 
     up: Path
     up_name: str
     down: Path | None = None
     down_name: str = ""
+    up_text: str | None = None
+    down_text: str | None = None
+    in_transaction: bool = True
 
 
 def numbering_finding(file: str, message: str, fix: str) -> Finding:
@@ -174,25 +185,38 @@ def lint_chain(links: list[ChainLink], numbering: list[Finding] | None = None, *
     findings = list(numbering or [])
     acc = Model()
     names: dict[Path, str] = {}
-    for link in links:
-        names[link.up] = link.up_name
-        statements, problems = read_for_lint(link.up, link.up_name)
-        findings += problems
-        own = build_model(statements)
-        history = acc.copy()  # as the migrations before this one left it
-        columns = _merge(model_columns(acc), live)
-        indexes = _merge(model_indexes(acc), live_indexes)
-        build_model(statements, base=acc)
-        back: Rollback | None = None
-        if link.down is not None:
-            down, problems = read_for_lint(link.down, link.down_name, "rollback")
+    with tempfile.TemporaryDirectory(prefix="dbrunbook-lint-") as folder:
+        ups: list[Path] = []
+        outside: set[Path] = set()
+        for number, link in enumerate(links):
+            statements, problems = read_for_lint(link.up, link.up_name, text=link.up_text)
             findings += problems
-            if down and statements:  # an empty down is already said: irreversible
-                back = Rollback(link.down_name, down)
-        if statements:
-            findings += run_rules(Migration(statements, own, columns, indexes, history=history, rollback=back,
-                                            after=acc))
-    ups = [link.up for link in links]
-    if squawk and ups:
-        findings += squawk_findings(ups, pg_version, names, squawk_options)
-    return LintResult(findings, [names[p] for p in ups])
+            # squawk reads files: a section of a file is given as a file of its own
+            up = link.up if link.up_text is None else _written(Path(folder) / str(number), link.up.name, link.up_text)
+            names[up] = link.up_name
+            ups.append(up)
+            if not link.in_transaction:
+                outside.add(up)
+            own = build_model(statements)
+            history = acc.copy()  # as the migrations before this one left it
+            columns = _merge(model_columns(acc), live)
+            indexes = _merge(model_indexes(acc), live_indexes)
+            build_model(statements, base=acc)
+            back: Rollback | None = None
+            if link.down is not None or link.down_text is not None:
+                down, problems = read_for_lint(link.down or link.up, link.down_name, "rollback", text=link.down_text)
+                findings += problems
+                if down and statements:  # an empty down is already said: irreversible
+                    back = Rollback(link.down_name, down)
+            if statements:
+                findings += run_rules(Migration(statements, own, columns, indexes, history=history, rollback=back,
+                                                after=acc))
+        if squawk and ups:
+            findings += squawk_findings(ups, pg_version, names, squawk_options, outside=outside)
+    return LintResult(findings, [link.up_name for link in links])
+
+
+def _written(folder: Path, name: str, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(text)
+    return folder / name

@@ -313,6 +313,8 @@ def check_rollback(m: Migration) -> list[Finding]:
     if m.rollback is None:
         return []
     rollback, rollback_name = m.rollback.statements, m.rollback.name
+    if not rollback and not m.statements and rollback is not None:
+        return []  # a migration that does nothing needs nothing undone
     if not rollback:
         what = "is missing" if rollback is None else "has no statements"
         return [Finding(ERROR, "rollback-missing", rollback_name, None, "", f"the rollback script {what}",

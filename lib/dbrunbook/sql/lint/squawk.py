@@ -6,11 +6,12 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import DbrunbookError, SpecError
-from ..statements import Statement, read_statements
+from ..statements import Statement, read_sql_text, read_statements
 from .findings import ERROR, WARNING, Finding
 
 
@@ -33,23 +34,52 @@ class SquawkOptions:
     assume_in_transaction: bool | None = None
 
 
-def squawk_findings(files: list[Path], pg_version: str | None = None,
-                    names: dict[Path, str] | None = None, options: SquawkOptions | None = None) -> list[Finding]:
-    """squawk's findings for these files, with the line of the statement they are about."""
+def squawk_findings(files: list[Path], pg_version: str | None = None, names: dict[Path, str] | None = None,
+                    options: SquawkOptions | None = None, *, outside: set[Path] | None = None) -> list[Finding]:
+    """squawk's findings for these files, with the line of the statement they are about. Each file
+    is linted as the phase will run it: one whose statements all run in one transaction with
+    ``--assume-in-transaction`` (no "can't be rerun" for what the transaction makes atomic), its
+    author's own ``BEGIN`` / ``COMMIT`` blanked out first (they run inside the phase's transaction:
+    no transaction-nesting); any other as written, squawk reading its transactions itself. ``outside``:
+    files their source tool runs outside a transaction (goose NO TRANSACTION)."""
     options = options or SquawkOptions()
     statements = {f: _statements_or_none(f, (names or {}).get(f, f.name)) for f in files}
     groups: dict[bool, list[Path]] = {}
     for f in files:
         found = statements[f]
-        # A file that runs in the phase's transaction is linted as such: no "can't be rerun"
-        # for what the transaction makes atomic, and the in-transaction rules where they apply.
         in_transaction = options.assume_in_transaction if options.assume_in_transaction is not None else \
-            bool(found) and all(s.transactional for s in found or ())
+            bool(found) and all(s.transactional for s in found or ()) and f not in (outside or set())
         groups.setdefault(in_transaction, []).append(f)
     out = []
-    for in_transaction, group in groups.items():
-        out += _run_squawk(group, pg_version, names, options, in_transaction, statements)
+    with tempfile.TemporaryDirectory(prefix="dbrunbook-squawk-") as folder:
+        for in_transaction, group in groups.items():
+            given = {f: (_masked(f, statements[f] or [], Path(folder) / str(n)) if in_transaction else f)
+                     for n, f in enumerate(group)}
+            out += _run_squawk(given, pg_version, names, options, in_transaction, statements)
     return out
+
+
+def _masked(path: Path, statements: list[Statement], folder: Path) -> Path:
+    """The file with its transaction control statements blanked (lines kept: findings point at
+    the same lines), when it has any; else the file itself."""
+    control = [s for s in statements if s.transaction_control]
+    if not control:
+        return path
+    text = read_sql_text(path)
+    starts = [0] + [i + 1 for i, c in enumerate(text) if c == "\n"]
+    chars = list(text)
+    for stmt in control:
+        at = text.find(stmt.text, starts[stmt.line - 1] if stmt.line - 1 < len(starts) else 0)
+        if at < 0:
+            continue
+        end = at + len(stmt.text)
+        end += 1 if text[end:end + 1] == ";" else 0
+        for i in range(at, end):
+            chars[i] = chars[i] if chars[i] == "\n" else " "
+    folder.mkdir(parents=True, exist_ok=True)
+    copy = folder / path.name
+    copy.write_text("".join(chars))
+    return copy
 
 
 def _statements_or_none(path: Path, name: str) -> list[Statement] | None:
@@ -59,10 +89,13 @@ def _statements_or_none(path: Path, name: str) -> list[Statement] | None:
         return None
 
 
-def _run_squawk(files: list[Path], pg_version: str | None, names: dict[Path, str] | None, options: SquawkOptions,
-                in_transaction: bool, statements: dict[Path, list[Statement] | None]) -> list[Finding]:
+def _run_squawk(files: dict[Path, Path], pg_version: str | None, names: dict[Path, str] | None,
+                options: SquawkOptions, in_transaction: bool,
+                statements: dict[Path, list[Statement] | None]) -> list[Finding]:
+    """squawk over ``files`` (each original file -> the file squawk reads), findings on the originals."""
     if not files:
         return []
+    original = {str(given): path for path, given in files.items()}
     args = [str(squawk_binary()), "--reporter", "json"]
     if pg_version:
         args.append(f"--pg-version={pg_version}")
@@ -72,14 +105,14 @@ def _run_squawk(files: list[Path], pg_version: str | None, names: dict[Path, str
         args.append(f"--include={','.join(options.include)}")
     if in_transaction:
         args.append("--assume-in-transaction")
-    done = subprocess.run(args + [str(f) for f in files], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(args + [str(f) for f in files.values()], capture_output=True, text=True, timeout=300)
     try:
         raw = json.loads(done.stdout or "[]")
     except json.JSONDecodeError:
         raise DbrunbookError(f"squawk failed: {(done.stderr or done.stdout).strip()[:300]}") from None
     out = []
     for item in raw:
-        path = Path(item["file"])
+        path = original.get(str(item["file"]), Path(item["file"]))
         line = int(item.get("line") or 0) + 1
         stmt = _statement_at(statements.get(path) or [], line)
         out.append(Finding(ERROR if str(item.get("level", "")).lower() == "error" else WARNING,
