@@ -162,7 +162,7 @@ def test_init_with_import_brings_a_migration_folder_in_as_a_set(tmp_path: Path) 
     members = (folder / "runbooks" / "migrations" / "set.yaml").read_text()
     assert "0001_001_users" in members and "0002_002_index" in members
     generated = (folder / "runbooks" / "migrations" / "0002_002_index" / "runbook.yaml").read_text()
-    assert "- id DESC" in generated  # the index as it was made, its order included
+    assert "CREATE INDEX users_id ON public.users (id DESC)" in generated  # the index as it was made, order included
     again = in_project(tmp_path, "init", "app", "--import", str(source))
     assert again.returncode == 0 and "0 migration(s) imported" in again.stdout
 
@@ -179,7 +179,7 @@ def test_new_writes_a_runbook_whose_generated_checks_pass_straight_away(project:
     assert "CREATE TABLE public.customers" in (folder / "fixtures" / "before.sql").read_text()  # dev's schema
     spec = (folder / "runbook.yaml").read_text()
     assert spec.count("\n# ") >= 5  # each key commented
-    assert "- placed_at DESC" in spec and "orders_customer_id_fkey" in spec and "vip" in spec
+    assert "(customer_id, placed_at DESC)" in spec and "orders_customer_id_fkey" in spec and "vip" in spec
     assert "expect_after_rollback:" in spec
     rollback = (folder / "rollback.sql").read_text()
     assert rollback.index("DROP COLUMN") < rollback.index("DROP INDEX") < rollback.index("DROP TABLE")

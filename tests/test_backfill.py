@@ -19,6 +19,7 @@ import sqlalchemy as sa
 import yaml
 from dbrunbook import open_phase
 from dbrunbook.cli import commands
+from dbrunbook.errors import TargetBusy
 from dbrunbook.phases import backfill, batches
 from dbrunbook.state import ledger
 from dbrunbook.state.status import Status
@@ -240,8 +241,9 @@ def test_a_second_backfill_on_the_same_target_is_refused(applied: str) -> None:
         assert holder.stdout is not None
         while holder.stdout.readline().strip() != "started":
             pass
-        with pytest.raises(backfill.BackfillError, match="another backfill of normalize_attachments"):
+        with pytest.raises(TargetBusy, match="another backfill of normalize_attachments") as busy:
             open_phase("backfill", RUNBOOK, applied)
+        assert busy.value.exit_code == 75  # a scheduler retries later
     finally:
         holder.kill()
         holder.wait()
@@ -308,6 +310,34 @@ def test_a_slice_with_max_batches_is_paused_exits_0_and_says_what_remains(applie
     assert done.returncode == 0, done.stdout + done.stderr
     state = checkpoint(applied)
     assert state is not None and state.status == Status.COMPLETED and state.verification["passed"]  # type: ignore[index]
+
+
+def test_a_time_window_pauses_at_a_batch_boundary_and_the_same_command_resumes(applied: str) -> None:
+    generate(applied, 3_000)
+    windowed = cli("run", RUNBOOK, "--target", applied, "--phases", "backfill", "--max-duration", "1s",
+                   "-p", "batch_size=50", "-p", "pause_ms=250")
+    assert windowed.returncode == 0, windowed.stdout + windowed.stderr
+    state = checkpoint(applied)
+    assert state is not None and state.status == Status.PAUSED and 0 < state.checkpoint.batches < 60, state
+    page = (archive_of(windowed.stdout) / "01_backfill.ipynb").read_text()
+    assert "Paused: the window of 1s ended" in page and "Run the same command again to resume" in page
+    with connect(applied) as conn:
+        last = ledger.events_frame(conn, RUNBOOK).iloc[0]
+    assert (last["phase"], last["status"]) == ("backfill", "paused")
+    resumed = cli("run", RUNBOOK, "--target", applied, "--phases", "backfill", "--max-duration", "10m")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    state = checkpoint(applied)
+    assert state is not None and state.status == Status.COMPLETED and state.verification["passed"]  # type: ignore[index]
+
+
+def test_a_window_that_does_not_parse_is_refused_before_anything_runs(applied: str) -> None:
+    bad = cli("run", RUNBOOK, "--target", applied, "--phases", "backfill", "--max-duration", "half an hour")
+    assert bad.returncode == 2 and bad.stdout == "", bad.stdout
+    assert bad.stderr.strip().splitlines() == ["dbrunbook: error: --max-duration: 'half an hour' is not a duration: "
+                                               "write it as 90s, 30m, 2h, 1h30m or 1d"]
+    as_parameter = cli("run", RUNBOOK, "--target", applied, "--phases", "backfill", "-p", "max_duration=soon")
+    assert as_parameter.returncode == 1 and "max_duration='soon'" in as_parameter.stderr and \
+        as_parameter.stdout == ""
 
 
 # -- seed 002's transition: dual-write, dual-read, a live writer ------------------------------------------

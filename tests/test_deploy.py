@@ -192,7 +192,7 @@ def test_two_concurrent_deploys_one_applies_the_other_reports_the_lock(pair: tup
         blocker.release()
     out, err = first.communicate(timeout=300)
     assert first.returncode == 0, out + err
-    assert second.returncode == 1
+    assert second.returncode == 75  # busy: the same command works once the other has finished
     assert "deploy refused: another deploy holds the run lock on" in second.stderr
     assert holder.split()[2] in second.stderr  # names the run that holds it
     applied = [e for e in events(prod) if e[0] == "deploy"]

@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("catalog",),
     ("sql",),
     ("targets",),
-    ("config", "files", "paths", "dialects", "errors"),
+    ("config", "files", "paths", "dialects", "durations", "errors"),
 )
 #: The package's face (__init__: the public names) and ``python -m dbrunbook`` stand above it all.
 FACES = ("dbrunbook", "dbrunbook.__main__")

@@ -71,9 +71,20 @@ def test_a_prisma_folder_becomes_a_set_with_rollbacks_and_expectations(tmp_path:
     assert first["expect"]["tables"]["present"] == ["Post", "User"]
     assert {"table": "Post", "column": "title", "type": "character varying(100)", "nullable": False} in \
         first["expect"]["columns"]
-    assert {"table": "User", "name": "User_email_key", "columns": ["email"], "unique": True} in first["expect"]["indexes"]
-    assert first["expect"]["foreign_keys"] == [{"table": "Post", "name": "Post_authorId_fkey", "columns": ["authorId"],
-                                                "references": {"table": "User", "columns": ["id"]}}]
+    # Exactly what was made: definitions as the server writes them, the default with its cast, the enum's labels.
+    assert {"table": "User", "column": "role", "type": '"Role"', "nullable": False,
+            "default": "'USER'::\"Role\""} in first["expect"]["columns"]
+    assert {"table": "Post", "column": "id", "type": "integer", "nullable": False,
+            "default": "nextval('\"Post_id_seq\"'::regclass)"} in first["expect"]["columns"]
+    assert first["expect"]["indexes"] == [{"table": "User", "name": "User_email_key",
+                                           "definition": 'CREATE UNIQUE INDEX "User_email_key" ON public."User" (email)'}]
+    assert {"table": "Post", "name": "Post_authorId_fkey", "definition": 'FOREIGN KEY ("authorId") REFERENCES '
+            '"User"(id) ON UPDATE CASCADE ON DELETE SET NULL'} in first["expect"]["constraints"]
+    assert {"table": "User", "name": "User_pkey", "definition": "PRIMARY KEY (id)"} in first["expect"]["constraints"]
+    assert first["expect"]["enums"] == [{"name": "Role", "labels": ["USER", "ADMIN"]}]
+    # And what its rollback undoes, tried on the scratch database right after.
+    assert first["expect_after_rollback"]["tables"] == {"absent": ["Post", "User"]}
+    assert first["expect_after_rollback"]["enums"] == [{"name": "Role", "present": False}]
     rollback = (members[0] / "rollback.sql").read_text()
     # In reverse order, each statement inverted: the FK first, the type last.
     assert rollback.index('DROP CONSTRAINT "Post_authorId_fkey"') < rollback.index('DROP TABLE "User"') \

@@ -247,6 +247,40 @@ def test_autocommit_schema_with_an_authors_transaction_killed_at_random_points(t
         kill_cycles(book, target, ["--phases", "schema"], steps, 1.4, original)
 
 
+def test_a_killed_runs_folder_is_incomplete_not_tampering_and_is_settled_from_the_ledger(tmp_path: Path) -> None:
+    """SIGKILL leaves a folder whose manifest says "running" and files written after it: verify says
+    what it is (incomplete, where it stopped, as the ledger records it), settles the manifest from the
+    ledger and seals it; after that it verifies like any run, and a file added to it is tampering."""
+    book = slow_copy(tmp_path, "killed_archive", [
+        'ALTER TABLE "Event" ADD COLUMN "messageId" TEXT;', SLEEP.format(s=4),
+        'CREATE INDEX CONCURRENTLY "Event_messageId_idx" ON "Event"("messageId");',
+        'ALTER TABLE "Event" ADD CONSTRAINT "Event_messageId_fkey" FOREIGN KEY ("messageId") REFERENCES '
+        '"Message"("id") ON DELETE CASCADE ON UPDATE CASCADE;'])
+    with prepared_target("event_message_fk", "ka") as target:
+        done, run_id = kill_run([str(book), "--target", target, "--phases", "schema"], target,
+                                lambda: _in_flight(target, book.name), signal.SIGKILL, 0.5)
+        assert done.returncode == -signal.SIGKILL
+        folder = Path(done.stdout.splitlines()[1].split("archive:", 1)[1].strip())
+        left = json.loads((folder / "manifest.json").read_text())
+        assert (left["status"], left["complete"], left["running_phase"]) == ("running", False, "schema")
+        verified = cli("archive", "verify", run_id)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert (f"{run_id}: incomplete: the process stopped during schema; the ledger says interrupted at step 2 of "
+                "4 (1 done; it may be half done)") in verified.stdout, verified.stdout
+        assert "its manifest was settled from the ledger and sealed" in verified.stdout
+        settled = json.loads((folder / "manifest.json").read_text())
+        assert settled["status"] == "interrupted" and settled["settled"]["by"] == "dbrunbook archive verify"
+        assert settled["settled"]["stopped_during"] == "schema" and "01_schema.ipynb" in settled["output_files"]
+        again = cli("archive", "verify", run_id)
+        assert again.returncode == 0 and "incomplete" not in again.stdout, again.stdout
+        (folder / "notes.txt").write_text("added later")
+        tampered = cli("archive", "verify", run_id)
+        assert tampered.returncode == 1 and f"{run_id}: unlisted file: notes.txt" in tampered.stdout, tampered.stdout
+        # The runbook itself resumes as after any kill.
+        resumed = cli("run", str(book), "--target", target, "--phases", "schema")
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+
+
 def test_backfill_killed_at_random_points_pauses_and_resumes() -> None:
     runbook = "normalize_attachments"
     seed = random.randrange(1 << 30)

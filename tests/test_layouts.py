@@ -480,3 +480,74 @@ def test_an_authors_begin_commit_runs_whole_or_not_at_all(tmp_path: Path, target
 
 def _written(kind: str, tmp_path: Path) -> Path:
     return write_files(tmp_path / kind, FOLDERS[kind][0])
+
+
+PRISMA_ENUM_REMOVAL = {
+    "20240101000000_init/migration.sql": """-- CreateEnum
+CREATE TYPE "Role" AS ENUM ('USER', 'EDITOR', 'ADMIN');
+
+-- CreateTable
+CREATE TABLE "User" (
+    "id" SERIAL NOT NULL,
+    "role" "Role" NOT NULL DEFAULT 'USER',
+    CONSTRAINT "User_pkey" PRIMARY KEY ("id")
+);
+""",
+    # What `prisma migrate dev` writes when a value leaves an enum: its own transaction around the rewrite.
+    "20240102000000_drop_editor/migration.sql": """/*
+  Warnings:
+
+  - The values [EDITOR] on the enum `Role` will be removed. If these variants are still used in the database, this will fail.
+
+*/
+-- AlterEnum
+BEGIN;
+CREATE TYPE "Role_new" AS ENUM ('USER', 'ADMIN');
+ALTER TABLE "User" ALTER COLUMN "role" DROP DEFAULT;
+ALTER TABLE "User" ALTER COLUMN "role" TYPE "Role_new" USING ("role"::text::"Role_new");
+ALTER TYPE "Role" RENAME TO "Role_old";
+ALTER TYPE "Role_new" RENAME TO "Role";
+DROP TYPE "Role_old";
+ALTER TABLE "User" ALTER COLUMN "role" SET DEFAULT 'USER';
+COMMIT;
+""",
+    "migration_lock.toml": 'provider = "postgresql"\n',
+}
+
+
+def test_prismas_own_enum_rewrite_imports_runs_and_round_trips(tmp_path: Path, target: str) -> None:
+    """The file holds BEGIN ... COMMIT (Prisma writes it): imported as written, its generated rollback
+    puts the old enum back (labels in order), and the rehearsal proves it."""
+    folder = write_files(tmp_path / "prisma", PRISMA_ENUM_REMOVAL)
+    result = commands.import_set(str(folder), str(tmp_path / "set"))
+    assert [m.rollback for m in result.added] == ["generated", "generated"], result.render()
+    second = sets.load_members(tmp_path / "set")[1]
+    assert "BEGIN;" in (second / "migration.sql").read_text()  # the author's file, as written
+    spec = yaml.safe_load((second / "runbook.yaml").read_text())
+    assert spec["expect"]["enums"] == [{"name": "Role", "labels": ["USER", "ADMIN"]}]
+    assert spec["expect_after_rollback"]["enums"] == [{"name": "Role", "labels": ["USER", "EDITOR", "ADMIN"]}]
+    done = cli("rehearse", str(tmp_path / "set"), "--target", target)
+    assert done.returncode == 0 and "2 round-trip" in done.stdout, done.stdout + done.stderr
+    lint_found = layouts.lint_folder(folder, squawk=True)
+    assert "squawk:transaction-nesting" not in {f.rule for f in lint_found.findings}
+
+
+def test_an_empty_member_is_a_recorded_no_op_and_an_empty_down_is_forward_only(tmp_path: Path, target: str) -> None:
+    """pop: a member whose PostgreSQL up holds only a comment (its work is another dialect's) passes as
+    a no-op, recorded in the ledger and said on its page; its empty down declares no way back."""
+    folder = write_files(tmp_path / "pop", {
+        **POP,
+        "20230301000000_mysql_only.postgres.up.sql": "-- nothing to do on PostgreSQL: see the mysql file\n",
+        "20230301000000_mysql_only.postgres.down.sql": "",
+        "20230301000000_mysql_only.mysql.up.sql": "ALTER TABLE widgets ENGINE=InnoDB;\n",
+    })
+    result = commands.import_set(str(folder), str(tmp_path / "set"))
+    empty = result.added[-1]
+    assert empty.rollback == "none" and any("the source declares no way back" in r for r in empty.irreversible)
+    done = cli("run", str(tmp_path / "set"), "--target", target, "--phases", "schema")
+    assert done.returncode == 0, done.stdout + done.stderr
+    states = commands.status_set(str(tmp_path / "set"), target)
+    assert states is not None and [s.state for s in states] == ["applied (up to date)"] * 3
+    folder_out = Path(done.stdout.splitlines()[1].split("archive:", 1)[1].strip())
+    page = next(p for p in folder_out.glob("*mysql_only*schema.ipynb")).read_text()
+    assert "holds no statement" in page

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from dbrunbook import open_phase
 from dbrunbook.catalog import introspect
 from dbrunbook.errors import DriftError
-from dbrunbook.state import approvals, identity, ledger, seals, storage
+from dbrunbook.state import approvals, identity, ledger, schemas, seals, storage
 from dbrunbook.state.status import Direction, Status
 
 from .conftest import ROOT, connect
@@ -77,11 +77,16 @@ def test_a_version_1_ledger_is_upgraded_and_keeps_its_history(target: str) -> No
     with connect(target) as conn:
         with conn.begin():
             storage.ensure_ledger(conn)
-        assert storage.ledger_version(conn) == storage.VERSION == 3
+        assert storage.ledger_version(conn) == storage.VERSION == 4
         columns = {c["name"] for c in sa.inspect(conn).get_columns("state", schema="dbrunbook")}
         assert {"phase", "step", "steps", "steps_done", "step_sql", "error"} <= columns
         # Version 3: the archive's seals and the approvals, empty after an upgrade.
         assert seals.seals(conn) == [] and approvals.recorded_approvals(conn) == []
+        # Version 4: the schema records, none yet; version 1's fingerprints after are not comparable, so
+        # drift says it has nothing to compare with rather than calling everything drift.
+        found = schemas.schema_drift(conn)
+        assert found.recorded is not None and not found.known and not found.drifted
+        assert "upgraded from version 1" in found.line()
         assert list(ledger.events_frame(conn, "event_message_fk")["run_id"]) == ["v1run000001"]
         conn.rollback()
         with pytest.raises(sa.exc.DBAPIError, match="append-only"):
@@ -93,6 +98,9 @@ def test_a_version_1_ledger_is_upgraded_and_keeps_its_history(target: str) -> No
     run.apply()
     run.verify_restored()
     run.finish()
+    with connect(target) as conn:
+        after = schemas.last_schema(conn)
+        assert after is not None and after.snapshot is not None and after.phase == "rollback"
     with connect(target) as conn:
         got = ledger.read_state(conn, "event_message_fk")
         assert got is not None and got.state == Status.ROLLED_BACK

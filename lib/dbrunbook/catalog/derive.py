@@ -1,85 +1,91 @@
-"""Expectations derived from a catalog: what a migration did to a scratch database (tables, columns,
-indexes, foreign keys), as runbook.yaml's ``expect`` sections, so that ``import`` and ``new`` write
-runbooks whose checks describe what the migration made."""
+"""Expectations derived from a catalog: what a migration did to a scratch database, as runbook.yaml's
+``expect`` sections, so that ``import`` and ``new`` write runbooks whose checks describe exactly what
+the migration made: every user table (in any schema) with its columns (type with typmods,
+nullability, default, identity, generation), indexes, constraints and triggers by definition; enum
+labels in order; views and functions by the hash of their definitions (see :mod:`.definitions`)."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
-from psycopg import sql
+from . import definitions
 
-# Each key column with its order as the index has it (DESC, and NULLS where not the default for
-# that order), the way SQLAlchemy's inspector reports it to the expectations' check; the columns an
-# INCLUDE adds are not keys.
-_INDEXES = (
-    "SELECT i.relname, array_agg(a.attname || CASE "
-    "WHEN (x.indoption[k.ord - 1] & 1) = 1 THEN ' DESC' || CASE WHEN (x.indoption[k.ord - 1] & 2) = 0 "
-    "THEN ' NULLS LAST' ELSE '' END WHEN (x.indoption[k.ord - 1] & 2) = 2 THEN ' NULLS FIRST' ELSE '' END "
-    "ORDER BY k.ord), x.indisunique FROM pg_index x "
-    "JOIN pg_class i ON i.oid = x.indexrelid CROSS JOIN LATERAL unnest(x.indkey) WITH ORDINALITY k(attnum, ord) "
-    "JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum "
-    "WHERE x.indrelid = to_regclass(%s) AND k.ord <= x.indnkeyatts AND x.indexprs IS NULL AND x.indpred IS NULL "
-    "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid) GROUP BY i.relname, x.indisunique")
+_NO_TABLE: dict[str, dict[str, Any]] = {"columns": {}, "indexes": {}, "constraints": {}, "triggers": {}}
 
 
-def _quoted(name: str) -> str:
-    return sql.Identifier(name).as_string(None)
+@dataclass
+class Catalog:
+    """The user objects of a database, as :func:`expectations_between` compares them."""
+
+    tables: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    enums: dict[str, list[str]] = field(default_factory=dict)
+    views: dict[str, str] = field(default_factory=dict)
+    functions: dict[str, str] = field(default_factory=dict)
+
+    def names(self) -> set[str]:
+        """Every object, named with its kind (``table users``, ``view user_emails``)."""
+        return ({f"table {t}" for t in self.tables} | {f"type {e}" for e in self.enums}
+                | {f"view {v}" for v in self.views} | {f"function {f}" for f in self.functions})
 
 
-def catalog_snapshot(conn: Any | None) -> dict[str, Any]:
-    """Tables, columns (type, nullable), indexes and foreign keys of the scratch database's public schema."""
+def catalog_snapshot(conn: Any | None) -> Catalog:
+    """The user objects the psycopg connection ``conn`` sees (an empty catalog for None)."""
     if conn is None:
-        return {}
-    out: dict[str, Any] = {}
-    tables = [r[0] for r in conn.execute(
-        "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') ORDER BY 1").fetchall()]
-    for table in tables:
-        columns = {str(name): {"type": str(kind), "nullable": not bool(notnull)} for name, kind, notnull in conn.execute(
-            "SELECT attname, format_type(atttypid, atttypmod), attnotnull FROM pg_attribute WHERE attrelid = "
-            "to_regclass(%s) AND attnum > 0 AND NOT attisdropped", (_quoted(table),)).fetchall()}
-        indexes = {str(name): {"columns": [str(c) for c in cols], "unique": bool(unique)}
-                   for name, cols, unique in conn.execute(_INDEXES, (_quoted(table),)).fetchall()}
-        fks = {str(name): {"columns": [str(c) for c in cols], "table": str(ref), "ref": [str(c) for c in refcols]}
-               for name, cols, ref, refcols in conn.execute(
-                   "SELECT con.conname, array(SELECT attname FROM pg_attribute WHERE attrelid = con.conrelid AND "
-                   "attnum = ANY(con.conkey) ORDER BY array_position(con.conkey, attnum)), f.relname, "
-                   "array(SELECT attname FROM pg_attribute WHERE attrelid = con.confrelid AND attnum = ANY(con.confkey) "
-                   "ORDER BY array_position(con.confkey, attnum)) FROM pg_constraint con JOIN pg_class f ON "
-                   "f.oid = con.confrelid WHERE con.conrelid = to_regclass(%s) AND con.contype = 'f'",
-                   (_quoted(table),)).fetchall()}
-        out[table] = {"columns": columns, "indexes": indexes, "fks": fks}
+        return Catalog()
+    out = Catalog(enums=definitions.enums(conn), views=definitions.views(conn), functions=definitions.functions(conn))
+    for schema, table in definitions.tables(conn):
+        out.tables[definitions.qualified(schema, table)] = {
+            "columns": definitions.columns(conn, schema, table), "indexes": definitions.indexes(conn, schema, table),
+            "constraints": definitions.constraints(conn, schema, table),
+            "triggers": definitions.triggers(conn, schema, table)}
     return out
 
 
-def expectations_between(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+def _column(table: str, name: str, col: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"table": table, "column": name, "type": col["type"], "nullable": col["nullable"]}
+    for key in ("default", "identity", "generated", "collation"):
+        # What it has, and what it lost ("": none) when the migration took it away.
+        if col[key] or (old is not None and old[key] != col[key]):
+            entry[key] = col[key]
+    return entry
+
+
+def _named(kind: str, table: str, new: dict[str, str], old: dict[str, str]) -> list[dict[str, Any]]:
+    """Indexes, constraints or triggers of a table: new or changed by definition, or gone."""
+    out: list[dict[str, Any]] = [{"table": table, "name": name, "definition": text}
+                                 for name, text in sorted(new.items()) if old.get(name) != text]
+    return out + [{"table": table, "name": name, "present": False} for name in sorted(set(old) - set(new))]
+
+
+def _by_name(new: dict[str, Any], old: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """Enums, views or functions: new or changed (labels, hash), or gone."""
+    out: list[dict[str, Any]] = [{"name": name, key: value} for name, value in sorted(new.items())
+                                 if old.get(name) != value]
+    return out + [{"name": name, "present": False} for name in sorted(set(old) - set(new))]
+
+
+def expectations_between(before: Catalog, after: Catalog) -> dict[str, Any]:
     """What a migration did to the catalog, as runbook.yaml expectations."""
-    tables = {"present": sorted(set(after) - set(before)), "absent": sorted(set(before) - set(after))}
-    columns: list[dict[str, Any]] = []
-    indexes: list[dict[str, Any]] = []
-    fks: list[dict[str, Any]] = []
-    for table in sorted(after):
-        old = before.get(table, {"columns": {}, "indexes": {}, "fks": {}})
-        new = after[table]
+    tables = {"present": sorted(set(after.tables) - set(before.tables)),
+              "absent": sorted(set(before.tables) - set(after.tables))}
+    sections: dict[str, list[dict[str, Any]]] = {"columns": [], "indexes": [], "constraints": [], "triggers": []}
+    for table in sorted(after.tables):
+        old, new = before.tables.get(table, _NO_TABLE), after.tables[table]
         for name, col in sorted(new["columns"].items()):
             if old["columns"].get(name) != col:
-                columns.append({"table": table, "column": name, "type": col["type"], "nullable": col["nullable"]})
-        columns += [{"table": table, "column": name, "present": False}
-                    for name in sorted(set(old["columns"]) - set(new["columns"]))]
-        for name, index in sorted(new["indexes"].items()):
-            if old["indexes"].get(name) != index:
-                indexes.append({"table": table, "name": name, "columns": index["columns"], "unique": index["unique"]})
-        indexes += [{"table": table, "name": name, "present": False}
-                    for name in sorted(set(old["indexes"]) - set(new["indexes"]))]
-        for name, fk in sorted(new["fks"].items()):
-            if old["fks"].get(name) != fk:
-                fks.append({"table": table, "name": name, "columns": fk["columns"],
-                            "references": {"table": fk["table"], "columns": fk["ref"]}})
-        fks += [{"table": table, "name": name, "columns": fk["columns"], "present": False}
-                for name, fk in sorted(old["fks"].items()) if name not in new["fks"]]
+                sections["columns"].append(_column(table, name, col, old["columns"].get(name)))
+        sections["columns"] += [{"table": table, "column": name, "present": False}
+                                for name in sorted(set(old["columns"]) - set(new["columns"]))]
+        for kind in ("indexes", "constraints", "triggers"):
+            sections[kind] += _named(kind, table, new[kind], old[kind])
     out: dict[str, Any] = {}
     if tables["present"] or tables["absent"]:
         out["tables"] = {k: v for k, v in tables.items() if v}
-    for key, value in (("columns", columns), ("indexes", indexes), ("foreign_keys", fks)):
-        if value:
-            out[key] = value
+    out.update({key: value for key, value in sections.items() if value})
+    for key, new_items, old_items, field_name in (("enums", after.enums, before.enums, "labels"),
+                                                  ("views", after.views, before.views, "hash"),
+                                                  ("functions", after.functions, before.functions, "hash")):
+        found = _by_name(new_items, old_items, field_name)
+        if found:
+            out[key] = found
     return out

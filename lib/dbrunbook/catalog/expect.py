@@ -17,9 +17,12 @@ from sqlalchemy.engine import Connection
 from ..dialects import Dialect
 from ..errors import PreconditionFailed
 from ..sql.statements import Statement, parse_one
+from . import definitions
 from .expectations import (
     CheckExpect,
     ColumnExpect,
+    ConstraintExpect,
+    EnumExpect,
     Expectations,
     ForeignKeyExpect,
     IndexExpect,
@@ -140,7 +143,10 @@ class _Checker:
         decided = _presence("column", obj, table, found, exp.present, " ".join(wanted))
         if decided:
             return decided
-        actual_type = normalize_type(str(found["type"].compile(dialect=self.conn.dialect)))
+        assert table is not None  # found on it
+        # The collation is a check of its own (``collation``), not part of the type's name.
+        actual_type = re.sub(r"\s+collate\s+\S+$", "", normalize_type(str(found["type"].compile(
+            dialect=self.conn.dialect))))
         got = ["exists"]
         ok = True
         if exp.type is not None:
@@ -149,7 +155,41 @@ class _Checker:
         if exp.nullable is not None:
             got.append("NULL" if found["nullable"] else "NOT NULL")
             ok &= bool(found["nullable"]) == exp.nullable
+        details = self._column_details(table, exp.column, found) if \
+            (exp.default, exp.identity, exp.generated, exp.collation) != (None, None, None, None) else {}
+        for key, label in (("default", "default"), ("identity", "identity"), ("generated", "generated always as"),
+                           ("collation", "collate")):
+            value = getattr(exp, key)
+            if value is None:
+                continue
+            actual = details[key]
+            wanted.append(f"{label} {value}" if value else f"no {key}")
+            got.append(f"{label} {actual}" if actual else f"no {key}")
+            ok &= " ".join(actual.split()) == " ".join(value.split())
         return _row("column", obj, " ".join(wanted), " ".join(got), ok)
+
+    def _column_details(self, table: _Table, column: str, found: Mapping[str, Any]) -> dict[str, str]:
+        """A column's default, identity and generation expression as the server writes them."""
+        if self.dialect == Dialect.POSTGRESQL:
+            return definitions.columns(self.raw, table.schema or self.schema, table.name)[column]
+        computed = found.get("computed") or {}
+        return {"default": str(found.get("default") or ""), "identity": "",
+                "generated": str(computed.get("sqltext") or ""),
+                "collation": str(getattr(found["type"], "collation", None) or "")}
+
+    @property
+    def raw(self) -> Any:
+        """The DB-API connection under the checks' own: same session, same transaction."""
+        return self.conn.connection.driver_connection
+
+    @property
+    def schema(self) -> str:
+        return str(self.conn.execute(sa.text("SELECT current_schema()")).scalar())
+
+    def _postgresql_only(self, check: str, obj: str) -> dict[str, str] | None:
+        if self.dialect == Dialect.POSTGRESQL:
+            return None
+        return _row(check, obj, "checked", f"not readable on {self.dialect}: {check}s are PostgreSQL's", False)
 
     def index(self, exp: IndexExpect) -> dict[str, str]:
         obj = f"{exp.table}: {exp.name}"
@@ -157,6 +197,7 @@ class _Checker:
         decided = _presence("index", obj, table, found, exp.present)
         if decided:
             return decided
+        assert table is not None  # found on it
         wanted, got, ok = ["exists"], ["exists"], True
         if exp.columns is not None:
             actual_cols = _index_columns(found)
@@ -174,7 +215,19 @@ class _Checker:
             got.append(f"where {actual_where}" if actual_where else "not partial")
             ok &= (normalize_predicate(str(actual_where), self.dialect)
                    == normalize_predicate(exp.where, self.dialect))
+        if exp.definition is not None:
+            actual_definition = self._index_definition(table, exp.name)
+            wanted.append(f"as {definitions.canonical(exp.definition)}")
+            got.append(f"as {actual_definition}")
+            ok &= actual_definition == definitions.canonical(exp.definition)
         return _row("index", obj, " ".join(wanted), " ".join(got), ok)
+
+    def _index_definition(self, table: _Table, name: str) -> str:
+        if self.dialect == Dialect.POSTGRESQL:
+            return definitions.index_definition(self.raw, table.schema or self.schema, name)
+        row = self.conn.execute(sa.text("SELECT sql FROM sqlite_master WHERE type = 'index' AND name = :n"),
+                                {"n": name}).first()
+        return definitions.canonical(str(row[0] if row else ""))
 
     def foreign_key(self, exp: ForeignKeyExpect) -> dict[str, str]:
         label = exp.name or f"({', '.join(exp.columns)})"
@@ -223,7 +276,59 @@ class _Checker:
         if table is not None:
             found = self._trigger_definition(table, exp.name)
         decided = _presence("trigger", obj, table, found, exp.present)
-        return decided or _row("trigger", obj, "exists", "exists", True)
+        if decided:
+            return decided
+        if exp.definition is None:
+            return _row("trigger", obj, "exists", "exists", True)
+        wanted, actual = definitions.canonical(exp.definition), definitions.canonical(str(found))
+        return _row("trigger", obj, f"as {wanted}", f"as {actual}", wanted == actual)
+
+    def constraint(self, exp: ConstraintExpect) -> dict[str, str]:
+        obj = f"{exp.table}: {exp.name}"
+        refused = self._postgresql_only("constraint", obj)
+        if refused:
+            return refused
+        table = self.table(exp.table)
+        found = definitions.constraints(self.raw, table.schema or self.schema, table.name).get(exp.name) \
+            if table is not None else None
+        decided = _presence("constraint", obj, table, found, exp.present)
+        if decided:
+            return decided
+        if exp.definition is None:
+            return _row("constraint", obj, "exists", "exists", True)
+        wanted = " ".join(exp.definition.split())
+        return _row("constraint", obj, wanted, str(found), wanted == found)
+
+    def enum(self, exp: EnumExpect) -> dict[str, str]:
+        refused = self._postgresql_only("enum", exp.name)
+        if refused:
+            return refused
+        labels = definitions.enums(self.raw).get(self._qualified(exp.name))
+        if not exp.present or labels is None:
+            return _row("enum", exp.name, "absent" if not exp.present else "exists",
+                        "absent" if labels is None else "exists", (labels is None) != exp.present)
+        if exp.labels is None:
+            return _row("enum", exp.name, "exists", "exists", True)
+        return _row("enum", exp.name, f"labels {', '.join(exp.labels)}", f"labels {', '.join(labels)}",
+                    labels == exp.labels)
+
+    def hashed(self, kind: str, name: str, wanted: str | None, present: bool,
+               read: Callable[[Any], dict[str, str]]) -> dict[str, str]:
+        """A view or a function: there or not, and its definition's hash."""
+        refused = self._postgresql_only(kind, name)
+        if refused:
+            return refused
+        found = read(self.raw).get(self._qualified(name))
+        if not present or found is None:
+            return _row(kind, name, "absent" if not present else "exists", "absent" if found is None else "exists",
+                        (found is None) != present)
+        if wanted is None:
+            return _row(kind, name, "exists", "exists", True)
+        return _row(kind, name, f"definition hash {wanted}", f"definition hash {found}", found == wanted)
+
+    def _qualified(self, name: str) -> str:
+        """An expectation's name as :mod:`.definitions` names objects (bare in public)."""
+        return name[len("public."):] if name.startswith("public.") else name
 
     def _trigger_definition(self, table: _Table, name: str) -> str | None:
         # SQLAlchemy's inspector does not reflect triggers: one catalog query per dialect.
@@ -268,6 +373,11 @@ def check_expectations(conn: Connection, expectations: Expectations) -> pd.DataF
     rows += [checker.foreign_key(f) for f in expectations.foreign_keys]
     rows += [checker.check(c) for c in expectations.checks]
     rows += [checker.trigger(t) for t in expectations.triggers]
+    rows += [checker.constraint(c) for c in expectations.constraints]
+    rows += [checker.enum(e) for e in expectations.enums]
+    rows += [checker.hashed("view", v.name, v.hash, v.present, definitions.views) for v in expectations.views]
+    rows += [checker.hashed("function", f.name, f.hash, f.present, definitions.functions)
+             for f in expectations.functions]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

@@ -3,6 +3,8 @@ that must return no rows before it: the ``expect`` sections of runbook.yaml, as 
 (:mod:`.expect` checks them against a live schema)."""
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import field_validator
 
 from ..files import Strict
@@ -11,24 +13,32 @@ FK_ACTIONS = ("CASCADE", "SET NULL", "SET DEFAULT", "RESTRICT", "NO ACTION")
 
 
 class ColumnExpect(Strict):
-    """A column, its type and nullability (``present: false``: the column must not exist)."""
+    """A column, its type and nullability (``present: false``: the column must not exist); its
+    default expression, identity (``always``, ``by default``), generation expression and collation
+    (where not its type's) as the server writes them, an empty string meaning it must have none."""
 
     table: str
     column: str
     type: str | None = None
     nullable: bool | None = None
+    default: str | None = None
+    identity: Literal["always", "by default", ""] | None = None
+    generated: str | None = None
+    collation: str | None = None
     present: bool = True
 
 
 class IndexExpect(Strict):
     """An index by name; ``columns`` may carry ``DESC``; ``where`` is a partial predicate
-    (an empty string means the index must not be partial)."""
+    (an empty string means the index must not be partial); ``definition`` is all of it, as
+    ``pg_get_indexdef`` writes it (order, NULLS, opclass, expressions, INCLUDE, predicate)."""
 
     table: str
     name: str
     columns: list[str] | None = None
     unique: bool | None = None
     where: str | None = None
+    definition: str | None = None
     present: bool = True
 
 
@@ -67,10 +77,47 @@ class CheckExpect(Strict):
 
 
 class TriggerExpect(Strict):
-    """A trigger by name on a table (seed 002's dual-write trigger, there and then gone)."""
+    """A trigger by name on a table (seed 002's dual-write trigger, there and then gone), and its
+    definition as ``pg_get_triggerdef`` writes it."""
 
     table: str
     name: str
+    definition: str | None = None
+    present: bool = True
+
+
+class ConstraintExpect(Strict):
+    """A constraint of any kind (primary key, unique, check, exclusion, foreign key) by name, and its
+    definition as ``pg_get_constraintdef`` writes it."""
+
+    table: str
+    name: str
+    definition: str | None = None
+    present: bool = True
+
+
+class EnumExpect(Strict):
+    """An enum type and its labels, in their order."""
+
+    name: str
+    labels: list[str] | None = None
+    present: bool = True
+
+
+class ViewExpect(Strict):
+    """A view (or materialized view) by name, and the hash of its definition
+    (:func:`dbrunbook.catalog.definitions.digest`)."""
+
+    name: str
+    hash: str | None = None
+    present: bool = True
+
+
+class FunctionExpect(Strict):
+    """A function or procedure as ``name(argument types)``, and the hash of its definition."""
+
+    name: str
+    hash: str | None = None
     present: bool = True
 
 
@@ -86,7 +133,10 @@ class Expectations(Strict):
     foreign_keys: list[ForeignKeyExpect] = []
     checks: list[CheckExpect] = []
     triggers: list[TriggerExpect] = []
-
+    constraints: list[ConstraintExpect] = []
+    enums: list[EnumExpect] = []
+    views: list[ViewExpect] = []
+    functions: list[FunctionExpect] = []
 
 
 class Precondition(Strict):

@@ -8,13 +8,15 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..archive import manifest
 from ..archive.history import passed_review
+from ..catalog import introspect
+from ..catalog.clear import clear_user_objects
 from ..dialects import Dialect
 from ..errors import DbrunbookError, GuardRefused, SpecError, TargetError
 from ..files import sha256_file
@@ -22,13 +24,14 @@ from ..paths import project_root, state_dir
 from ..phases import notebooks, registry
 from ..phases.notebooks import phase_notebook
 from ..phases.registry import PHASE_NAMES
+from ..run import drift as drift_
 from ..run import runner
 from ..runbook import importer, layouts, scaffold, sets
 from ..runbook.sets import RunbookSet, load_book
 from ..runbook.spec import Runbook, load_runbook
 from ..sql import lint as lint_
 from ..sql.execute import run_statements
-from ..state import approvals, checkpoints, identity, ledger, storage
+from ..state import approvals, checkpoints, identity, ledger, schemas, storage
 from ..state.approvals import ApprovalRequired, plan_checksums, plan_sha256
 from ..state.status import Status
 from ..targets import embedded
@@ -91,11 +94,22 @@ class PrepareResult:
     target: str
     statements: int
     run_id: str
+    cleared: list[str] = field(default_factory=list)   # what earlier runs had left, dropped
+    reset: list[str] = field(default_factory=list)     # other runbooks' states, gone with their objects
+
+    def render(self) -> str:
+        left = f"; {len(self.cleared)} object(s) an earlier run left dropped first" if self.cleared else ""
+        others = f"; the ledger states of {', '.join(self.reset)} reset too (their objects are gone)" \
+            if self.reset else ""
+        return (f"prepared {self.runbook} on {self.target}: {self.statements} fixture statements{left}; ledger "
+                f"state reset{others}")
 
 
 def prepare(runbook_ref: str, target_ref: str, *, allow_production: bool = False) -> PrepareResult:
-    """Load the runbook's "before" fixture into a target and forget the runbook's ledger state
-    there, so the phases start from the beginning. Refused on production targets."""
+    """Bring a target to exactly the runbook's "before" fixture: every user object dropped (whatever
+    earlier runs left: :mod:`dbrunbook.catalog.clear`), the fixture loaded, and the ledger states
+    of the runbooks whose objects went with them reset (their history stays), all in one
+    transaction, so the phases start from the beginning. Refused on production targets."""
     book = load_runbook(runbook_ref)
     target = resolve_target(target_ref)
     if target.production and not allow_production:
@@ -122,14 +136,32 @@ def prepare(runbook_ref: str, target_ref: str, *, allow_production: bool = False
 
     try:
         with eng.begin() as conn:
+            cleared = clear_user_objects(conn, target.name, storage.SCHEMA)
             run_statements(conn, statements)
-            ledger.reset(conn, book.name)
-            ledger.record_event(conn, event(Status.PASSED))
+            others = [name for name in ledger.runbooks_with_state(conn) if name != book.name]
+            for name in [book.name, *others]:
+                ledger.reset(conn, name)
+            for name in others:
+                ledger.record_event(conn, replace(event(Status.PASSED), runbook=name,
+                                                  action=f"target cleared by prepare of {book.name}"))
+            ledger.record_event(conn, replace(event(Status.PASSED), detail={"cleared": len(cleared), "reset": others}))
+            # The fixture is what the target holds now: drift compares against it.
+            schemas.record_schema(conn, run_id=run_id, runbook=book.name, phase="prepare",
+                                  snapshot=introspect.snapshot(conn))
     except DbrunbookError as exc:
         with eng.begin() as conn:
             ledger.record_event(conn, event(Status.FAILED, str(exc)))
         raise
-    return PrepareResult(book.name, target.name, len(statements), run_id)
+    return PrepareResult(book.name, target.name, len(statements), run_id, cleared, others)
+
+
+def target_refs(target: str | None, group: str | None) -> list[str]:
+    """The targets a command names: one, or a group's (resolved as the fleet resolves it)."""
+    if group is None:
+        return [str(target)]
+    from ..run.fleet import group_targets
+
+    return group_targets(group)
 
 
 # -- status ---------------------------------------------------------------------------------
@@ -150,9 +182,22 @@ class StatusReport:
     events: pd.DataFrame
     migrations: pd.DataFrame = field(default_factory=lambda: _frame())
     approval: str = ""
+    schema: schemas.SchemaDrift | None = None  # the target's schema against the ledger's last record
+
+    @property
+    def drifted(self) -> bool:
+        """The migration changed since it was applied, or the schema out of band."""
+        return "DRIFT" in self.state or (self.schema is not None and self.schema.drifted)
+
+    @property
+    def exit_code(self) -> int:
+        return drift_.DRIFT_EXIT if self.drifted else 0
 
     def render(self) -> str:
         lines = [f"runbook {self.runbook} on {self.target}: {self.state}", self.detail]
+        if self.schema is not None:
+            lines.append(("SCHEMA DRIFT: " if self.schema.drifted else "schema: ") + self.schema.line()
+                         + (" (dbrunbook drift lists each object)" if self.schema.drifted else ""))
         if self.approval:
             lines.append(self.approval)
         for row in self.migrations.to_dict("records"):
@@ -190,11 +235,12 @@ def status(runbook_ref: str, target_ref: str) -> StatusReport:
         events = ledger.events_frame(conn, book.name)
         migrations = checkpoints.migrations_frame(conn, book.name) if book.spec.backfill else _frame()
         approval = _approval_line(conn, book, target)
+        schema = schemas.schema_drift(conn) if state is not None else None
     if book.spec.backfill and migrations.empty:  # declared, not started: the seed's "pending"
         migrations = _frame([{"name": book.spec.backfill.name, "phase": "backfill", "status": "pending",
                                     "processed_records": 0, "checkpoint": {}, "updated_at": None, "error": None}])
     text, detail = ledger.describe_runbook(state, book, live=live)
-    return StatusReport(book.name, target.name, text, detail, events, migrations, approval)
+    return StatusReport(book.name, target.name, text, detail, events, migrations, approval, schema)
 
 
 def _approval_line(conn: Any, book: Runbook, target: Any) -> str:
@@ -246,14 +292,6 @@ def _applied_members(book: sets.RunbookSet, target: Target) -> sets.RunbookSet:
 def import_set(src: str, dest: str, layout: str | None = None) -> importer.ImportResult:
     """``dbrunbook import``: a team's migration folder as a runbook set."""
     return importer.import_folder(Path(src), Path(dest), layout)
-
-
-# -- demo ---------------------------------------------------------------------------------------
-
-
-
-# -- demo --all ---------------------------------------------------------------------------------
-
 
 
 # -- lint -----------------------------------------------------------------------------------------

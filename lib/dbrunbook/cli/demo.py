@@ -56,7 +56,7 @@ def play_flow(book: Runbook, flow: Flow, echo: Callable[[str], None] = print) ->
     runbook = str(book.path)
     for target_ref in dict.fromkeys(step[0] for step in flow):
         prepared = prepare(runbook, target_ref, allow_production=True)
-        echo(f"prepared {prepared.target}: {prepared.statements} fixture statements loaded")
+        echo(prepared.render())
     steps: list[DemoStep] = []
     for target_ref, phases, parameters, *expected in flow:
         if phases == [APPROVE]:

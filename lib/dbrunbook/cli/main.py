@@ -33,8 +33,26 @@ def _parameter(text: str) -> tuple[str, object]:
     return key.strip(), yaml.safe_load(value) if value else ""
 
 
+#: What each exit code means, for schedulers (``--help`` prints it; the README has the same table).
+EXIT_CODES: tuple[tuple[int, str], ...] = (
+    (0, "done: passed, or nothing to do (already applied, verified)"),
+    (1, "failed: a phase, a check or a command failed; the line on stderr says what and where"),
+    (2, "usage: the command line is wrong (an unknown option, a missing argument, a duration that does not "
+        "parse); nothing was run"),
+    (3, "drift: drift or status found the target changed out of band or a migration edited "
+        "(db status: the server is not running)"),
+    (4, "applied and recorded in the ledger, but the archive could not be written: do not retry the change"),
+    (75, "busy: another run is moving the target or the runbook right now; retry later (EX_TEMPFAIL)"),
+    (130, "interrupted by SIGINT; the ledger says where it stopped"),
+    (143, "interrupted by SIGTERM; the ledger says where it stopped"),
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dbrunbook", description="Database migrations run as Jupyter runbooks.")
+    parser = argparse.ArgumentParser(
+        prog="dbrunbook", description="Database migrations run as Jupyter runbooks.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="exit codes:\n" + "\n".join(f"  {code:>3}  {meaning}" for code, meaning in EXIT_CODES))
     parser.add_argument("--version", action="version", version=f"dbrunbook {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
 
@@ -79,10 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-p", "--parameter", action="append", type=_parameter, default=[],
                      metavar="KEY=VALUE", help="extra notebook parameter (repeatable)")
     run.add_argument("--dry-run", action="store_true", help="roll every phase back at its end")
+    run.add_argument("--max-duration", metavar="DURATION",
+                     help="a time window for work in batches (30m, 2h, 1h30m): the backfill stops at the first "
+                          "batch boundary after it, paused; the same command resumes")
 
     status = sub.add_parser("status", help="what the target's ledger says about a runbook")
     status.add_argument("runbook")
     status.add_argument("--target", required=True)
+
+    drift = sub.add_parser("drift", help="compare each target with what its ledger says dbrunbook made it "
+                                         "(exit 3 on drift)")
+    drift.add_argument("runbook", nargs="?", help="a runbook or set (default: every runbook the ledger knows)")
+    where = drift.add_mutually_exclusive_group(required=True)
+    where.add_argument("--target", help="a target")
+    where.add_argument("--group", help="a group of targets in dbrunbook.yaml")
+    drift.add_argument("--format", choices=["text", "json"], default="text")
 
     lint = sub.add_parser("lint", help="review migration files or a runbook before anything runs")
     lint.add_argument("paths", nargs="+",
@@ -282,11 +311,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "prepare":
         prepared = commands.prepare(args.runbook, args.target)
-        print(f"prepared {prepared.runbook} on {prepared.target}: {prepared.statements} fixture statements; "
-              "ledger state reset")
+        print(prepared.render())
         return 0
     if args.command == "run":
         phases = commands.parse_phases(args.phases)
+        if args.max_duration is not None:
+            from ..durations import parse_duration
+
+            try:
+                parse_duration(args.max_duration, "--max-duration")
+            except DbrunbookError as exc:
+                return _fail(str(exc), 2)
+            args.parameter.append(("max_duration", args.max_duration))
         signals.install_sigterm()
         try:
             # The run id and archive first, then each phase as it ends, flushed: a piped log shows progress.
@@ -307,9 +343,19 @@ def _dispatch(args: argparse.Namespace) -> int:
         if members is not None:
             for report in members:
                 print(f"{report.runbook}: {report.state} - {report.detail}")
-            return 0
-        print(commands.status(args.runbook, args.target).render())
-        return 0
+            if members and members[0].schema is not None:
+                print(("SCHEMA DRIFT: " if members[0].schema.drifted else "schema: ") + members[0].schema.line())
+            return max((m.exit_code for m in members), default=0)
+        shown = commands.status(args.runbook, args.target)
+        print(shown.render())
+        return shown.exit_code
+    if args.command == "drift":
+        from ..run import drift as drift_
+
+        refs = commands.target_refs(args.target, args.group)
+        drifted = drift_.check_drift(args.runbook, refs)
+        print(drifted.to_json() if args.format == "json" else drifted.render())
+        return drifted.exit_code
     if args.command == "rehearse":
         from ..run.rehearse import rehearse as rehearse_
 

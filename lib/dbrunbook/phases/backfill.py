@@ -26,15 +26,23 @@ import sqlalchemy as sa
 from pglast import ast
 from psycopg import sql
 
+from ..catalog import introspect
 from ..catalog.expect import check_expectations
 from ..catalog.expect import failures as expect_failures
-from ..errors import DbrunbookError, GuardRefused, SpecError, StatementFailed
+from ..durations import parse_duration
+from ..errors import (
+    DbrunbookError,
+    GuardRefused,
+    SpecError,
+    StatementFailed,
+    TargetBusy,
+)
 from ..runbook.sections import BackfillSpec
 from ..runbook.spec import Runbook
 from ..sql.execute import describe_error
 from ..sql.inverse import invert
 from ..sql.statements import Statement, read_sql_text, render, split_postgresql
-from ..state import checkpoints, identity, ledger
+from ..state import checkpoints, identity, ledger, schemas
 from ..state.checkpoints import Checkpoint, Migration, read_migration, write_migration
 from ..state.status import Status
 from ..targets.connect import psycopg_connect
@@ -86,8 +94,14 @@ class BackfillRun(PhaseRun):
 
     def __init__(self, phase: str, runbook: Runbook, target: Target, *, restart: bool = False,
                  batch_size: int = 0, target_batch_ms: float = 0, pause_ms: float = 0, max_batches: int = 0,
-                 generate: int = 0, parity_recent: int = 100, cleanup: bool = False, **kwargs: Any) -> None:
+                 max_duration: str = "", generate: int = 0, parity_recent: int = 100, cleanup: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(phase, runbook, target, **kwargs)
+        self.window_text = max_duration
+        try:
+            self.window = parse_duration(max_duration, "max_duration") if max_duration else None
+        except SpecError as exc:
+            self._fail(exc)
         if runbook.spec.backfill is None:
             self._fail(SpecError(runbook.path / "runbook.yaml", "declares no backfill", "backfill"))
         self.spec: BackfillSpec = runbook.spec.backfill
@@ -121,7 +135,7 @@ class BackfillRun(PhaseRun):
         got = self.db.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (self._lock_key(),)).fetchone()
         self.db.commit()
         if not (got and got[0]):
-            self._fail(BackfillError(f"another backfill of {self.runbook.name} ({self.spec.name}) is running on "
+            self._fail(TargetBusy(f"another backfill of {self.runbook.name} ({self.spec.name}) is running on "
                                      f"{self.target.name}; nothing was done"))
 
     # -- cells ----------------------------------------------------------------------------------
@@ -154,7 +168,7 @@ class BackfillRun(PhaseRun):
             if m.status == Status.RUNNING:
                 decision += "; the previous run was interrupted (killed: it never recorded an end) and its lock is gone"
             elif m.status == Status.PAUSED:
-                decision += "; the previous run paused there on purpose (max_batches)"
+                decision += "; the previous run paused there on purpose (max_batches or max_duration)"
         self.migration = m
         self.remaining = self._remaining(m.checkpoint.cursor)
         rows = [("data migration", self.spec.name), ("phase / status", f"{m.phase} / {m.status}"),
@@ -183,9 +197,14 @@ class BackfillRun(PhaseRun):
             point.started_xid = row[0] if row else None
         write_migration(raw, m)
         raw.commit()
-        size, done = self.batch_size, False
+        size, done, window_ended = self.batch_size, False, False
+        # The window counts from the first batch: planning and verification are not the work it bounds.
+        deadline = time.monotonic() + self.window.total_seconds() if self.window is not None else None
         try:
             while not self.max_batches or len(self.batches) < self.max_batches:
+                if deadline is not None and time.monotonic() >= deadline:
+                    window_ended = True
+                    break
                 started = time.perf_counter()
                 first, last, rows = batch_range(raw, self.spec.source, self.spec.key, point.cursor, size)
                 if rows == 0:
@@ -228,10 +247,12 @@ class BackfillRun(PhaseRun):
         frame = self._batches_frame()
         left = 0 if done else self._remaining(point.cursor)
         self.detail["remaining"] = left
+        why = f"the window of {self.window_text} ended" if window_ended else f"max_batches={self.max_batches}"
+        self.detail["paused_by"] = None if done else ("max_duration" if window_ended else "max_batches")
         report.say(f"**Backfill complete:** {_describe(point)}." if done else
-                   f"**Paused after max_batches={self.max_batches}:** {_describe(point)}; **{left} source rows "
-                   "remain**. Run the phase again to resume at the checkpoint; verification runs when the backfill "
-                   "reaches the end.")
+                   f"**Paused: {why}**, at a batch boundary: {_describe(point)}; **{left} source rows "
+                   "remain**. Run the same command again to resume at the checkpoint; verification runs when the "
+                   "backfill reaches the end.")
         if len(frame):
             summary = _batch_summary(frame)
             report.show(summary, caption="this run")
@@ -404,6 +425,9 @@ class BackfillRun(PhaseRun):
                                          f"{'; '.join(missed)}; nothing was dropped"))
         m.phase, m.status, m.completed_at = "complete", Status.COMPLETED, identity.now()
         write_migration(raw, m)
+        # The cleanup changed the schema: drift compares against it from now on.
+        schemas.record_schema(self.conn, run_id=self.run_id, runbook=self.runbook.name, phase="backfill cleanup",
+                              snapshot=introspect.snapshot(self.conn))
         self.conn.commit()
         removed = f" (the dual-write first: {len(removal)} statement(s))" if removal else ""
         report.say(f"**Cleanup done:** {len(statements)} statement(s){removed} and `{self.spec.cleanup}` committed "

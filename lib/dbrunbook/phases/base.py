@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..catalog import expect
 from ..catalog.expectations import Expectations
-from ..errors import ChecksFailed, DbrunbookError, GuardRefused
+from ..errors import ChecksFailed, DbrunbookError, GuardRefused, TargetBusy
 from ..paths import outputs_dir
 from ..runbook.spec import Runbook, load_runbook
 from ..state import identity, ledger, storage
@@ -198,7 +198,7 @@ class PhaseRun:
                            (ledger.runbook_lock_key(self.runbook.name),)).fetchone()
         if not (got and got[0]):
             conn.close()
-            self._fail(GuardRefused(f"refused: another run is moving {self.runbook.name} on {self.target.name} "
+            self._fail(TargetBusy(f"refused: another run is moving {self.runbook.name} on {self.target.name} "
                                     "right now (it holds the runbook's lock); nothing was changed"))
         self._runbook_lock = conn
         return conn

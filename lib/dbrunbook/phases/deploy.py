@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from ..catalog import introspect, preflight
 from ..catalog.dump import dump_schema
-from ..errors import DbrunbookError, DriftError, GuardRefused
+from ..errors import DbrunbookError, DriftError, GuardRefused, RunLockBusy
 from ..runbook.spec import Runbook
 from ..sql.online import (
     LockPolicy,
@@ -33,7 +33,7 @@ from ..sql.online import (
     steps_frame,
 )
 from ..sql.statements import Statement
-from ..state import ledger, toolhistory
+from ..state import ledger, schemas, toolhistory
 from ..state.approvals import ApprovalRequired, approvals_required, valid_approval
 from ..state.status import Direction, Status
 from ..targets.connect import engine, psycopg_connect
@@ -45,10 +45,6 @@ from .evidence import step
 RUN_LOCK_KEY = "dbrunbook.deploy"  # a lock name: every version of dbrunbook takes the same one
 SCHEMA_DUMP = "schema_before.sql"
 APPLY, NOOP, RESUME = "apply", "noop", "resume"
-
-
-class RunLockBusy(GuardRefused):
-    """Another deploy holds the target's run lock."""
 
 
 # -- the run lock -------------------------------------------------------------------------------------
@@ -99,8 +95,9 @@ class DeployRun(PhaseRun):
 
     def __init__(self, phase: str, runbook: Runbook, target: Target, *, rehearsal: str = "dev",
                  lock_timeout_ms: int = 500, lock_attempts: int = 8, statement_timeout_s: float = 900,
-                 run_lock_wait_s: float = 30, **kwargs: Any) -> None:
+                 run_lock_wait_s: float = 30, accept_drift: str = "", **kwargs: Any) -> None:
         super().__init__(phase, runbook, target, **kwargs)
+        self.accept_drift = accept_drift
         if target.dialect not in self.dialects:
             self._fail(GuardRefused(f"deploy needs PostgreSQL for its run lock, lock policy and pg_dump; "
                                     f"target {target.name} is {target.dialect}"))
@@ -166,6 +163,10 @@ class DeployRun(PhaseRun):
             todo = {APPLY: "apply", RESUME: "resume: steps already done are skipped", NOOP: "up to date: verify only"}
             rows.append(_row("state on " + self.target.name, seen, todo[self.decision], "pass"))
 
+        drift_row, drifted = self._drift_gate()
+        rows.append(drift_row)
+        if drifted is not None:
+            problems.append(drifted)
         approval_row, refused = self._approval()
         rows.append(approval_row)
         if refused is not None:
@@ -195,6 +196,27 @@ class DeployRun(PhaseRun):
         self.before = introspect.snapshot(self.conn)
         self.detail["decision"] = self.decision
         return frame
+
+    def _drift_gate(self) -> tuple[dict[str, str], DbrunbookError | None]:
+        """The target must be what its ledger says dbrunbook made it: a schema changed out of band is
+        named and refused, unless ``accept_drift`` names the target (consent, recorded)."""
+        found = schemas.schema_drift(self.conn)
+        if not found.drifted:
+            return _row("drift from the ledger", found.line(), "none", "pass"), None
+        objects = ", ".join(f"{r.change} {r.kind} {r.object}" for r in found.differences.head(5).itertuples())
+        more = len(found.differences) - 5
+        named = f" ({objects}{f', and {more} more' if more > 0 else ''})" if objects else ""
+        if self.accept_drift == self.target.name:
+            self.detail["accepted_drift"] = {"by": self.operator, "what": found.line(),
+                                             "objects": [f"{r.change} {r.kind} {r.object}"
+                                                         for r in found.differences.itertuples()]}
+            report.say(f"**Drift accepted** by {self.operator} (`accept_drift={self.target.name}`): {found.line()}"
+                       f"{named}.")
+            return _row("drift from the ledger", found.line() + named, f"accepted by {self.operator}", "pass"), None
+        return (_row("drift from the ledger", found.line() + named, "none", "FAIL"),
+                DriftError(f"deploy refused: {self.target.name} drifted from its ledger: {found.line()}{named}; "
+                           f"`dbrunbook drift --target {self.target.name}` lists it; give -p "
+                           f"accept_drift={self.target.name} to deploy anyway (recorded); nothing was changed"))
 
     def _approval(self) -> tuple[dict[str, str], DbrunbookError | None]:
         """A production deploy that changes something needs an approval of these exact files, by
@@ -329,8 +351,7 @@ class DeployRun(PhaseRun):
             assert self.before is not None
             ledger.move(self.conn, self.runbook.name, Status.APPLIED, checksum=self.runbook.migration_checksum(),
                         checksums=self.checksums, run_id=self.run_id, operator=self.operator, phase=self.phase,
-                        snapshot_before=self.before.objects,
-                        fingerprint_after=introspect.snapshot(self.conn).fingerprint)
+                        snapshot_before=self.before.objects, schema_after=introspect.snapshot(self.conn))
             kept = toolhistory.record_applied(self.conn, self.runbook.spec.origin,
                                               self.runbook.file(self.runbook.migration_files[0]), self.operator)
             if kept:

@@ -7,11 +7,12 @@ validation, the check that each notebook's parameters cell declares exactly thes
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ..dialects import Dialect
+from ..durations import parse_duration
 from ..errors import SpecError
 from ..state.status import Direction
 from ..targets.secrets import refuse_password
@@ -25,6 +26,8 @@ class Param:
     type: type
     default: Any
     help: str
+    #: Checks a value of the right type (raises :class:`SpecError`): a duration that must parse.
+    check: Callable[[Any], object] | None = None
 
     def coerce(self, value: object, phase: str) -> object:
         """The value as this parameter's type, or a :class:`SpecError` naming the parameter."""
@@ -32,8 +35,13 @@ class Param:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             return float(value)
         if kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)  # -p confirm=2024 names a target "2024"
+            value = str(value)  # -p confirm=2024 names a target "2024"
         if isinstance(value, kind) and (kind is bool or not isinstance(value, bool)):
+            if self.check is not None and value != self.default:
+                try:
+                    self.check(value)
+                except SpecError as exc:
+                    raise SpecError("-p", f"{self.name}={value!r}: {exc.message}", self.name) from None
             return value
         raise SpecError("-p", f"{self.name}={value!r}: phase {phase} takes a {kind.__name__} ({self.help})",
                         self.name)
@@ -132,6 +140,8 @@ PHASES: dict[str, PhaseInfo] = {info.name: info for info in (
                   Param("target_batch_ms", float, 0, "the batch duration the size adapts to; 0: the runbook's"),
                   Param("pause_ms", float, 0, "a pause between batches, to leave the application room"),
                   Param("max_batches", int, 0, "stop after this many batches (paused, resumable); 0: run to the end"),
+                  Param("max_duration", str, "", "a time window (30m, 2h, 1h30m): stop at the first batch boundary "
+                        "after it (paused, resumable); empty: no window", parse_duration),
                   Param("generate", int, 0, "first add this many generated rows (never on a production target)"),
                   Param("parity_recent", int, 100, "the dual-write parity check looks at this many latest rows"),
                   Param("cleanup", bool, False, "True: drop the deprecated columns, if the verification passed")),
@@ -155,7 +165,9 @@ PHASES: dict[str, PhaseInfo] = {info.name: info for info in (
                         "how long one attempt may wait for a lock before it gives up and retries"),
                   Param("lock_attempts", int, 8, "attempts per step, with exponential backoff between them"),
                   Param("statement_timeout_s", float, 900, "the longest any one step may run"),
-                  Param("run_lock_wait_s", float, 30, "how long to wait for another deploy of this target to finish")),
+                  Param("run_lock_wait_s", float, 30, "how long to wait for another deploy of this target to finish"),
+                  Param("accept_drift", str, "",
+                        "the target's name: deploy although its schema drifted from its ledger (consent, recorded)")),
               by_dialect={"sqlite": "dbrunbook.phases.deploy_sqlite:SqliteDeployRun"}, target_default="prod",
               dry_run_help="True: run lock, preflight and plan only; nothing is applied", production="made for it",
               direction=Direction.FORWARD),

@@ -276,7 +276,7 @@ class ScriptRun(PhaseRun):
         moved = ledger.move(
             conn, self.runbook.name, new, checksum=self.runbook.migration_checksum(), checksums=self.checksums,
             run_id=self.run_id, operator=self.operator, phase=self.phase, snapshot_before=self.before.objects,
-            fingerprint_after=introspect.snapshot(conn).fingerprint, **fields)
+            schema_after=introspect.snapshot(conn), **fields)
         self.in_flight = new in ledger.IN_FLIGHT
         return moved
 

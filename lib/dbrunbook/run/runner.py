@@ -24,6 +24,7 @@ from ..archive.manifest import (
     RunResult,
     copy_sql,
     git_commit,
+    hold_run_lock,
     new_run_folder,
     scrub_secrets,
     write_manifest,
@@ -160,9 +161,23 @@ def _run_phases(book: Runbook | RunbookSet, target: Target, target_ref: str, pha
     except OSError as exc:
         raise ArchiveError(f"cannot write the archive under {outputs_dir()}: {exc.strerror or exc}; nothing was run") \
             from None
-    copy_sql(book, folder)
+    with hold_run_lock(folder):
+        return _run_in_folder(book, target, target_ref, phases, parameters, held, folder, result, started, root,
+                              dry_run=dry_run, echo=echo)
+
+
+def _run_in_folder(book: Runbook | RunbookSet, target: Target, target_ref: str, phases: list[str],
+                   parameters: dict[str, object], held: signals.HeldSignals, folder: Path, result: RunResult,
+                   started: datetime, root: Path, *, dry_run: bool, echo: Callable[[str], None] | None) -> RunResult:
+    run_id = result.run_id
     if echo is not None:
         echo(f"{book.name} on {target.name} (run {run_id}):\n  archive: {folder}")
+    if not dry_run:
+        done_already = nothing_to_do(book, target, phases)
+        if done_already is not None:
+            return _record_nothing_to_do(book, target, phases, parameters, folder, result, started, done_already,
+                                         echo)
+    copy_sql(book, folder)
     steps = plan_steps(book.members, phases, single=book.members[:1] == [book])
     unwritten: str | None = None  # the archive failed after what the phases applied was recorded
     # A raw URL reaches the notebooks as env:VAR: set before the kernel starts, which inherits it.
@@ -181,6 +196,12 @@ def _run_phases(book: Runbook | RunbookSet, target: Target, target_ref: str, pha
             given = step_parameters(step, runbook=_relative(step.member.path, root), target=target_param,
                                     run_id=run_id, archive_dir=_relative(folder, root), dry_run=dry_run,
                                     parameters=parameters)
+            try:
+                write_manifest(folder, book, target, result, started, dry_run, parameters, status="running",
+                               running=step.label)
+            except OSError as exc:
+                unwritten = f"{MANIFEST}: {exc.strerror or exc}"
+                break
             try:
                 with held.let_through():  # a signal stops the notebook at once, and one held stops it here
                     done = run_step(step, engine_, folder, given)
@@ -230,6 +251,54 @@ def _run_phases(book: Runbook | RunbookSet, target: Target, target_ref: str, pha
     return result
 
 
+#: Phases whose whole work the ledger can tell is done before any notebook runs.
+_DECIDED_BY_THE_LEDGER = frozenset({"schema", "deploy", "rollback"})
+
+
+def nothing_to_do(book: Runbook | RunbookSet, target: Target, phases: list[str]) -> list[str] | None:
+    """Why every step of the run is a no-op (each member already where the phase takes it, with the
+    same checksum, and the target's schema as its ledger last recorded it), or None when there is
+    work, or a check only a notebook does (review, test, ...), or anything the ledger cannot say."""
+    if not phases or not set(phases) <= _DECIDED_BY_THE_LEDGER or not book.members:
+        return None
+    from ..phases.registry import in_order, phase_info
+    from ..state import schemas
+
+    reasons: list[str] = []
+    try:
+        with engine(target, create=False).connect() as conn:
+            found = schemas.schema_drift(conn)
+            if not found.known or found.drifted or found.part_way:
+                return None
+            for member, phase in in_order(book.members, phases):
+                direction = phase_info(phase).direction
+                state = ledger.read_state(conn, member.name)
+                live = ledger.lock_held(conn, ledger.runbook_lock_key(member.name)) if state else False
+                decision = ledger.decide(str(direction), state, member.migration_checksum(), live=live,
+                                         repeatable=member.spec.repeatable)
+                if decision.action != Status.NOOP:
+                    return None
+                reasons.append(f"{member.name} {phase}: {decision.reason}")
+    except Exception:  # a target the check cannot read: the phases run and say why
+        return None
+    return reasons + [f"the schema of {target.name} is as its ledger recorded it"]
+
+
+def _record_nothing_to_do(book: Runbook | RunbookSet, target: Target, phases: list[str],
+                          parameters: dict[str, object], folder: Path, result: RunResult, started: datetime,
+                          reasons: list[str], echo: Callable[[str], None] | None) -> RunResult:
+    """A small record instead of executed notebooks: the manifest says what was found, sealed like
+    any run, so history lists it and a scheduler reads exit 0 with "nothing to do"."""
+    at = datetime.now(UTC).isoformat(timespec="seconds")
+    result.nothing_to_do = reasons
+    result.phases = [PhaseResult(phase, f"{phase}.ipynb", Status.NOOP, at, 0.0, "", None) for phase in phases]
+    sealed = write_manifest(folder, book, target, result, started, False, parameters)
+    _seal(target, sealed, result)
+    if echo is not None:
+        echo("\n".join(f"  nothing to do: {why}" for why in reasons))
+    return result
+
+
 def _seal(target: Target, manifest: Path, result: RunResult) -> None:
     """Seal the finished run in the target's ledger and refresh the archive's index page; neither
     changes the run's outcome, and either failing is said in the run's summary."""
@@ -263,7 +332,7 @@ def _interrupted(stop: KeyboardInterrupt, book: Runbook | RunbookSet, step: Step
 def raise_for_failure(result: RunResult) -> None:
     """Raise :class:`PhaseFailed` for the first failed phase of a run."""
     for phase in result.phases:
-        if phase.status != Status.PASSED:
+        if phase.status not in (Status.PASSED, Status.NOOP):
             raise PhaseFailed(phase.phase, phase.output, phase.error or "failed")
     if result.error:
         raise PhaseFailed("archive", MANIFEST, result.error)

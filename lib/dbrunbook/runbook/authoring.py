@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from ..catalog.derive import catalog_snapshot, expectations_between
+from ..catalog.derive import Catalog, catalog_snapshot, expectations_between
 from ..sql.inverse import Inverse, invert
 from ..sql.statements import Statement
 
@@ -18,17 +18,32 @@ from ..sql.statements import Statement
 @dataclass
 class Trial:
     """What a script did on a scratch database: each statement's inverse, the catalog before and
-    after, and the first statement that failed (``file:line: message``), after which nothing ran."""
+    after, and the first statement that failed (``file:line: message``), after which nothing ran;
+    then, when its rollback was tried (:func:`try_rollback`), the catalog after it or its error."""
 
     inverses: list[Inverse] = field(default_factory=list)
-    before: dict[str, Any] = field(default_factory=dict)
-    after: dict[str, Any] | None = None
+    before: Catalog = field(default_factory=Catalog)
+    after: Catalog | None = None
     error: str | None = None
+    back: Catalog | None = None
+    back_error: str | None = None
 
     @property
     def expectations(self) -> dict[str, Any]:
         """What the script made, as runbook.yaml expectations (none when it did not run to its end)."""
         return expectations_between(self.before, self.after) if self.after is not None else {}
+
+    @property
+    def after_rollback(self) -> dict[str, Any]:
+        """What the rollback undid, as expectations (``expect_after_rollback``)."""
+        return expectations_between(self.after, self.back) if self.after is not None and self.back is not None \
+            else {}
+
+    def left_behind(self) -> list[str]:
+        """What the migration made that is still there after its rollback."""
+        if self.after is None or self.back is None:
+            return []
+        return sorted((self.back.names() & self.after.names()) - self.before.names())
 
 
 def apply(conn: Any, statements: list[Statement]) -> str | None:
@@ -54,6 +69,27 @@ def try_script(conn: Any, statements: list[Statement], *, invert_each: bool = Tr
             return trial
     trial.after = catalog_snapshot(conn)
     return trial
+
+
+def try_rollback(conn: Any, trial: Trial, forward: list[Statement], backward: list[Statement]) -> bool:
+    """Run the rollback after a trial that ran to its end, recording the catalog it leaves
+    (:attr:`Trial.back`) or its first error; then the scratch database is as the migration left it
+    again: a rollback that can run in a transaction is rolled back (psycopg's
+    ``force_rollback``), one that cannot is followed by the migration once more. False when that
+    could not be done (the scratch database no longer follows the chain)."""
+    if trial.after is None:
+        return True
+    if all(stmt.transactional for stmt in backward):
+        with conn.transaction(force_rollback=True):
+            trial.back_error = apply(conn, backward)
+            if trial.back_error is None:
+                trial.back = catalog_snapshot(conn)
+        return True
+    trial.back_error = apply(conn, backward)
+    if trial.back_error is not None:
+        return False
+    trial.back = catalog_snapshot(conn)
+    return apply(conn, forward) is None
 
 
 def generated_rollback(inverses: list[Inverse]) -> tuple[list[str], list[str]]:

@@ -35,6 +35,7 @@ from .authoring import (
     expectation_count,
     generated_rollback,
     render_spec,
+    try_rollback,
     try_script,
 )
 from .sets import SET_FILE, is_set, load_members
@@ -53,6 +54,7 @@ class Member:
     expectations: int = 0
     note: str = ""
     updated: bool = False  # a repeatable already imported whose definition changed, rewritten
+    down_error: str = ""   # its rollback failed on the scratch database (rehearse gives the verdict)
 
 
 @dataclass
@@ -73,7 +75,8 @@ class ImportResult:
             lines.append(f"  {m.name}{' (changed: runs again)' if m.updated else ''}: {back}, "
                          f"{m.expectations} expectation(s)"
                          + (f"; irreversible: {'; '.join(m.irreversible)}" if m.irreversible else "")
-                         + (f"; {m.note}" if m.note else ""))
+                         + (f"; {m.note}" if m.note else "")
+                         + (f"; its rollback fails on a scratch database: {m.down_error}" if m.down_error else ""))
         lines += [f"  numbering: {issue}" for issue in self.issues]
         return "\n".join(lines)
 
@@ -134,6 +137,17 @@ def _holds_no_statement(text: str, name: str) -> bool:
         return False
 
 
+def _rollback_statements(path: Path) -> list[Statement] | None:
+    """The rollback's statements for a scratch database (None: none written, or not PostgreSQL's:
+    the rehearsal judges it)."""
+    if not path.is_file():
+        return None
+    try:
+        return _statements(read_sql_text(path, path.name), path.name)
+    except SpecError:
+        return None
+
+
 def _write_member(folder: Path, member: layouts.MigrationFile, src: Path, statements: list[Statement],
                   conn: Any | None, previous: str = "") -> Member:
     folder.mkdir(parents=True, exist_ok=True)
@@ -163,6 +177,14 @@ def _write_member(folder: Path, member: layouts.MigrationFile, src: Path, statem
             result.rollback = "generated"
         if down is not None and down_empty:
             result.irreversible.append(f"{down_name} is empty: the source declares no way back")
+    back = _rollback_statements(folder / "rollback.sql")
+    if conn is not None and back is not None and trial.after is not None:
+        # The rollback tried right after: what it undoes becomes expect_after_rollback.
+        if not try_rollback(conn, trial, statements, back):
+            result.note = f"its rollback failed on the scratch database ({trial.back_error}), which no longer " \
+                          "follows the chain: expectations stop here"
+        elif trial.back_error:
+            result.down_error = trial.back_error
     expect = trial.expectations
     result.expectations = expectation_count(expect)
     spec: dict[str, Any] = {"title": f"{member.name} (imported)", "source": f"imported from {result.source}",
@@ -182,5 +204,7 @@ def _write_member(folder: Path, member: layouts.MigrationFile, src: Path, statem
         spec["verify"] = ["verify.sql"]
     if expect:
         spec["expect"] = expect
+    if trial.after_rollback:
+        spec["expect_after_rollback"] = trial.after_rollback
     (folder / "runbook.yaml").write_text(render_spec(spec))
     return result

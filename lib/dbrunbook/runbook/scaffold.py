@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..catalog.derive import expectations_between
 from ..catalog.dump import dump_schema
 from ..config import CONFIG_NAME
 from ..errors import SpecError, TargetError
@@ -33,6 +32,7 @@ from .authoring import (
     expectation_count,
     generated_rollback,
     render_spec,
+    try_rollback,
     try_script,
 )
 from .importer import ImportResult, import_folder
@@ -230,17 +230,16 @@ def new_runbook(name: str, root: Path, *, from_sql: Path | None = None, rollback
         spec["expect"] = trial.expectations
         result.expectations = expectation_count(trial.expectations)
         if backward is not None and trial.after is not None:
-            undone = try_script(conn, backward, invert_each=False)
-            if undone.error:
-                where, _, why = undone.error.partition(": ")
+            try_rollback(conn, trial, forward, backward)
+            if trial.back_error:
+                where, _, why = trial.back_error.partition(": ")
                 raise SpecError(where, f"the rollback fails on a scratch database after the migration: {why}; "
                                        "nothing was written")
-            assert undone.after is not None
-            back = expectations_between(trial.after, undone.after)
+            back = trial.after_rollback
             if back:
                 spec["expect_after_rollback"] = back
             result.after_rollback = expectation_count(back)
-            left = sorted(set(undone.after) - set(trial.before))
+            left = trial.left_behind()
             if left:
                 result.notes.append(f"the rollback leaves {', '.join(left)}, which the migration made; the rollback "
                                     "phase will say the schema is not back")

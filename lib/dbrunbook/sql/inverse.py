@@ -64,6 +64,34 @@ def _enum_labels(conn: Any | None, type_name: str) -> list[str] | None:
     return [str(r[0]) for r in rows] or None
 
 
+def _replaced_view(conn: Any | None, view: str) -> Inverse:
+    """CREATE OR REPLACE VIEW undone: the definition the catalog had (dropped and created again, as
+    the old one may have fewer columns), or the view dropped when there was none."""
+    if conn is None:
+        return Inverse([], "CREATE OR REPLACE VIEW: the view it replaced is not known without a scratch database")
+    row = conn.execute("SELECT pg_get_viewdef(c.oid) FROM pg_class c WHERE c.oid = to_regclass(%s) AND "
+                       "c.relkind = 'v'", (view,)).fetchone()
+    if row is None:
+        return Inverse([f"DROP VIEW {view}"])
+    return Inverse([f"DROP VIEW {view}", f"CREATE VIEW {view} AS {str(row[0]).strip().rstrip(';')}"])
+
+
+def _replaced_function(conn: Any | None, signature: str, kind: str) -> Inverse:
+    """CREATE OR REPLACE FUNCTION undone: the definition the catalog had, or the function dropped."""
+    if conn is None:
+        return Inverse([], f"CREATE OR REPLACE {kind}: the {kind.lower()} it replaced is not known without a scratch "
+                           "database")
+    import psycopg
+
+    try:
+        row = conn.execute("SELECT pg_get_functiondef(to_regprocedure(%s))", (signature,)).fetchone()
+    except psycopg.Error:  # an argument type that is not there yet: the function is not either
+        row = None
+    if row is None or row[0] is None:
+        return Inverse([f"DROP {kind} {signature}"])
+    return Inverse([str(row[0]).strip()])
+
+
 def _index_definition(conn: Any, name: str) -> str | None:
     row = conn.execute("SELECT pg_get_indexdef(to_regclass(%s))", (name,)).fetchone()
     return str(row[0]) if row and row[0] else None
@@ -87,8 +115,7 @@ def invert(statement: Statement, conn: Any | None = None) -> Inverse:
     if isinstance(node, ast.CreateSeqStmt):
         return Inverse([f"DROP SEQUENCE {_rel(node.sequence)}"])
     if isinstance(node, ast.ViewStmt):
-        return Inverse([f"DROP VIEW {_rel(node.view)}"]) if not node.replace else \
-            Inverse([], "CREATE OR REPLACE VIEW: the view it replaced is not kept")
+        return _replaced_view(conn, _rel(node.view)) if node.replace else Inverse([f"DROP VIEW {_rel(node.view)}"])
     if isinstance(node, ast.CreateExtensionStmt):
         return Inverse([f"DROP EXTENSION IF EXISTS {_ident(str(node.extname))}"])
     if isinstance(node, ast.CreateSchemaStmt) and node.schemaname:
@@ -96,11 +123,12 @@ def invert(statement: Statement, conn: Any | None = None) -> Inverse:
     if isinstance(node, ast.CreateTrigStmt):
         return Inverse([f"DROP TRIGGER {_ident(str(node.trigname))} ON {_rel(node.relation)}"])
     if isinstance(node, ast.CreateFunctionStmt):
-        if node.replace:
-            return Inverse([], "CREATE OR REPLACE FUNCTION: the function it replaced is not kept")
         args = ", ".join(_render(p.argType) for p in node.parameters or ()
                          if getattr(p, "mode", None) is None or str(p.mode) not in ("FUNC_PARAM_OUT", "FUNC_PARAM_TABLE"))
-        return Inverse([f"DROP FUNCTION {_ident(*_names(node.funcname))}({args})"])
+        signature = f"{_ident(*_names(node.funcname))}({args})"
+        if node.replace:
+            return _replaced_function(conn, signature, "PROCEDURE" if node.is_procedure else "FUNCTION")
+        return Inverse([f"DROP {'PROCEDURE' if node.is_procedure else 'FUNCTION'} {signature}"])
     if isinstance(node, ast.RenameStmt) and node.renameType == ObjectType.OBJECT_TYPE and node.object is not None:
         named = _names(node.object)
         renamed = [*named[:-1], str(node.newname)]

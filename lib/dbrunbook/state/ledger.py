@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 from ..catalog.introspect import Snapshot
 from ..dialects import Dialect
-from ..errors import DbrunbookError, DriftError, GuardRefused
+from ..errors import DbrunbookError, DriftError, TargetBusy
+from . import schemas
 from .identity import now, operator
 from .status import Direction, Status
 from .storage import _STATE_V2_COLUMNS, ledger_exists, tables
@@ -174,10 +175,14 @@ def check_transition(runbook: str, old: str, new: str) -> None:
         raise IllegalTransition(runbook, old, new)
 
 
-def move(conn: Connection, runbook: str, new: str, **changes: Any) -> State:
+def move(conn: Connection, runbook: str, new: str, *, schema_after: Snapshot | None = None, **changes: Any) -> State:
     """Move a runbook to ``new`` (checked against :data:`TRANSITIONS`) with the given fields;
     the fingerprint before is never overwritten once recorded for the current cycle (see
-    :func:`first_snapshot`)."""
+    :func:`first_snapshot`). ``schema_after``: the schema as the move leaves it, its fingerprint
+    recorded on the state and, when the move ends an attempt, the whole of it for drift
+    (:func:`dbrunbook.state.schemas.record_schema`)."""
+    if schema_after is not None:
+        changes["fingerprint_after"] = schema_after.fingerprint
     current = read_state(conn, runbook)
     old = current.state if current is not None else Status.PENDING
     check_transition(runbook, old, new)
@@ -192,6 +197,9 @@ def move(conn: Connection, runbook: str, new: str, **changes: Any) -> State:
     if new in (Status.APPLIED, Status.ROLLED_BACK):  # a finished attempt has no step in flight
         updated = replace(updated, step=None, steps=None, steps_done=None, step_sql=None, error=None)
     _write(conn, updated)
+    if schema_after is not None and new in (Status.APPLIED, Status.ROLLED_BACK):
+        schemas.record_schema(conn, run_id=updated.run_id, runbook=runbook, phase=updated.phase or new,
+                              snapshot=schema_after)
     return updated
 
 
@@ -239,6 +247,14 @@ def reset(conn: Connection, runbook: str) -> None:
     t = tables(conn.dialect.name)
     conn.execute(t.state.delete().where(t.state.c.runbook == runbook))
     conn.execute(t.migrations.delete().where(t.migrations.c.runbook == runbook))
+
+
+def runbooks_with_state(conn: Connection) -> list[str]:
+    """The runbooks this target has a state for."""
+    if not ledger_exists(conn):
+        return []
+    t = tables(conn.dialect.name)
+    return [str(r[0]) for r in conn.execute(sa.select(t.state.c.runbook).order_by(t.state.c.runbook))]
 
 
 def settle_interrupt(conn: Connection, *, runbook: str, run_id: str, phase: str, target: str, why: str,
@@ -325,7 +341,7 @@ def decide(direction: str, state: State | None, checksum: str, *, live: bool = F
     current = effective_state(state, live)
     where = f" on {target}" if target else ""
     if state is not None and current in IN_FLIGHT:
-        return Decision(REFUSE, current, "another run is in flight", GuardRefused(
+        return Decision(REFUSE, current, "another run is in flight", TargetBusy(
             f"refused: run {state.run_id} ({state.operator}) is {current.replace('_', ' ')} {state.runbook}{where} "
             f"right now ({in_flight_text(state) or 'starting'}); wait for it"))
     if direction == Direction.BACKWARD:

@@ -3,7 +3,8 @@
 Tables: ``events``, append-only for real (UPDATE, DELETE and TRUNCATE are refused by triggers);
 ``state``, one row per runbook (its state, the checksum, the step in flight, and the schema
 snapshot taken once, before the first attempt); ``data_migrations``, one row per backfill;
-``archives``, the seal of each archived run; ``approvals``; ``version``, the ledger's schema
+``archives``, the seal of each archived run; ``approvals``; ``schemas``, the schema as each change
+left it (what ``drift`` compares against); ``version``, the ledger's schema
 version, one row per upgrade. On PostgreSQL they live in schema ``dbrunbook``; on SQLite as
 ``dbrunbook_*`` tables in the same file.
 """
@@ -26,8 +27,9 @@ SCHEMA = "dbrunbook"
 
 
 #: The ledger schema this code writes. 1: events, state, data_migrations (no version table);
-#: 2: the version table, the step in flight on ``state``, TRUNCATE refused on ``events``.
-VERSION = 3
+#: 2: the version table, the step in flight on ``state``, TRUNCATE refused on ``events``;
+#: 3: archives (seals) and approvals; 4: schemas, the schema as each change left it (drift).
+VERSION = 4
 
 
 _JSON = sa.JSON().with_variant(JSONB(), "postgresql")
@@ -45,6 +47,7 @@ class Tables:
     version: sa.Table
     archives: sa.Table
     approvals: sa.Table
+    schemas: sa.Table
 
 
 @lru_cache(maxsize=2)
@@ -139,7 +142,20 @@ def tables(dialect: str) -> Tables:
         sa.Column("review_run_id", sa.Text),
         sa.Column("approved_at", sa.DateTime(timezone=True), nullable=False),
     )
-    return Tables(events, state, migrations, version, archives, approvals)
+    # Version 4: the whole schema (every user object and its definition) as each change that
+    # committed left it, so that a change made out of band shows object by object (drift).
+    recorded = sa.Table(
+        prefix + "schemas", metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("run_id", sa.Text, nullable=False),
+        sa.Column("runbook", sa.Text, nullable=False),
+        sa.Column("phase", sa.Text, nullable=False),
+        sa.Column("operator", sa.Text, nullable=False),
+        sa.Column("recorded_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("fingerprint", sa.Text, nullable=False),
+        sa.Column("objects", _JSON, nullable=False),
+    )
+    return Tables(events, state, migrations, version, archives, approvals, recorded)
 
 
 def _STATE_V2_COLUMNS() -> list[sa.Column[Any]]:  # noqa: N802 - a table fragment, named like one
@@ -190,11 +206,11 @@ def ensure_ledger(conn: Connection) -> None:
                            f"({VERSION}); upgrade dbrunbook")
     if found == VERSION:
         return
-    _upgrade_to_2(conn)  # idempotent; version 3 only adds tables, which create_all made above
+    _upgrade_to_2(conn, from_version_1=found is None)  # idempotent; versions 3 and 4 only add tables
     conn.execute(t.version.insert().values(version=VERSION, upgraded_at=now(), operator=operator()))
 
 
-def _upgrade_to_2(conn: Connection) -> None:
+def _upgrade_to_2(conn: Connection, *, from_version_1: bool) -> None:
     """From the version-1 ledger (no version table): the step columns and the append-only
     triggers. A fresh ledger already has the columns; every step is idempotent."""
     dialect = Dialect(conn.dialect.name)
@@ -213,6 +229,11 @@ def _upgrade_to_2(conn: Connection) -> None:
         if objects:
             conn.execute(t.state.update().where(t.state.c.runbook == runbook)
                          .values(fingerprint_before=Snapshot(dict(objects)).fingerprint))
+    if from_version_1:
+        # The fingerprints after that version 1 recorded hashed the column order too, and no
+        # snapshot is there to recompute them from: compared with today's they would all read as
+        # drift, so they go (drift has no record to compare with until the next change).
+        conn.execute(t.state.update().values(fingerprint_after=None))
 
 
 def ledger_version(conn: Connection) -> int | None:
